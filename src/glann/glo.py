@@ -1,0 +1,118 @@
+"""GLO: Generative Latent Optimization (Bojanowski et al. 2018), GLANN's first stage.
+
+Learns a generator G and one latent code z_i per training image by minimising
+sum_i loss(G(z_i), x_i) over both (GLANN Sec. 3.1, Eq. 1). Codes start as
+N(0, 0.01^2) and are projected onto the unit sphere after every step; G divides
+its input by its norm. Adam(0.5, 0.999), lr 0.01 for codes and 0.001 for G,
+both halved every ``lr_halve_every`` epochs (GLANN's released recipe).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .errors import DivergedError
+from .losses import make_loss
+from .models import make_generator, to_float_images, to_uint8_images
+from .runtime import Checkpointer, autocast, check_finite, rng_state, set_rng_state
+from .training import EpochLog, epoch_batches, load_train_images
+
+log = logging.getLogger(__name__)
+
+
+def project_to_sphere(codes: torch.Tensor) -> torch.Tensor:
+    return F.normalize(codes, dim=1)
+
+
+def train_glo(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tracker=None,
+              csv_path=None, amp: str = "auto", fault: dict | None = None) -> dict:
+    images = load_train_images(data_dir, device)
+    n, h, w, c = images.shape
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    G = make_generator(cfg["latent_dim"], (h, w, c), cfg["generator"]["arch"],
+                       cfg["generator"]["batchnorm"], normalize_input=True).to(device)
+    codes = torch.randn(n, cfg["latent_dim"], generator=gen) * cfg["init_std"]
+    codes = torch.nn.Parameter(project_to_sphere(codes).to(device))
+    betas = tuple(cfg["betas"])
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg["lr_generator"], betas=betas)
+    opt_z = torch.optim.Adam([codes], lr=cfg["lr_codes"], betas=betas)
+    loss_fn = make_loss(cfg["loss"], h, cfg.get("vgg_weights"), cfg.get("lap_levels"))
+    if isinstance(loss_fn, torch.nn.Module):
+        loss_fn = loss_fn.to(device)
+
+    ckpt = Checkpointer(out_path)
+    state = ckpt.load()
+    start, history = 0, []
+    if state is not None:
+        G.load_state_dict(state["generator"])
+        codes.data.copy_(state["codes"].to(device))
+        opt_g.load_state_dict(state["opt_g"])
+        opt_z.load_state_dict(state["opt_z"])
+        set_rng_state(state["rng"], gen)
+        start, history = state["epoch"], state["history"]
+    elog = EpochLog(csv_path, tracker, history)
+
+    for epoch in tqdm(range(start + 1, cfg["epochs"] + 1), desc="train_glo", initial=start,
+                      total=cfg["epochs"], disable=None):
+        elog.start_epoch()
+        decay = 0.5 ** ((epoch - 1) // cfg["lr_halve_every"])
+        for g in opt_g.param_groups:
+            g["lr"] = cfg["lr_generator"] * decay
+        for g in opt_z.param_groups:
+            g["lr"] = cfg["lr_codes"] * decay
+        G.train()
+        total, count = 0.0, 0
+        for idx in epoch_batches(n, cfg["batch_size"], gen, device):
+            x = to_float_images(images[idx])
+            with autocast(device, amp):
+                loss = loss_fn(G(codes[idx]).float(), x)
+            if fault and fault.get("nan_at_epoch") == epoch:
+                loss = loss * float("nan")
+            opt_g.zero_grad(set_to_none=True)
+            opt_z.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_g.step()
+            opt_z.step()
+            with torch.no_grad():
+                codes.data[idx] = project_to_sphere(codes.data[idx])
+            total += loss.item() * len(idx)
+            count += len(idx)
+        # Adam's momentum also moves codes outside the batch: keep every code on the sphere.
+        with torch.no_grad():
+            codes.data = project_to_sphere(codes.data)
+        mean_loss = total / count
+        check_finite(mean_loss, epoch, "train_glo",
+                     "Lower glo.lr_generator / glo.lr_codes, or check the data.")
+        elog.log(epoch, loss=mean_loss, lr_generator=opt_g.param_groups[0]["lr"],
+                 lr_codes=opt_z.param_groups[0]["lr"])
+        ckpt.save({"epoch": epoch, "generator": G.state_dict(), "codes": codes.detach().cpu(),
+                   "opt_g": opt_g.state_dict(), "opt_z": opt_z.state_dict(),
+                   "rng": rng_state(gen), "history": elog.rows, "config": cfg})
+
+    final = {"generator": G.state_dict(), "codes": codes.detach().cpu(), "config": cfg,
+             "image_shape": [h, w, c], "latent_dim": cfg["latent_dim"], "epochs": cfg["epochs"],
+             "history": elog.rows, "seed": seed}
+    ckpt.finish(final)
+    return final
+
+
+def load_glo_generator(glo: dict, device) -> torch.nn.Module:
+    cfg = glo["config"]
+    G = make_generator(glo["latent_dim"], glo["image_shape"], cfg["generator"]["arch"],
+                       cfg["generator"]["batchnorm"], normalize_input=True)
+    G.load_state_dict(glo["generator"])
+    return G.to(device).eval()
+
+
+@torch.no_grad()
+def reconstructions(glo: dict, data_dir, device, n: int = 32) -> torch.Tensor:
+    """uint8 NHWC: training image i followed by G(z_i), for the first ``n`` images."""
+    images = load_train_images(data_dir, device)[:n]
+    G = load_glo_generator(glo, device)
+    rec = to_uint8_images(G(glo["codes"][:n].to(device)))
+    return torch.stack([images, rec], 1).reshape(-1, *images.shape[1:])

@@ -1,0 +1,179 @@
+"""Reconstruction losses for GLO (``glo.loss``): lap1, vgg, l1, l2.
+
+lap1 -- GLO's Laplacian-pyramid L1 (Bojanowski et al. 2018, Sec. 3.3):
+    Lap1(x, x') = sum_j 2^(-2j) * |L^j(x) - L^j(x')|_1
+  L^0 is the finest band-pass level, L^J the low-pass residual; |.|_1 sums over
+  the pixels of level j (level j has 4^-j as many pixels as level 0). We use the
+  weighting exactly as written, divided by the pixel count of level 0 so the
+  value is on the scale of a per-pixel L1: the finest details dominate and each
+  coarser band counts 4x less per pixel again, which is the "sharper than L2"
+  behaviour GLO wanted; the low-pass residual keeps global intensity anchored.
+  The Gaussian kernel is the 5x5 binomial [1 4 6 4 1]^T [1 4 6 4 1] / 256 with
+  reflect padding (Burt & Adelson 1983).
+
+vgg -- GLANN's perceptual loss (Hoshen et al. 2019, Sec. 4; released code):
+  pixel L1 + sum of L1 between ImageNet-VGG16 features at indices 2, 7, 12, 21, 30
+  of torchvision's vgg16().features (conv1_2, conv2_2, conv3_2, conv4_3, pool5);
+  the first 2/3/4 of them for 16/32/64-pixel images; grey repeated to 3 channels,
+  28x28 zero-padded to 32x32.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import WeightsError
+
+_BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+
+
+def gaussian_kernel(channels: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    k = torch.outer(_BINOMIAL, _BINOMIAL) / 256.0
+    return k.to(device=device, dtype=dtype).expand(channels, 1, 5, 5).contiguous()
+
+
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    k = gaussian_kernel(x.shape[1], x.device, x.dtype)
+    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), k, groups=x.shape[1])
+
+
+def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """[L^0, ..., L^{levels-1}, low-pass residual]; each band = x_j - up(down(blur(x_j)))."""
+    pyramid, current = [], x
+    for _ in range(levels):
+        if min(current.shape[-2:]) < 4:
+            break
+        low = F.avg_pool2d(_blur(current), 2)
+        up = F.interpolate(low, size=current.shape[-2:], mode="bilinear", align_corners=False)
+        pyramid.append(current - up)
+        current = low
+    pyramid.append(current)
+    return pyramid
+
+
+def default_levels(size: int) -> int:
+    """Band-pass levels until the residual is about 4 pixels wide (28 -> 3, 32 -> 3, 64 -> 4)."""
+    levels, s = 0, size
+    while s >= 8:
+        s //= 2
+        levels += 1
+    return max(levels, 1)
+
+
+def lap1_loss(x: torch.Tensor, y: torch.Tensor, levels: int | None = None) -> torch.Tensor:
+    """Mean over the batch of sum_j 2^(-2j) |L^j(x) - L^j(y)|_1 / (C*H*W)."""
+    levels = default_levels(x.shape[-1]) if levels is None else levels
+    px, py = laplacian_pyramid(x, levels), laplacian_pyramid(y, levels)
+    n0 = x[0].numel()
+    total = x.new_zeros(())
+    for j, (a, b) in enumerate(zip(px, py)):
+        total = total + (2.0 ** (-2 * j)) * (a - b).abs().flatten(1).sum(1).mean()
+    return total / n0
+
+
+def l1_loss(x, y):
+    return (x - y).abs().mean()
+
+
+def l2_loss(x, y):
+    return (x - y).pow(2).mean()
+
+
+# --------------------------------------------------------------------------- VGG
+VGG16_FILE = "vgg16-397923af.pth"  # torchvision's IMAGENET1K_V1 weights file
+VGG_LAYERS = (2, 7, 12, 21, 30)  # conv1_2, conv2_2, conv3_2, conv4_3, pool5
+
+
+def torch_hub_checkpoints() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def find_vgg16_weights(configured: str | None) -> Path:
+    """The VGG16 weights file: the configured path, else the torch hub cache."""
+    if configured:
+        path = Path(os.path.expanduser(str(configured)))
+        if not path.is_file():
+            raise WeightsError(
+                f"glo.vgg_weights points to {path}, which does not exist. Download torchvision's "
+                f"ImageNet VGG16 weights ({VGG16_FILE}) there, or use glo.loss: lap1 (no weights)."
+            )
+        return path
+    path = torch_hub_checkpoints() / VGG16_FILE
+    if not path.is_file():
+        raise WeightsError(
+            f"glo.loss: vgg needs ImageNet VGG16 weights: {path} is missing. On a machine with "
+            "network run `python -c \"import torchvision; torchvision.models.vgg16(weights='IMAGENET1K_V1')\"` "
+            "(it saves the file there), or set glo.vgg_weights to a copy of it, or use glo.loss: lap1."
+        )
+    return path
+
+
+def load_vgg16_features(path: Path) -> nn.Module:
+    import torchvision
+
+    model = torchvision.models.vgg16(weights=None)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"cannot read VGG16 weights {path} ({type(exc).__name__}: {exc}): the file is truncated "
+            f"or not a torch checkpoint. Replace it with torchvision's {VGG16_FILE}."
+        ) from exc
+    try:
+        model.load_state_dict(state)
+    except Exception as exc:
+        raise WeightsError(
+            f"{path} is not a VGG16 state dict ({str(exc).splitlines()[0]}). Replace it with "
+            f"torchvision's {VGG16_FILE}."
+        ) from exc
+    return model.features
+
+
+class VGGLoss(nn.Module):
+    """Pixel L1 + L1 on VGG16 features (GLANN's perceptual loss)."""
+
+    def __init__(self, weights_path: Path, image_size: int):
+        super().__init__()
+        padded = 32 if image_size == 28 else image_size
+        self.pad = (padded - image_size) // 2
+        n_levels = {16: 2, 32: 3, 64: 4}.get(padded, 5 if padded > 64 else 2)
+        self.layers = VGG_LAYERS[:n_levels]
+        features = load_vgg16_features(weights_path)
+        self.features = features[: self.layers[-1] + 1].eval()
+        for p in self.features.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def _prep(self, x):
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        if self.pad:
+            x = F.pad(x, (self.pad,) * 4)
+        return (x - self.mean) / self.std
+
+    def forward(self, x, y):
+        loss = l1_loss(x, y)
+        hx, hy = self._prep(x), self._prep(y)
+        for i, layer in enumerate(self.features):
+            hx, hy = layer(hx), layer(hy)
+            if i in self.layers:
+                loss = loss + (hx - hy).abs().mean()
+        return loss
+
+
+def make_loss(name: str, image_size: int, vgg_weights: str | None = None, lap_levels=None):
+    if name == "lap1":
+        return lambda x, y: lap1_loss(x, y, lap_levels)
+    if name == "l1":
+        return l1_loss
+    if name == "l2":
+        return l2_loss
+    if name == "vgg":
+        return VGGLoss(find_vgg16_weights(vgg_weights), image_size)
+    raise ValueError(f"unknown loss {name!r}")

@@ -1,0 +1,118 @@
+"""Device selection, seeding, mixed precision and resumable checkpoints.
+
+A checkpoint is one dict (nanoGPT style): model and optimiser states, epoch,
+RNG states and the job's config; it is written atomically after every epoch to
+``<output>.resume`` and removed once the final output is written, so a killed
+job resumes from its last finished epoch and ends with the same weights as an
+uninterrupted run (on CPU; CUDA kernels are not bitwise deterministic unless
+``deterministic: true``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .atomic import torch_save
+from .errors import DivergedError, GlannError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GlannError("device: cuda was asked for but no CUDA GPU is visible; use device: auto or cpu.")
+    return torch.device(name)
+
+
+def setup_torch(threads: int | None = None, deterministic: bool = False, seed: int = 0) -> None:
+    """Use the cores the job was given, seed every RNG, optionally force determinism."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast(device: torch.device, amp: str = "auto"):
+    """bf16 autocast on CUDA when ``amp`` is auto/bf16; fp16 when asked; nothing on CPU."""
+    if device.type != "cuda" or amp in ("off", False, None):
+        return contextlib.nullcontext()
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def grad_scaler(device: torch.device, amp: str = "auto"):
+    """A GradScaler only for fp16 (bf16 has fp32's range and needs none)."""
+    return torch.amp.GradScaler("cuda", enabled=(device.type == "cuda" and amp == "fp16"))
+
+
+def maybe_compile(model, enabled: bool):
+    return torch.compile(model) if enabled else model
+
+
+def check_finite(value: float, epoch: int, what: str, hint: str) -> None:
+    if not math.isfinite(value):
+        raise DivergedError(f"{what}: loss became {value} in epoch {epoch}. {hint}", epoch)
+
+
+def rng_state(gen: torch.Generator | None = None) -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if gen is not None:
+        state["generator"] = gen.get_state()
+    return state
+
+
+def set_rng_state(state: dict, gen: torch.Generator | None = None) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if gen is not None and "generator" in state:
+        gen.set_state(state["generator"])
+
+
+class Checkpointer:
+    """Per-epoch resume file next to a job's final output."""
+
+    def __init__(self, output: str | os.PathLike):
+        self.output = Path(output)
+        self.path = self.output.with_name(self.output.name + ".resume")
+
+    def load(self):
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a torn file cannot happen (atomic), but a foreign one can
+            log.warning("ignoring unreadable resume file %s (%s); starting from scratch", self.path, exc)
+            return None
+        log.info("resuming from %s (epoch %d finished)", self.path, state["epoch"])
+        return state
+
+    def save(self, state: dict) -> None:
+        torch_save(self.path, state)
+
+    def finish(self, final: dict) -> None:
+        torch_save(self.output, final)
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,190 @@
+"""The Table-1 style summary: methods as rows, datasets as columns, mean ± std over seeds.
+
+Published Inception FIDs are GLANN's Table 1 (Hoshen, Li & Malik, CVPR 2019),
+whose GAN/VAE rows are the best-of-study numbers of Lucic et al. 2018; they sit
+beside ours only where we measured Inception FID (never beside fid_domain,
+which is on other features and another scale).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import save_with, write_json, write_text
+
+# GLANN paper, Table 1 (Inception FID; lower is better). "glo_gauss" is GLO's row.
+PAPER_FID = {
+    "mnist": {"glann": 8.6, "glo_gauss": 49.6, "nsgan": 6.8, "lsgan": 7.8, "wgan_gp": 20.3, "vae": 23.8},
+    "fashion": {"glann": 13.0, "glo_gauss": 57.7, "nsgan": 26.5, "lsgan": 30.7, "wgan_gp": 24.5, "vae": 58.7},
+    "cifar10": {"glann": 46.5, "glo_gauss": 65.4, "nsgan": 58.5, "lsgan": 87.1, "wgan_gp": 55.8, "vae": 155.7},
+    "celeba64": {"glann": 46.3, "glo_gauss": 52.4, "nsgan": 55.0, "lsgan": 53.9, "wgan_gp": 30.0, "vae": 85.7},
+}
+
+METRICS = [  # (key, heading, lower is better?)
+    ("fid_domain", "fid_domain (evaluator features) ↓", True),
+    ("inception_fid", "Inception FID ↓", True),
+    ("precision", "precision ↑", False),
+    ("recall", "recall ↑", False),
+    ("density", "density ↑", False),
+    ("coverage", "coverage ↑", False),
+    ("prd_f8", "PRD F8 (recall) ↑", False),
+    ("prd_f1_8", "PRD F1/8 (precision) ↑", False),
+    ("classes_covered", "classes covered ↑", False),
+    ("class_kl", "KL(class hist ‖ train) ↓", True),
+    ("duplicates_per_batch", "duplicate pairs per batch ↓", True),
+    ("support_estimate", "estimated support (birthday) ↑", False),
+]
+
+
+def mean_std(values):
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return None, None, 0
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, len(vals)
+
+
+def format_cell(mean, std, n, digits: int = 3) -> str:
+    if mean is None:
+        return "n/a"
+    if abs(mean) >= 1000:
+        body = f"{mean:.3g}"
+        return body if n < 2 else f"{body} ± {std:.2g}"
+    return f"{mean:.{digits}g}" if n < 2 else f"{mean:.{digits}g} ± {std:.2g}"
+
+
+def collect(metric_files) -> list[dict]:
+    rows = []
+    for path in metric_files:
+        path = Path(path)
+        seed_dir, method_dir, ds_dir = path.parent, path.parent.parent, path.parent.parent.parent
+        m = json.loads(path.read_text())
+        rows.append({"dataset": ds_dir.name, "method": method_dir.name,
+                     "seed": int(seed_dir.name.removeprefix("seed")), **m})
+    return rows
+
+
+def aggregate(rows: list[dict]) -> dict:
+    """{(dataset, method): {metric: (mean, std, n), 'diverged': [epochs]}}."""
+    out = {}
+    for key in sorted({(r["dataset"], r["method"]) for r in rows}):
+        group = [r for r in rows if (r["dataset"], r["method"]) == key]
+        cell = {m: mean_std([r.get(m) for r in group]) for m, _, _ in METRICS}
+        cell["diverged"] = [r.get("diverged_epoch") for r in group if r.get("diverged")]
+        cell["seeds"] = sorted(r["seed"] for r in group)
+        out[key] = cell
+    return out
+
+
+def render_markdown(agg: dict, datasets: list[str], methods: list[str]) -> str:
+    lines = ["# Results", "",
+             "Mean ± sample std over seeds. `fid_domain` is the Fréchet distance on the pipeline's own "
+             "evaluator features and is **not comparable** with Inception FID. Paper numbers: GLANN "
+             "(Hoshen et al. 2019) Table 1, Inception FID.", ""]
+    for key, heading, _ in METRICS:
+        present = [agg.get((d, m), {}).get(key, (None,))[0] for d in datasets for m in methods]
+        if all(v is None for v in present) and key == "inception_fid":
+            lines += [f"## {heading}", "", "Not measured: Inception weights unavailable "
+                      "(see each metrics.json's `inception_fid_reason`).", ""]
+            continue
+        lines += [f"## {heading}", "", "| method | " + " | ".join(datasets) + " |",
+                  "|---|" + "---|" * len(datasets)]
+        for m in methods:
+            cells = []
+            for d in datasets:
+                cell = agg.get((d, m))
+                if cell is None:
+                    cells.append("—")
+                    continue
+                text = format_cell(*cell[key])
+                if cell["diverged"]:
+                    text += f" (diverged, epoch {', '.join(str(e) for e in cell['diverged'])})"
+                if key == "inception_fid" and cell[key][0] is not None:
+                    paper = PAPER_FID.get(d, {}).get(m)
+                    text += f" (paper {paper})" if paper is not None else ""
+                cells.append(text)
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_csv(agg: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["dataset", "method", "metric", "mean", "std", "n_seeds", "diverged_epochs"])
+    for (d, m), cell in sorted(agg.items()):
+        for key, _, _ in METRICS:
+            mean, std, n = cell[key]
+            w.writerow([d, m, key, "" if mean is None else f"{mean:.6g}",
+                        "" if std is None else f"{std:.6g}", n, " ".join(str(e) for e in cell["diverged"])])
+    return buf.getvalue()
+
+
+def summarize(metric_files, sample_grids: dict, out_dir, datasets, methods) -> dict:
+    out_dir = Path(out_dir)
+    rows = collect(metric_files)
+    agg = aggregate(rows)
+    write_text(out_dir / "table.md", render_markdown(agg, datasets, methods))
+    write_text(out_dir / "table.csv", render_csv(agg))
+    flat = {f"{d}/{m}/{k}": cell[k][0] for (d, m), cell in agg.items() for k, _, _ in METRICS
+            if cell[k][0] is not None}
+    write_json(out_dir / "summary.json", flat)
+    fid_rows = [{"dataset": d, "method": m, "fid_domain": cell["fid_domain"][0]}
+                for (d, m), cell in sorted(agg.items()) if cell["fid_domain"][0] is not None]
+    write_json(out_dir / "fid.json", fid_rows)
+    _plots(agg, sample_grids, out_dir, datasets, methods)
+    return flat
+
+
+def _plots(agg, sample_grids, out_dir, datasets, methods):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.5), squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        ms = [m for m in methods if (d, m) in agg]
+        vals = [agg[(d, m)]["fid_domain"][0] or 0 for m in ms]
+        errs = [agg[(d, m)]["fid_domain"][1] or 0 for m in ms]
+        ax.bar(ms, vals, yerr=errs, color="tab:blue")
+        ax.set_title(f"{d}: fid_domain (lower is better)")
+        ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    save_with(out_dir / "fid.png", lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        for m in methods:
+            if (d, m) in agg and agg[(d, m)]["precision"][0] is not None:
+                ax.scatter(agg[(d, m)]["recall"][0], agg[(d, m)]["precision"][0], s=40)
+                ax.annotate(m, (agg[(d, m)]["recall"][0], agg[(d, m)]["precision"][0]), fontsize=8)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_xlim(0, 1.05)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{d}: precision vs recall (k=5)")
+    fig.tight_layout()
+    save_with(out_dir / "precision_recall.png", lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+
+    fig, axes = plt.subplots(len(datasets), len(methods), figsize=(2.6 * len(methods), 2.9 * len(datasets)),
+                             squeeze=False)
+    for i, d in enumerate(datasets):
+        for j, m in enumerate(methods):
+            ax = axes[i][j]
+            ax.axis("off")
+            path = sample_grids.get((d, m))
+            if path and Path(path).exists():
+                ax.imshow(np.asarray(Image.open(path)), cmap="gray")
+            ax.set_title(f"{m}\n{d}", fontsize=9)
+    fig.tight_layout()
+    save_with(out_dir / "samples.png", lambda p: fig.savefig(p, format="png", dpi=110))
+    plt.close(fig)

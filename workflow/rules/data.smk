@@ -1,0 +1,19 @@
+# Data preparation: every later step reads only data/prepared/{dataset}/.
+
+
+rule prepare_data:
+    output:
+        train="data/prepared/{dataset}/train.npz",
+        test="data/prepared/{dataset}/test.npz",
+        manifest="data/prepared/{dataset}/manifest.json",
+    params:
+        job=lambda w: job(w, None, "-", dataset_options(w.dataset)),
+        code=code_version("datasets"),
+    log:
+        "logs/{dataset}/prepare_data.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "glann prepare --job {params.job:q} --out-dir data/prepared/{wildcards.dataset} > {log} 2>&1"

@@ -1,0 +1,77 @@
+# Evaluation: offline evaluator, real statistics (once per dataset), per-run metrics.
+
+
+rule train_evaluator:
+    input:
+        rules.prepare_data.output,
+    output:
+        model="results/{dataset}/evaluator/model.pt",
+        metrics="results/{dataset}/evaluator/metrics.json",
+    params:
+        job=lambda w: job(w, "evaluator", "evaluator"),
+        code=code_version("evaluation", "models"),
+    log:
+        "logs/{dataset}/train_evaluator.log",
+    threads: train_threads()
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=gpu,
+    shell:
+        "glann train-evaluator --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
+        " --out {output.model} --metrics {output.metrics} > {log} 2>&1"
+
+
+rule real_stats:
+    input:
+        data=rules.prepare_data.output,
+        evaluator="results/{dataset}/evaluator/model.pt",
+    output:
+        evaluator="results/{dataset}/stats/evaluator.npz",
+        inception="results/{dataset}/stats/inception.npz",
+    params:
+        job=lambda w: job(w, "fid", "real_stats"),
+        code=code_version("evaluation"),
+    log:
+        "logs/{dataset}/real_stats.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=gpu,
+    shell:
+        "glann real-stats --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
+        " --evaluator {input.evaluator} --out-evaluator {output.evaluator}"
+        " --out-inception {output.inception} > {log} 2>&1"
+
+
+def eval_model(w):
+    if w.method == "glann":
+        return f"results/{w.dataset}/glann/seed{w.seed}/imle.pt"
+    return f"results/{w.dataset}/{w.method}/seed{w.seed}/model.pt"
+
+
+rule evaluate:
+    input:
+        samples="results/{dataset}/{method}/seed{seed}/samples.npz",
+        model=eval_model,
+        evaluator="results/{dataset}/evaluator/model.pt",
+        stats_evaluator="results/{dataset}/stats/evaluator.npz",
+        stats_inception="results/{dataset}/stats/inception.npz",
+    output:
+        metrics="results/{dataset}/{method}/seed{seed}/metrics.json",
+    params:
+        job=lambda w: job(w, None, params={"fid": config["fid"], "eval": config["eval"]}),
+        code=code_version("evaluation"),
+    log:
+        "logs/{dataset}/{method}/seed{seed}/evaluate.log",
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=60,
+        gpu=gpu,
+    shell:
+        "glann evaluate --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
+        " --samples {input.samples} --model {input.model} --evaluator {input.evaluator}"
+        " --stats-evaluator {input.stats_evaluator} --stats-inception {input.stats_inception}"
+        " --out {output.metrics} > {log} 2>&1"

@@ -1,0 +1,48 @@
+# GLANN: GLO embedding (train_glo), then IMLE mapping noise -> latent (train_imle).
+
+
+rule train_glo:
+    input:
+        rules.prepare_data.output,
+    output:
+        model="results/{dataset}/glann/seed{seed}/glo.pt",
+        losses="results/{dataset}/glann/seed{seed}/glo_losses.csv",
+        recon=report(
+            "results/{dataset}/glann/seed{seed}/reconstructions.png",
+            category="Reconstructions",
+            labels={"dataset": "{dataset}", "seed": "{seed}"},
+        ),
+    params:
+        job=lambda w: job(w, "glo", "glann"),
+        code=code_version("glo", "models", "losses", "training"),
+    log:
+        "logs/{dataset}/glann/seed{seed}/train_glo.log",
+    threads: train_threads()
+    resources:
+        mem_mb=8000,
+        runtime=24 * 60,
+        gpu=gpu,
+    shell:
+        "glann train-glo --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
+        " --out {output.model} --csv {output.losses} --recon {output.recon} > {log} 2>&1"
+
+
+rule train_imle:
+    input:
+        glo="results/{dataset}/glann/seed{seed}/glo.pt",
+    output:
+        model="results/{dataset}/glann/seed{seed}/imle.pt",
+        losses="results/{dataset}/glann/seed{seed}/imle_losses.csv",
+    params:
+        job=lambda w: job(w, "imle", "glann"),
+        code=code_version("imle", "models", "nn_search", "training"),
+    log:
+        "logs/{dataset}/glann/seed{seed}/train_imle.log",
+    threads: train_threads()
+    resources:
+        mem_mb=8000,
+        runtime=6 * 60,
+        gpu=gpu,
+    shell:
+        "glann train-imle --job {params.job:q} --threads {threads} --glo {input.glo}"
+        " --out {output.model} --csv {output.losses} > {log} 2>&1"

@@ -1,0 +1,45 @@
+# One sampling rule for every method: N images, a grid, interpolations, nearest neighbours.
+
+
+def sample_inputs(w):
+    base = f"results/{w.dataset}"
+    ins = {"data": f"data/prepared/{w.dataset}/manifest.json"}
+    if w.method in ("glann", "glo_gauss"):
+        ins["glo"] = f"{base}/glann/seed{w.seed}/glo.pt"
+    if w.method == "glann":
+        ins["imle"] = f"{base}/glann/seed{w.seed}/imle.pt"
+    else:
+        ins["model"] = f"{base}/{w.method}/seed{w.seed}/model.pt"
+    return ins
+
+
+def sample_args(w, input):
+    return " ".join(f"--{k} {input[k]}" for k in ("glo", "imle", "model") if k in input.keys())
+
+
+rule sample:
+    input:
+        unpack(sample_inputs),
+    output:
+        samples="results/{dataset}/{method}/seed{seed}/samples.npz",
+        grid=report(
+            "results/{dataset}/{method}/seed{seed}/samples.png",
+            category="Samples",
+            labels={"dataset": "{dataset}", "method": "{method}", "seed": "{seed}"},
+        ),
+        interpolation="results/{dataset}/{method}/seed{seed}/interpolation.png",
+        nearest="results/{dataset}/{method}/seed{seed}/nearest.png",
+    params:
+        job=lambda w: job(w, "sample"),
+        models=lambda w, input: sample_args(w, input),
+        code=code_version("sampling", "models", "grids"),
+    log:
+        "logs/{dataset}/{method}/seed{seed}/sample.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=gpu,
+    shell:
+        "glann sample --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
+        " --out-dir results/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed} {params.models} > {log} 2>&1"

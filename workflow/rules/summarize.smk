@@ -1,0 +1,43 @@
+# The Table-1 style summary across datasets, methods and seeds.
+
+
+rule summarize:
+    input:
+        metrics=expand(
+            "results/{dataset}/{method}/seed{seed}/metrics.json",
+            dataset=DATASETS,
+            method=METHODS,
+            seed=SEEDS,
+        ),
+        grids=expand(
+            "results/{dataset}/{method}/seed{seed}/samples.png",
+            dataset=DATASETS,
+            method=METHODS,
+            seed=SEEDS[:1],
+        ),
+    output:
+        table=report("results/summary/table.md", category="Summary", labels={"figure": "table (markdown)"}),
+        csv=report("results/summary/table.csv", category="Summary", labels={"figure": "table"}),
+        json="results/summary/summary.json",
+        fid_json="results/summary/fid.json",
+        fid=report("results/summary/fid.png", category="Summary", labels={"figure": "fid_domain per method"}),
+        pr=report(
+            "results/summary/precision_recall.png",
+            category="Summary",
+            labels={"figure": "precision vs recall"},
+        ),
+        samples=report(
+            "results/summary/samples.png", category="Summary", labels={"figure": "samples, every method"}
+        ),
+    params:
+        job=lambda w: json.dumps({"params": {"datasets": DATASETS, "methods": METHODS}}),
+        code=code_version("summary"),
+    log:
+        "logs/summarize.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "glann summarize --job {params.job:q} --out-dir results/summary --metrics {input.metrics}"
+        " --grids {input.grids} > {log} 2>&1"
