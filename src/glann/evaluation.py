@@ -262,6 +262,7 @@ def prd_curve(ref_hist: np.ndarray, eval_hist: np.ndarray, num_angles: int = 100
 
 
 def prd_from_features(real, fake, num_clusters: int = 20, num_runs: int = 10, seed: int = 0):
+    """PRD curve averaged over ``num_runs`` k-means clusterings of real+fake (Sajjadi et al.'s defaults)."""
     from sklearn.cluster import MiniBatchKMeans
 
     ps, rs = [], []
@@ -382,7 +383,7 @@ def evaluate(samples_path, evaluator_path, stats_evaluator, stats_inception, dat
     real_sub = real_feats[rng.choice(len(real_feats), n, replace=False)]
     fake_sub = feats[rng.choice(len(feats), n, replace=False)]
     metrics.update({k: float(v) for k, v in compute_prdc(real_sub, fake_sub, cfg["eval"]["prdc_k"]).items()})
-    p, r = prd_from_features(real_sub, fake_sub, seed=seed)
+    p, r = prd_from_features(real_sub, fake_sub, num_runs=cfg["eval"]["prd_runs"], seed=seed)
     metrics["prd_f8"] = max_f_beta(p, r, 8.0)
     metrics["prd_f1_8"] = max_f_beta(p, r, 1 / 8)
 

@@ -57,7 +57,8 @@ def train_imle(glo_path, out_path, cfg: dict, seed: int, device: torch.device, t
                       total=cfg["epochs"], disable=None):
         elog.start_epoch()
         noise = torch.randn(m, cfg["noise_dim"], generator=gen).to(device)
-        T.eval()
+        # Match with the mapping as it samples: BN statistics re-estimated on random noise.
+        recalibrate_batchnorm(T, noise)
         mapped = map_in_chunks(T, noise)
         idx, dist = search(codes, mapped, cfg["nn_backend"])
         matched_noise = noise[idx]
@@ -79,6 +80,7 @@ def train_imle(glo_path, out_path, cfg: dict, seed: int, device: torch.device, t
         ckpt.save({"epoch": epoch, "mapping": T.state_dict(), "opt": opt.state_dict(),
                    "rng": rng_state(gen), "history": elog.rows, "config": cfg})
 
+    recalibrate_batchnorm(T, torch.randn(m, cfg["noise_dim"], generator=gen).to(device))
     final = {"mapping": T.state_dict(), "config": cfg, "noise_dim": cfg["noise_dim"],
              "latent_dim": latent_dim, "history": elog.rows, "seed": seed}
     ckpt.finish(final)
@@ -86,11 +88,31 @@ def train_imle(glo_path, out_path, cfg: dict, seed: int, device: torch.device, t
 
 
 @torch.no_grad()
+def recalibrate_batchnorm(T: torch.nn.Module, noise: torch.Tensor, chunk: int = 4096) -> None:
+    """Set BN running statistics to their average over ``noise`` (sampling-time inputs).
+
+    The regression batches are matched, not random, noise; left alone, BN's running
+    statistics would describe them instead of the N(0, I) inputs used at sampling.
+    """
+    bns = [m for m in T.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average
+    T.train()
+    for i in range(0, noise.shape[0], chunk):
+        T(noise[i: i + chunk])
+    for bn, mom in zip(bns, momenta):
+        bn.momentum = mom
+    T.eval()
+
+
+@torch.no_grad()
 def mean_nn_distance(T, codes, noise_dim: int, factor: float, seed: int, backend="torch") -> float:
     """Mean distance from each code to its nearest mapped sample (IMLE's objective, Eq. 3)."""
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(int(factor * len(codes)), noise_dim, generator=gen).to(codes.device)
-    T.eval()
+    T.eval()  # sampling-time behaviour
     _, d = search(codes, map_in_chunks(T, noise), backend)
     return d.sqrt().mean().item()
 

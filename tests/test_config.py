@@ -1,0 +1,60 @@
+"""Config errors: one message naming the key path and the allowed values, nothing run."""
+
+import pytest
+
+from conftest import REPO, copy_workflow, snakemake
+from glann.config import check, fill_defaults, load_schema
+
+SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+BASE = {"datasets": ["mnist5k"], "methods": ["glann"], "seeds": [0]}
+
+
+@pytest.mark.parametrize("patch,expect", [
+    ({"glo": {"epochs": 0}}, "glo.epochs: 0 is out of range"),
+    ({"glo": {"epochs": -3}}, "glo.epochs: -3 is out of range"),
+    ({"glo": {"epochs": "ten"}}, "glo.epochs: 'ten' has the wrong type"),
+    ({"glo": {"epoch": 3}}, "unknown key(s) 'epoch'; allowed keys: batch_size"),
+    ({"colour": 1}, "unknown key(s) 'colour'"),
+    ({"methods": ["glann", "biggan"]}, "methods[1]: 'biggan' is not allowed; allowed values: glann, glo_gauss"),
+    ({"datasets": ["mnsit"]}, "datasets[0]: unknown dataset 'mnsit'; allowed values:"),
+    ({"methods": []}, "methods: must list at least 1"),
+    ({"seeds": []}, "seeds: must list at least 1"),
+    ({"device": "tpu"}, "device: 'tpu' is not allowed; allowed values: auto, cpu, cuda"),
+])
+def test_schema_rejections(patch, expect):
+    msgs = check({**BASE, **patch}, SCHEMA)
+    assert len(msgs) == 1 and expect in msgs[0], msgs
+
+
+def test_defaults_are_the_papers():
+    cfg = fill_defaults(BASE, SCHEMA)
+    assert cfg["glo"]["epochs"] == 200 and cfg["glo"]["lr_codes"] == 0.01 and cfg["glo"]["loss"] == "vgg"
+    assert cfg["imle"]["noise_dim"] == 32 and cfg["imle"]["weight_decay"] == 1e-5
+    assert cfg["wgan_gp"]["critic_steps"] == 5 and cfg["wgan_gp"]["betas"] == [0.5, 0.9]
+    assert cfg["nsgan"]["lr"] == 2e-4 and cfg["nsgan"]["batch_size"] == 64
+    assert check(cfg, SCHEMA) == []
+
+
+def test_presets_are_valid():
+    import yaml
+
+    for path in ["config/config.yaml", "config/quick.yaml", *sorted(str(p.relative_to(REPO)) for p in (REPO / "config/paper").glob("*.yaml"))]:
+        assert check(yaml.safe_load((REPO / path).read_text()), SCHEMA) == [], path
+
+
+def test_snakemake_refuses_bad_config_before_any_job(tmp_path):
+    wf = copy_workflow(tmp_path / "wf")
+    proc = snakemake(wf, "--cores", "1", "--configfile", "config/quick.yaml", "--config", "methods=[gan]",
+                     check=False)
+    assert proc.returncode != 0
+    assert "config error at methods[0]: 'gan' is not allowed" in proc.stderr
+    assert not (wf / "data").exists() and not (wf / "results").exists()
+
+
+@pytest.mark.parametrize("cfg", ["config/config.yaml", "config/quick.yaml"])
+def test_dry_run_builds_the_dag(tmp_path, cfg):
+    wf = copy_workflow(tmp_path / "wf")
+    proc = snakemake(wf, "-n", "--cores", "1", "--configfile", cfg)
+    for rule in ("prepare_data", "train_glo", "train_imle", "fit_gaussian", "train_gan", "train_vae",
+                 "train_imle_pixel", "sample", "train_evaluator", "real_stats", "evaluate", "summarize"):
+        assert rule in proc.stdout, rule

@@ -1,0 +1,157 @@
+"""Loaders on real data shipped in packages, and on official on-disk formats the test writes."""
+
+import gzip
+import json
+import pickle
+import struct
+
+import numpy as np
+import pytest
+
+from glann.datasets import load_prepared, prepare, celeba_transform
+from glann.errors import DataError, GlannError
+
+
+def test_mnist5k_shapes_balance_and_split(tmp_path):
+    m = prepare("mnist5k", {"split_seed": 0}, tmp_path / "a")
+    x, y = load_prepared(tmp_path / "a", "train")
+    xt, yt = load_prepared(tmp_path / "a", "test")
+    assert x.shape == (4000, 28, 28, 1) and xt.shape == (1000, 28, 28, 1)
+    assert x.dtype == np.uint8 and y.dtype == np.int64
+    assert x.max() == 255 and x.min() == 0
+    assert np.bincount(y).tolist() == [400] * 10 and np.bincount(yt).tolist() == [100] * 10
+    assert m["class_counts"]["test"]["3"] == 100
+    # same seed -> same split, other seed -> another split
+    prepare("mnist5k", {"split_seed": 0}, tmp_path / "b")
+    prepare("mnist5k", {"split_seed": 1}, tmp_path / "c")
+    xb, _ = load_prepared(tmp_path / "b", "test")
+    xc, _ = load_prepared(tmp_path / "c", "test")
+    assert np.array_equal(xt, xb)
+    assert not np.array_equal(xt, xc)
+
+
+def test_digits_rescaled_and_resized(tmp_path):
+    prepare("digits", {"size": 16}, tmp_path)
+    x, y = load_prepared(tmp_path, "train")
+    xt, _ = load_prepared(tmp_path, "test")
+    assert x.shape[1:] == (16, 16, 1) and len(x) + len(xt) == 1797
+    assert x.max() == 255 and x.dtype == np.uint8
+    assert set(np.unique(y)) == set(range(10))
+
+
+def _write_idx(path, array, labels=False):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if labels:
+        header = struct.pack(">IIII"[:3], 0x00000801, len(array))
+    else:
+        header = struct.pack(">IIII", 0x00000803, *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def _fake_mnist_root(root, folder="MNIST", n_train=30, n_test=10):
+    rng = np.random.default_rng(0)
+    raw = root / folder / "raw"
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, labels=True)
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion", "FashionMNIST")])
+def test_torchvision_idx_loader(tmp_path, name, folder):
+    _fake_mnist_root(tmp_path / "root", folder)
+    m = prepare(name, {"root": str(tmp_path / "root")}, tmp_path / "out")
+    x, y = load_prepared(tmp_path / "out", "train")
+    assert x.shape == (30, 28, 28, 1) and y.tolist()[:3] == [0, 1, 2]
+    assert m["shapes"]["test"] == [10, 28, 28, 1]
+
+
+def test_truncated_idx_is_refused(tmp_path):
+    _fake_mnist_root(tmp_path / "root")
+    f = tmp_path / "root" / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    f.write_bytes(f.read_bytes()[:500])
+    with pytest.raises(DataError, match="IDX"):
+        prepare("mnist", {"root": str(tmp_path / "root")}, tmp_path / "out")
+
+
+def _write_cifar(root, n=20):
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": list(np.arange(n) % 10)}
+        with open(base / name, "wb") as fh:
+            pickle.dump(entry, fh)
+
+
+def test_cifar_python_batches(tmp_path):
+    _write_cifar(tmp_path / "root")
+    prepare("cifar10", {"root": str(tmp_path / "root")}, tmp_path / "out")
+    x, y = load_prepared(tmp_path / "out", "train")
+    assert x.shape == (100, 32, 32, 3) and y.dtype == np.int64
+
+
+def test_truncated_cifar_batch_names_the_file(tmp_path):
+    _write_cifar(tmp_path / "root")
+    f = tmp_path / "root" / "cifar-10-batches-py" / "data_batch_3"
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(DataError, match="data_batch_3"):
+        prepare("cifar10", {"root": str(tmp_path / "root")}, tmp_path / "out")
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion", "cifar10", "celeba64"])
+def test_missing_root_is_refused(tmp_path, name):
+    with pytest.raises(DataError, match="root") as exc:
+        prepare(name, {"root": str(tmp_path / "nothing")}, tmp_path / "out")
+    assert str(tmp_path / "nothing") in str(exc.value)
+    with pytest.raises(DataError, match="download: true"):
+        prepare(name, {}, tmp_path / "out")
+
+
+def test_unknown_dataset(tmp_path):
+    with pytest.raises(GlannError, match="unknown dataset 'mnsit'"):
+        prepare("mnsit", {}, tmp_path)
+
+
+def test_folder_loader_labels_mixed_modes_and_unreadable(tmp_path, caplog):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        (tmp_path / "imgs" / cls / "sub").mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(tmp_path / "imgs" / cls / "sub" / "g.jpg")
+    (tmp_path / "imgs" / "cats" / "broken.png").write_bytes(b"not an image")
+    opts = {"path": str(tmp_path / "imgs"), "size": 16, "channels": 3, "labels_from_subfolders": True,
+            "test_size": 0.25}
+    m = prepare("pets", {"type": "folder", **opts}, tmp_path / "out")
+    x, y = load_prepared(tmp_path / "out", "train")
+    assert x.shape[1:] == (16, 16, 3)
+    assert m["shapes"]["train"][0] + m["shapes"]["test"][0] == 14  # grey jpgs converted, broken skipped
+    assert set(np.unique(y)) == {0, 1}
+    assert "skipped 1 unreadable" in caplog.text
+
+
+def test_folder_with_no_readable_image(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(b"junk")
+    with pytest.raises(DataError, match="no readable"):
+        prepare("x", {"type": "folder", "path": str(tmp_path / "imgs")}, tmp_path / "out")
+
+
+def test_sha_mismatch_is_refused(tmp_path):
+    prepare("digits", {}, tmp_path)
+    with np.load(tmp_path / "train.npz") as z:
+        images, labels = z["images"].copy(), z["labels"]
+    images[0, 0, 0, 0] ^= 1
+    np.savez_compressed(tmp_path / "train.npz", images=images, labels=labels)
+    with pytest.raises(DataError, match="does not match its manifest"):
+        load_prepared(tmp_path, "train")
+
+
+def test_celeba_crop_then_resize():
+    from PIL import Image
+
+    img = Image.fromarray(np.zeros((218, 178, 3), dtype=np.uint8))
+    out = celeba_transform(img)
+    assert out.size == (64, 64)

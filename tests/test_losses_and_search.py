@@ -1,0 +1,94 @@
+"""lap1 against a hand-built pyramid, the VGG code path, and exact nearest neighbours."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from glann.errors import WeightsError
+from glann.losses import VGGLoss, find_vgg16_weights, lap1_loss, laplacian_pyramid
+from glann.nn_search import faiss_nearest_neighbors, nearest_neighbors
+
+
+def _hand_pyramid(x, levels):
+    """Burt-Adelson pyramid written out with numpy loops (independent of losses.py)."""
+    k1 = np.array([1, 4, 6, 4, 1], dtype=np.float64) / 16
+    k = np.outer(k1, k1)
+    out, cur = [], x.astype(np.float64)
+    for _ in range(levels):
+        h, w = cur.shape
+        padded = np.pad(cur, 2, mode="reflect")
+        blur = np.zeros_like(cur)
+        for i in range(h):
+            for j in range(w):
+                blur[i, j] = (padded[i:i + 5, j:j + 5] * k).sum()
+        low = blur.reshape(h // 2, 2, w // 2, 2).mean((1, 3))
+        up = F.interpolate(torch.from_numpy(low)[None, None], size=(h, w), mode="bilinear",
+                           align_corners=False)[0, 0].numpy()
+        out.append(cur - up)
+        cur = low
+    out.append(cur)
+    return out
+
+
+def test_lap1_matches_hand_computed_pyramid():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((16, 16)), rng.random((16, 16))
+    pa, pb = _hand_pyramid(a, 2), _hand_pyramid(b, 2)
+    expected = sum(2.0 ** (-2 * j) * np.abs(x - y).sum() for j, (x, y) in enumerate(zip(pa, pb))) / 256
+    ta, tb = torch.tensor(a)[None, None], torch.tensor(b)[None, None]
+    got = lap1_loss(ta, tb, levels=2).item()
+    assert got == pytest.approx(expected, rel=1e-10)
+    for mine, ref in zip(laplacian_pyramid(ta, 2), pa):
+        np.testing.assert_allclose(mine[0, 0].numpy(), ref, atol=1e-12)
+    # a pyramid is invertible: zero loss only for identical images
+    assert lap1_loss(ta, ta, levels=2).item() == 0
+
+
+def test_vgg_loss_code_path_with_random_weights(tmp_path):
+    """Code-path check only: a randomly initialised VGG16 saved to a temp file."""
+    import torchvision
+
+    path = tmp_path / "vgg16-random.pth"
+    torch.save(torchvision.models.vgg16(weights=None).state_dict(), path)
+    loss = VGGLoss(find_vgg16_weights(str(path)), image_size=28)
+    assert loss.layers == (2, 7, 12)  # 28 -> padded to 32 -> three levels
+    x = torch.rand(2, 1, 28, 28, requires_grad=True)
+    val = loss(x, torch.rand(2, 1, 28, 28))
+    val.backward()
+    assert val.item() > 0 and x.grad.abs().sum() > 0
+
+
+def test_vgg_weights_missing_truncated_or_wrong(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torchhome"))
+    with pytest.raises(WeightsError, match="vgg16-397923af.pth"):
+        find_vgg16_weights(None)
+    with pytest.raises(WeightsError, match="does not exist"):
+        find_vgg16_weights(str(tmp_path / "nope.pth"))
+    bad = tmp_path / "trunc.pth"
+    bad.write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(WeightsError, match="truncated"):
+        VGGLoss(bad, 32)
+    wrong = tmp_path / "wrong.pth"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), wrong)
+    with pytest.raises(WeightsError, match="not a VGG16"):
+        VGGLoss(wrong, 32)
+
+
+@pytest.mark.parametrize("dim", [3, 64, 784])
+def test_nearest_neighbors_is_exact(dim):
+    g = torch.Generator().manual_seed(dim)
+    q, p = torch.randn(300, dim, generator=g), torch.randn(1000, dim, generator=g)
+    idx, d = nearest_neighbors(q, p, query_chunk=64, point_chunk=128)
+    ref = torch.cdist(q.double(), p.double()).argmin(1)
+    assert torch.equal(idx, ref)
+    np.testing.assert_allclose(d.numpy(), ((q - p[idx]) ** 2).sum(1).numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_faiss_backend_gives_the_same_indices():
+    pytest.importorskip("faiss")
+    g = torch.Generator().manual_seed(0)
+    q, p = torch.randn(500, 64, generator=g), torch.randn(2000, 64, generator=g)
+    idx, _ = nearest_neighbors(q, p)
+    fidx, _ = faiss_nearest_neighbors(q, p)
+    assert np.array_equal(idx.numpy(), fidx)
