@@ -134,5 +134,6 @@ def train_gan(kind: str, data_dir, out_path, cfg: dict, seed: int, device: torch
     final = {"kind": kind, "generator": G.state_dict(), "config": cfg, "noise_dim": cfg["latent_dim"],
              "image_shape": [h, w, c], "history": elog.rows, "seed": seed,
              "diverged": diverged_at is not None, "diverged_epoch": diverged_at}
+    elog.write()  # also when no epoch finished (diverged in the first)
     ckpt.finish(final)
     return final

@@ -97,6 +97,7 @@ def train_glo(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
     final = {"generator": G.state_dict(), "codes": codes.detach().cpu(), "config": cfg,
              "image_shape": [h, w, c], "latent_dim": cfg["latent_dim"], "epochs": cfg["epochs"],
              "history": elog.rows, "seed": seed}
+    elog.write()  # also when no epoch finished (diverged in the first)
     ckpt.finish(final)
     return final
 

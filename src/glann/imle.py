@@ -83,6 +83,7 @@ def train_imle(glo_path, out_path, cfg: dict, seed: int, device: torch.device, t
     recalibrate_batchnorm(T, torch.randn(m, cfg["noise_dim"], generator=gen).to(device))
     final = {"mapping": T.state_dict(), "config": cfg, "noise_dim": cfg["noise_dim"],
              "latent_dim": latent_dim, "history": elog.rows, "seed": seed}
+    elog.write()  # also when no epoch finished (diverged in the first)
     ckpt.finish(final)
     return final
 
@@ -175,5 +176,6 @@ def train_imle_pixel(data_dir, out_path, cfg: dict, seed: int, device: torch.dev
     final = {"kind": "imle_pixel", "generator": G.state_dict(), "config": cfg,
              "noise_dim": cfg["noise_dim"], "image_shape": [h, w, c], "history": elog.rows,
              "diverged": False, "seed": seed}
+    elog.write()  # also when no epoch finished (diverged in the first)
     ckpt.finish(final)
     return final

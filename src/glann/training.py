@@ -45,9 +45,9 @@ class EpochLog:
         return row
 
     def write(self):
-        if not self.csv_path or not self.rows:
+        if not self.csv_path:
             return
-        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        keys = list(dict.fromkeys(k for r in self.rows for k in r)) or ["epoch"]
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=keys)
         w.writeheader()

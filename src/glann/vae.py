@@ -95,5 +95,6 @@ def train_vae(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
     final = {"kind": "vae", "generator": dec.state_dict(), "encoder": enc.state_dict(), "config": cfg,
              "noise_dim": d, "image_shape": [h, w, c], "history": elog.rows, "diverged": False,
              "seed": seed}
+    elog.write()  # also when no epoch finished (diverged in the first)
     ckpt.finish(final)
     return final
