@@ -16,8 +16,9 @@
 - birthday paradox test (Arora & Zhang 2017): near-duplicate pairs in batches of
   s samples, a pair counting as duplicate when its feature distance is below the
   ``duplicate_quantile`` of real test images' nearest-neighbour distances; the
-  support size is estimated from the share of batches with a duplicate,
-  N ~= s(s-1) / (2 * -ln(1 - p)) (collision probability of s uniform draws).
+  support size is estimated from the mean number of duplicate pairs per batch,
+  N ~= C(s, 2) / E[pairs] (s uniform draws from N modes collide in C(s, 2)/N
+  pairs on average); with no pair seen it is a lower bound, C(s, 2) * batches.
 """
 
 from __future__ import annotations
@@ -321,9 +322,10 @@ def birthday_test(features: np.ndarray, threshold: float, batch_size: int, num_b
         pairs.append(count)
         hits += count > 0
     p = hits / num_batches
-    lower_bound = p == 0
-    p_eff = 1.0 / (2 * num_batches) if lower_bound else min(p, 1 - 1.0 / (2 * num_batches))
-    support = s * (s - 1) / (2 * -math.log(1 - p_eff))
+    # s uniform draws from N modes give C(s, 2) / N colliding pairs on average.
+    total = sum(pairs)
+    lower_bound = total == 0
+    support = (s * (s - 1) / 2) * num_batches / max(total, 1)
     return {"duplicates_per_batch": float(np.mean(pairs)), "duplicate_batch_rate": p,
             "support_estimate": float(support), "support_is_lower_bound": bool(lower_bound),
             "birthday_batch_size": s, "birthday_batches": num_batches}
