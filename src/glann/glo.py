@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .errors import DivergedError
 from .losses import make_loss
 from .models import make_generator, to_float_images, to_uint8_images
 from .runtime import Checkpointer, autocast, check_finite, rng_state, set_rng_state
