@@ -33,17 +33,9 @@ def test_frechet_matches_scipy_and_pytorch_fid():
 
 def _random_inception_file(path):
     """Code-path check only: pytorch-fid's FID InceptionV3 with random weights, saved to a file."""
-    import pytorch_fid.inception as pfi
+    from glann.evaluation import save_random_inception
 
-    orig_url, orig_load = pfi.load_state_dict_from_url, torch.nn.Module.load_state_dict
-    pfi.load_state_dict_from_url = lambda *a, **k: {}
-    torch.nn.Module.load_state_dict = lambda self, *a, **k: None
-    try:
-        torch.manual_seed(0)
-        model = pfi.fid_inception_v3()
-    finally:
-        pfi.load_state_dict_from_url, torch.nn.Module.load_state_dict = orig_url, orig_load
-    torch.save(model.state_dict(), path)
+    save_random_inception(path)
 
 
 def test_inception_code_path_with_random_weights(tmp_path):

@@ -18,6 +18,12 @@ from typing import Any, Callable, Iterator
 from .errors import GlannError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
@@ -36,6 +42,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        # mkstemp creates 0600; give the output the mode a plain open() would
+        # (readable by the group on a shared cluster, by DVC's cache, ...).
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -82,8 +91,11 @@ def save_npz(path, **arrays) -> None:
 def torch_save(path, obj: Any) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # Serialise in memory first: torch's own file writer reports a full disk as a
+    # RuntimeError; through write_bytes it is an OSError with a clear message.
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(path, buf.getbuffer())
 
 
 def save_with(path, writer: Callable[[Path], None]) -> None:

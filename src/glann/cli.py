@@ -234,6 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _batch_key(args) -> str:
+    """The config key of the batch size of the step that ran out of memory."""
+    step = str(getattr(args, "step", "")).replace("-", "_")
+    if step == "train_baseline":
+        try:
+            return f"{json.loads(args.job)['method']}.batch_size"
+        except Exception:
+            return "<method>.batch_size"
+    return {"train_glo": "glo.batch_size", "train_imle": "imle.batch_size", "sample": "sample.batch_size",
+            "train_evaluator": "evaluator.batch_size"}.get(step, "the batch size of this step")
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
@@ -249,9 +261,8 @@ def main(argv=None) -> int:
         return 130
     except RuntimeError as exc:
         if "out of memory" in str(exc).lower():
-            print(f"error: CUDA out of memory ({str(exc).splitlines()[0]}). Lower the batch size of this "
-                  "step in the config (e.g. glo.batch_size) or run fewer GPU jobs at once "
-                  "(--resources gpu=1).", file=sys.stderr)
+            print(f"error: CUDA out of memory ({str(exc).splitlines()[0]}). Lower {_batch_key(args)} "
+                  "in the config, or run fewer GPU jobs at once (--resources gpu=1).", file=sys.stderr)
             return 2
         raise
     return 0

@@ -63,7 +63,7 @@ def _message(error, root) -> str:
 def check(config: dict, schema: dict) -> list[str]:
     import jsonschema
 
-    validator = jsonschema.Draft7Validator(schema)
+    validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     msgs = [_message(e, schema) for e in errors]
     if not msgs:

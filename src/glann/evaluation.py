@@ -242,6 +242,28 @@ def load_inception(path: Path, device) -> nn.Module:
     return model.to(device).eval()
 
 
+def save_random_inception(path, seed: int = 0) -> Path:
+    """pytorch-fid's FID InceptionV3 with *random* weights, saved to ``path``.
+
+    For code-path tests and timing benchmarks only (same architecture and cost as
+    the real network); a FID computed with it means nothing and is never reported.
+    """
+    import pytorch_fid.inception as pfi
+
+    orig_url, orig_load = pfi.load_state_dict_from_url, nn.Module.load_state_dict
+    pfi.load_state_dict_from_url = lambda *a, **k: {}
+    nn.Module.load_state_dict = lambda self, *a, **k: None
+    try:
+        torch.manual_seed(seed)
+        model = pfi.fid_inception_v3()
+    finally:
+        pfi.load_state_dict_from_url, nn.Module.load_state_dict = orig_url, orig_load
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path
+
+
 @torch.no_grad()
 def inception_features(model, images_uint8: np.ndarray, device, batch: int = 200) -> np.ndarray:
     """pool3 features of uint8 NHWC images fed as tensors in [0, 1] (no PNG round trip)."""

@@ -11,6 +11,8 @@ rule fit_gaussian:
         code=code_version("sampling"),
     log:
         "logs/{dataset}/glo_gauss/seed{seed}/fit_gaussian.log",
+    benchmark:
+        "logs/{dataset}/glo_gauss/seed{seed}/fit_gaussian.bench.tsv",
     threads: 1
     resources:
         mem_mb=2000,
@@ -30,6 +32,8 @@ rule train_imle_pixel:
         code=code_version("imle", "models", "nn_search", "training"),
     log:
         "logs/{dataset}/imle_pixel/seed{seed}/train_imle_pixel.log",
+    benchmark:
+        "logs/{dataset}/imle_pixel/seed{seed}/train_imle_pixel.bench.tsv",
     threads: train_threads()
     resources:
         mem_mb=12000,
@@ -53,6 +57,8 @@ rule train_gan:
         code=code_version("gans", "models", "training"),
     log:
         "logs/{dataset}/{method}/seed{seed}/train_gan.log",
+    benchmark:
+        "logs/{dataset}/{method}/seed{seed}/train_gan.bench.tsv",
     threads: train_threads()
     resources:
         mem_mb=8000,
@@ -74,6 +80,8 @@ rule train_vae:
         code=code_version("vae", "models", "training"),
     log:
         "logs/{dataset}/vae/seed{seed}/train_vae.log",
+    benchmark:
+        "logs/{dataset}/vae/seed{seed}/train_vae.bench.tsv",
     threads: train_threads()
     resources:
         mem_mb=8000,

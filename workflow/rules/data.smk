@@ -11,6 +11,8 @@ rule prepare_data:
         code=code_version("datasets"),
     log:
         "logs/{dataset}/prepare_data.log",
+    benchmark:
+        "logs/{dataset}/prepare_data.bench.tsv",
     threads: 1
     resources:
         mem_mb=4000,

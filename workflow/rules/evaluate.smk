@@ -12,6 +12,8 @@ rule train_evaluator:
         code=code_version("evaluation", "models"),
     log:
         "logs/{dataset}/train_evaluator.log",
+    benchmark:
+        "logs/{dataset}/train_evaluator.bench.tsv",
     threads: train_threads()
     resources:
         mem_mb=4000,
@@ -34,6 +36,8 @@ rule real_stats:
         code=code_version("evaluation"),
     log:
         "logs/{dataset}/real_stats.log",
+    benchmark:
+        "logs/{dataset}/real_stats.bench.tsv",
     threads: 1
     resources:
         mem_mb=4000,
@@ -65,6 +69,8 @@ rule evaluate:
         code=code_version("evaluation"),
     log:
         "logs/{dataset}/{method}/seed{seed}/evaluate.log",
+    benchmark:
+        "logs/{dataset}/{method}/seed{seed}/evaluate.bench.tsv",
     threads: 1
     resources:
         mem_mb=6000,

@@ -17,6 +17,8 @@ rule train_glo:
         code=code_version("glo", "models", "losses", "training"),
     log:
         "logs/{dataset}/glann/seed{seed}/train_glo.log",
+    benchmark:
+        "logs/{dataset}/glann/seed{seed}/train_glo.bench.tsv",
     threads: train_threads()
     resources:
         mem_mb=8000,
@@ -38,6 +40,8 @@ rule train_imle:
         code=code_version("imle", "models", "nn_search", "training"),
     log:
         "logs/{dataset}/glann/seed{seed}/train_imle.log",
+    benchmark:
+        "logs/{dataset}/glann/seed{seed}/train_imle.bench.tsv",
     threads: train_threads()
     resources:
         mem_mb=8000,

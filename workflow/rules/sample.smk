@@ -35,6 +35,8 @@ rule sample:
         code=code_version("sampling", "models", "grids"),
     log:
         "logs/{dataset}/{method}/seed{seed}/sample.log",
+    benchmark:
+        "logs/{dataset}/{method}/seed{seed}/sample.bench.tsv",
     threads: 1
     resources:
         mem_mb=4000,

@@ -34,6 +34,8 @@ rule summarize:
         code=code_version("summary"),
     log:
         "logs/summarize.log",
+    benchmark:
+        "logs/summarize.bench.tsv",
     threads: 1
     resources:
         mem_mb=2000,

@@ -1,0 +1,177 @@
+"""Reliability cases of the README's "What happens when..." table that are not
+covered next to their feature (see the table for where each case is tested)."""
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, copy_workflow, snakemake
+from glann.errors import DataError, DivergedError, GlannError
+
+BIN = Path(sys.executable).parent
+GLO = {"latent_dim": 16, "batch_size": 128, "lr_codes": 0.01, "lr_generator": 0.001, "betas": [0.5, 0.999],
+       "lr_halve_every": 20, "init_std": 0.01, "loss": "l1", "vgg_weights": None, "lap_levels": None,
+       "generator": {"arch": "auto", "batchnorm": "auto"}, "epochs": 2}
+
+
+# --------------------------------------------------------------------------- 3. config errors, through snakemake
+@pytest.mark.parametrize("override,expect", [
+    ("glo: {epochs: 0}\n", "config error at glo.epochs: 0 is out of range"),
+    ("glo: {epoch: 3}\n", "config error at glo: unknown key(s) 'epoch'"),
+    ("seeds: []\n", "config error at seeds: must list at least 1"),
+    ("datasets: [mnsit]\n", "config error at datasets[0]: unknown dataset 'mnsit'"),
+    ("fid: {require_inception: true, inception_weights: /nowhere/pt_inception.pth}\n",
+     "config error at fid.require_inception: fid.inception_weights /nowhere/pt_inception.pth does not exist"),
+])
+def test_config_errors_stop_snakemake_before_any_job(tmp_path, override, expect):
+    wf = copy_workflow(tmp_path / "wf")
+    (wf / "bad.yaml").write_text(override)
+    proc = snakemake(wf, "--cores", "1", "--configfile", "config/quick.yaml", "bad.yaml", check=False)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("config error")]
+    assert len(errors) == 1 and expect in errors[0], proc.stderr[-2000:]
+    assert not (wf / "data").exists() and not (wf / "results").exists() and not (wf / "logs").exists()
+
+
+# --------------------------------------------------------------------------- 4. data errors
+def test_truncated_prepared_split_names_the_file(digits_dir, tmp_path):
+    from glann.datasets import load_prepared
+
+    d = tmp_path / "digits"
+    d.mkdir()
+    for f in ("train.npz", "test.npz", "manifest.json"):
+        (d / f).write_bytes((digits_dir / f).read_bytes())
+    (d / "train.npz").write_bytes((d / "train.npz").read_bytes()[:1000])
+    with pytest.raises(DataError, match=r"train\.npz does not match its manifest.*Delete .* rerun"):
+        load_prepared(d, "train")
+
+
+def test_cli_reports_data_errors_in_one_line(tmp_path):
+    job = json.dumps({"dataset": "digits", "seed": 0, "device": "cpu", "tracking": {"enabled": False},
+                      "params": GLO})
+    proc = subprocess.run([str(BIN / "glann"), "train-glo", "--job", job, "--data", str(tmp_path / "none"),
+                           "--out", str(tmp_path / "g.pt"), "--csv", str(tmp_path / "l.csv"),
+                           "--recon", str(tmp_path / "r.png")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert str(tmp_path / "none") in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- 6. numerical failure
+def test_nan_in_glo_stops_with_epoch_and_hint(digits_dir, tmp_path):
+    from glann.glo import train_glo
+
+    with pytest.raises(DivergedError, match=r"train_glo: loss became nan in epoch 2\. Lower glo\.lr_generator"):
+        train_glo(digits_dir, tmp_path / "glo.pt", {**GLO, "epochs": 3}, 0, torch.device("cpu"),
+                  csv_path=tmp_path / "l.csv", fault={"nan_at_epoch": 2})
+    assert not (tmp_path / "glo.pt").exists()
+    assert torch.load(tmp_path / "glo.pt.resume", weights_only=False)["epoch"] == 1  # epoch 1 kept
+
+
+def test_nan_in_imle_stops_with_epoch_and_hint(digits_dir, tmp_path):
+    from glann.glo import train_glo
+    from glann.imle import train_imle
+
+    train_glo(digits_dir, tmp_path / "glo.pt", {**GLO, "epochs": 1}, 0, torch.device("cpu"))
+    cfg = {"noise_dim": 8, "hidden": 32, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-5,
+           "samples_factor": 2.0, "nn_backend": "torch", "epochs": 2}
+    with pytest.raises(DivergedError, match=r"train_imle: loss became nan in epoch 1\. Lower imle\.lr"):
+        train_imle(tmp_path / "glo.pt", tmp_path / "imle.pt", cfg, 0, torch.device("cpu"),
+                   fault={"nan_at_epoch": 1})
+
+
+def test_cuda_out_of_memory_message_names_the_batch_size(monkeypatch, capsys):
+    """No GPU here: the handler is exercised with the exception torch raises on a real OOM."""
+    from glann import cli
+
+    def oom(args):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(cli, "cmd_train_baseline", oom)
+    rc = cli.main(["train-baseline", "--job", json.dumps({"method": "wgan_gp"}), "--data", "x", "--out", "y",
+                   "--csv", "z"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "CUDA out of memory" in err and "Lower wgan_gp.batch_size" in err
+
+
+# --------------------------------------------------------------------------- 9. atomic writes under a real kill -9
+WRITER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {src!r})
+    from glann.atomic import write_bytes
+    payload = bytes(1024 * 2**20)  # 1 GiB: the write and its fsync take a while
+    print("ready", flush=True)
+    write_bytes({target!r}, payload)
+""")
+
+
+def test_kill9_during_a_write_never_leaves_a_partial_output(tmp_path):
+    target = tmp_path / "samples.npz"
+    np.savez_compressed(target, images=np.arange(10, dtype=np.uint8))
+    before = target.read_bytes()
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER.format(src=str(REPO / "src"), target=str(target)))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.stat().st_size > 0 for p in tmp_path.glob(".tmp-samples.npz.*")):
+        time.sleep(0.01)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-write: the temporary file is growing
+    proc.wait()
+    assert any(tmp_path.glob(".tmp-samples.npz.*")), "the write finished before the kill"
+    assert target.read_bytes() == before, "the earlier output must be untouched"
+    with np.load(target) as z:
+        assert z["images"].tolist() == list(range(10))
+
+
+# --------------------------------------------------------------------------- 10. disk full / unwritable folder
+def _limit_file_size():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))  # writes past 200 kB fail: EFBIG
+
+
+def test_disk_full_gives_a_clear_error_and_keeps_earlier_outputs(digits_dir, tmp_path):
+    """A file-size limit makes every larger write fail the way a full disk does (Python ignores SIGXFSZ)."""
+    out = tmp_path / "glo.pt"
+    out.write_bytes(b"an earlier, complete output")
+    job = json.dumps({"dataset": "digits", "seed": 0, "device": "cpu", "tracking": {"enabled": False},
+                      "params": GLO})
+    proc = subprocess.run([str(BIN / "glann"), "train-glo", "--job", job, "--threads", "1", "--data",
+                           str(digits_dir), "--out", str(out), "--csv", str(tmp_path / "l.csv"),
+                           "--recon", str(tmp_path / "r.png")],
+                          capture_output=True, text=True, preexec_fn=_limit_file_size, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot write {out}.resume") and "free disk space" in last, last
+    assert out.read_bytes() == b"an earlier, complete output"
+    assert not list(tmp_path.glob(".tmp-*")), "the failed temporary file is removed"
+
+
+def test_unwritable_results_folder_is_refused_clearly(tmp_path):
+    from glann.atomic import write_json
+
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where a folder is expected")
+    with pytest.raises(GlannError, match=r"cannot write .*results/digits/metrics\.json.*writable"):
+        write_json(blocker / "digits" / "metrics.json", {"a": 1})
+    if os.geteuid() != 0:  # root ignores permission bits
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        (ro / "old.json").write_text("{}")
+        ro.chmod(0o555)
+        try:
+            with pytest.raises(GlannError, match="cannot write"):
+                write_json(ro / "old.json", {"a": 1})
+            assert (ro / "old.json").read_text() == "{}"
+        finally:
+            ro.chmod(0o755)

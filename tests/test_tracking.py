@@ -1,0 +1,128 @@
+"""MLflow tracking: browse through a real `mlflow server`, survive an unreachable
+server, and lose no run when parallel jobs share one SQLite store."""
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import copy_workflow, snakemake
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(base, path, **query):
+    from urllib.parse import urlencode
+
+    with urllib.request.urlopen(f"{base}{path}?{urlencode(query)}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _post(base, path, body):
+    req = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+@pytest.mark.pipeline
+def test_mlflow_server_rest_api_lists_the_pipeline_runs(quick_run, tmp_path):
+    wf = quick_run["wf"]
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{wf}/mlflow.db",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"))
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                _get(base, "/health")
+                break
+            except Exception:
+                if time.time() > deadline or server.poll() is not None:
+                    raise AssertionError("mlflow server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
+                time.sleep(0.5)
+        exp = _get(base, "/api/2.0/mlflow/experiments/get-by-name", experiment_name="glann/digits")["experiment"]
+        runs = _post(base, "/api/2.0/mlflow/runs/search",
+                     {"experiment_ids": [exp["experiment_id"]], "max_results": 1000})["runs"]
+        by_name = {}
+        for r in runs:
+            by_name.setdefault(r["info"]["run_name"], []).append(r)
+        glo = next(r for r in by_name["train_glo:glann:seed0"] if r["info"]["status"] == "FINISHED")
+        tags = {t["key"]: t["value"] for t in glo["data"]["tags"]}
+        assert tags["glann.dataset"] == "digits" and tags["glann.method"] == "glann" and tags["glann.seed"] == "0"
+        assert tags["glann.step"] == "train_glo" and "mlflow.source.git.commit" in tags
+        parents = {r["info"]["run_id"] for n, rs in by_name.items() if n.startswith("snakemake") for r in rs}
+        assert tags["mlflow.parentRunId"] in parents
+        params = {p["key"]: p["value"] for p in glo["data"]["params"]}
+        assert params["epochs"] == "6" and params["loss"] == "lap1" and params["latent_dim"] == "64"
+        hist = _get(base, "/api/2.0/mlflow/metrics/get-history", run_id=glo["info"]["run_id"], metric_key="loss")
+        assert [m["step"] for m in hist["metrics"]][-1] == 6
+        metric_keys = {m["key"] for m in glo["data"]["metrics"]}
+        assert {"loss", "lr_generator", "lr_codes", "seconds"} <= metric_keys
+        arts = _get(base, "/api/2.0/mlflow/artifacts/list", run_id=glo["info"]["run_id"])
+        names = {f["path"] for f in arts.get("files", [])}
+        assert "checkpoint" in names and "glo_losses.csv" in names, names
+        ev = next(r for r in by_name["evaluate:glann:seed0"] if r["info"]["status"] == "FINISHED")
+        ev_metrics = {m["key"]: m["value"] for m in ev["data"]["metrics"]}
+        assert ev_metrics["fid_domain"] > 0 and 0 <= ev_metrics["precision"] <= 1
+        arts = _get(base, "/api/2.0/mlflow/artifacts/list", run_id=ev["info"]["run_id"])
+        assert "metrics.json" in {f["path"] for f in arts.get("files", [])}
+        sm = next(r for r in by_name["sample:glann:seed0"] if r["info"]["status"] == "FINISHED")
+        arts = _get(base, "/api/2.0/mlflow/artifacts/list", run_id=sm["info"]["run_id"], path="samples")
+        assert "samples/samples.png" in {f["path"] for f in arts.get("files", [])}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _glann(*args, env):
+    return subprocess.run([str(BIN / "glann"), *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_unreachable_tracking_server_does_not_fail_training(digits_dir, tmp_path):
+    """Reliability 7: tracking down -> a warning, and the job's outputs as usual."""
+    port = _free_port()  # nothing listens there
+    job = {"dataset": "digits", "method": "vae", "seed": 0, "device": "cpu",
+           "runtime": {"deterministic": True}, "tracking": {"enabled": True, "uri": f"http://127.0.0.1:{port}"},
+           "params": {"epochs": 1, "batch_size": 64, "lr": 1e-3, "betas": [0.5, 0.999], "latent_dim": 64,
+                      "likelihood": "bernoulli", "sigma": 0.1, "generator": {"arch": "auto", "batchnorm": "auto"}}}
+    env = {**os.environ, "GLANN_TRACKING": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = _glann("train-baseline", "--job", json.dumps(job), "--threads", "1", "--data", str(digits_dir),
+                  "--out", str(tmp_path / "model.pt"), "--csv", str(tmp_path / "losses.csv"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "MLflow tracking skipped" in proc.stderr and "unreachable" in proc.stderr
+    assert (tmp_path / "model.pt").stat().st_size > 0 and (tmp_path / "losses.csv").exists()
+
+
+@pytest.mark.pipeline
+def test_parallel_jobs_share_one_sqlite_store_without_losing_runs(tmp_path):
+    """Reliability 8 / tracking: --cores 4, four seeds, every run recorded, no 'database is locked'."""
+    wf = copy_workflow(tmp_path / "wf")
+    (wf / "par.yaml").write_text("methods: [vae, nsgan]\nseeds: [0, 1, 2, 3]\nvae: {epochs: 1}\n")
+    proc = snakemake(wf, "--cores", "4", "--configfile", "config/quick.yaml", "par.yaml",
+                     "--until", "train_vae", "train_gan", env={"GLANN_TRACKING": "1"})
+    logs = "".join(p.read_text() for p in (wf / "logs").rglob("*.log"))
+    assert "database is locked" not in (logs + proc.stdout + proc.stderr).lower()
+    assert "tracking skipped" not in logs
+    con = sqlite3.connect(wf / "mlflow.db")
+    names = [n for (n, s) in con.execute("select name, status from runs") if s == "FINISHED"]
+    for seed in range(4):
+        assert f"train_vae:vae:seed{seed}" in names and f"train_nsgan:nsgan:seed{seed}" in names
+    assert con.execute("select count(distinct run_uuid) from metrics where key='elbo'").fetchone()[0] == 4
