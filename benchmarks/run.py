@@ -242,9 +242,11 @@ def bench_glo(args) -> list[dict]:
 
 # --------------------------------------------------------------------------- d/e. whole pipeline
 def _copy_workflow(dest: Path) -> Path:
-    for name in ("Snakefile", "workflow", "config", "src"):
+    for name in ("Snakefile", "profiles", "workflow", "config", "src"):
         src = REPO / name
-        if src.is_dir():
+        if src.is_symlink():
+            (dest / name).symlink_to(os.readlink(src))
+        elif src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy2(src, dest / name)

@@ -1,7 +1,11 @@
+import hashlib
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,9 +35,11 @@ def digits_dir(tmp_path_factory):
 def copy_workflow(dest: Path) -> Path:
     """A fresh copy of the workflow (Snakefile, rules, config, src) in ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "workflow", "config", "src", "dvc.yaml", "pyproject.toml"):
+    for name in ("Snakefile", "profiles", "workflow", "config", "src", "dvc.yaml", "pyproject.toml"):
         src = REPO / name
-        if src.is_dir():
+        if src.is_symlink():
+            (dest / name).symlink_to(os.readlink(src))
+        elif src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         elif src.exists():
             shutil.copy2(src, dest / name)
@@ -48,3 +54,107 @@ def snakemake(cwd, *args, env=None, check=True, timeout=900):
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
+
+
+# --------------------------------------------------------------------------- the shared quick pipeline run
+QUICK = ["--cores", "2"]
+
+
+def _finished_outputs(log: str) -> set[str]:
+    """Outputs of the jobs snakemake reported as finished in ``log``."""
+    outputs, done = {}, set()
+    for block in re.split(r"\n(?=\[\w{3} \w{3} )", log):
+        m_out = re.search(r"^\s+output: (.+)$", block, re.M)
+        m_id = re.search(r"^\s+jobid: (\d+)$", block, re.M)
+        if m_out and m_id:
+            outputs[m_id.group(1)] = [s.strip() for s in m_out.group(1).split(",")]
+        done |= set(re.findall(r"Finished jobid: (\d+)", block))
+    return {f for j in done for f in outputs.get(j, [])}
+
+
+def _fingerprint(wf: Path, files) -> dict:
+    return {f: (hashlib.sha256((wf / f).read_bytes()).hexdigest(), (wf / f).stat().st_mtime_ns) for f in files}
+
+
+def _glann_job(wf: Path, rule: str):
+    import psutil
+
+    for p in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            cmd = p.info["cmdline"] or []
+            if p.info["cwd"] == str(wf) and rule in cmd and any(c.endswith("glann") for c in cmd[:2]):
+                return p
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return None
+
+
+def _wait(what, cond, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def quick_config(extra: dict) -> str:
+    """config/quick.yaml with ``extra`` merged in, as the text of a config file."""
+    import yaml
+
+    def merge(a, b):
+        return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+                        for k, v in b.items()}}
+
+    return yaml.safe_dump(merge(yaml.safe_load((REPO / "config/quick.yaml").read_text()), extra))
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """See tests/test_pipeline.py: one quick pipeline run, killed and interrupted on the way."""
+    import torch
+
+    wf = copy_workflow(tmp_path_factory.mktemp("pipeline"))
+    # The embedded config of this copy: the quick preset, with nsgan diverging in
+    # epoch 1 and a GLO long enough to be killed mid-training. Being config/config.yaml,
+    # it is also what dvc.yaml's stages run (tests/test_dvc.py).
+    (wf / "config/config.yaml").write_text(quick_config({
+        "fault_injection": {"nsgan": 1}, "glo": {"epochs": 6, "lr_halve_every": 2}}))
+    (wf / "split1.yaml").write_text("data: {digits: {size: 16, split_seed: 1}}\n")
+    env = {**os.environ, "GLANN_TRACKING": "1"}
+    exe = str(Path(sys.executable).with_name("snakemake"))
+    first_log = wf / "first.log"
+    with open(first_log, "w") as fh:
+        proc = subprocess.Popen([exe, *QUICK], cwd=wf, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    try:
+        resume = wf / "results/digits/glann/seed0/glo.pt.resume"
+
+        def glo_two_epochs():
+            try:
+                return resume.exists() and torch.load(resume, weights_only=False)["epoch"] >= 2
+            except Exception:  # being replaced right now
+                return False
+
+        _wait("train_glo to checkpoint 2 epochs", glo_two_epochs)
+        job = _wait("the train_glo process", lambda: _glann_job(wf, "train-glo"), timeout=10)
+        job.send_signal(signal.SIGKILL)
+        killed_at = torch.load(resume, weights_only=False)["epoch"]
+        assert not (wf / "results/digits/glann/seed0/glo.pt").exists(), "killed too late"
+        # keep-going: other jobs go on. Interrupt once a few more have finished.
+        _wait("more jobs to finish", lambda: first_log.read_text().count("Finished jobid") >= 5)
+        assert proc.poll() is None, "snakemake ended before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    first = first_log.read_text()
+    finished = sorted(f for f in _finished_outputs(first) if (wf / f).exists())
+    before = _fingerprint(wf, finished)
+    rerun = snakemake(wf, *QUICK, "--printshellcmds", env={"GLANN_TRACKING": "1"})
+    return {"wf": wf, "first": first, "rerun": rerun.stdout + rerun.stderr, "returncode": proc.returncode,
+            "finished": finished, "before": before, "killed_at": killed_at}
+
+

@@ -1,7 +1,5 @@
 """Loaders on real data shipped in packages, and on official on-disk formats the test writes."""
 
-import gzip
-import json
 import pickle
 import struct
 

@@ -24,15 +24,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _get(base, path, **query):
+def _get(base, route, **query):
     from urllib.parse import urlencode
 
-    with urllib.request.urlopen(f"{base}{path}?{urlencode(query)}", timeout=10) as r:
+    with urllib.request.urlopen(f"{base}{route}?{urlencode(query)}", timeout=10) as r:
         return json.loads(r.read())
 
 
-def _post(base, path, body):
-    req = urllib.request.Request(f"{base}{path}", data=json.dumps(body).encode(),
+def _post(base, route, body):
+    req = urllib.request.Request(f"{base}{route}", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
@@ -51,12 +51,14 @@ def test_mlflow_server_rest_api_lists_the_pipeline_runs(quick_run, tmp_path):
         deadline = time.time() + 90
         while True:
             try:
-                _get(base, "/health")
-                break
+                with urllib.request.urlopen(f"{base}/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
             except Exception:
                 if time.time() > deadline or server.poll() is not None:
                     raise AssertionError("mlflow server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
                 time.sleep(0.5)
+            time.sleep(0.5)
         exp = _get(base, "/api/2.0/mlflow/experiments/get-by-name", experiment_name="glann/digits")["experiment"]
         runs = _post(base, "/api/2.0/mlflow/runs/search",
                      {"experiment_ids": [exp["experiment_id"]], "max_results": 1000})["runs"]

@@ -200,7 +200,8 @@ def cmd_summarize(args):
     for path in args.grids or []:
         p = Path(path)
         grids[(p.parent.parent.parent.name, p.parent.parent.name)] = p
-    summarize(args.metrics, grids, args.out_dir, job["params"]["datasets"], job["params"]["methods"])
+    summarize(args.metrics, grids, args.out_dir, job["params"]["datasets"], job["params"]["methods"],
+              loss_csvs=args.losses)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("summarize", cmd_summarize, "out-dir")
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--grids", nargs="*")
+    p.add_argument("--losses", nargs="*", default=None, help="per-epoch loss CSVs -> <out-dir>/curves/")
     return ap
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .atomic import save_npz, torch_save
 from .datasets import load_prepared

@@ -125,8 +125,43 @@ def render_csv(agg: dict) -> str:
     return buf.getvalue()
 
 
-def summarize(metric_files, sample_grids: dict, out_dir, datasets, methods) -> dict:
+LOSS_COLUMNS = ("loss", "g_loss", "elbo")  # the objective each training CSV logs first
+
+
+def curve_name(loss_csv) -> str:
+    """results/D/M/seedS/glo_losses.csv -> D_M_seedS_glo.csv (losses.csv -> ..._train.csv)."""
+    path = Path(loss_csv)
+    run, method, dataset = path.parent.name, path.parent.parent.name, path.parent.parent.parent.name
+    step = path.stem.replace("_losses", "") if path.stem != "losses" else "train"
+    return f"{dataset}_{method}_{run}_{step}.csv"
+
+
+def write_curves(loss_csvs, out_dir) -> list[Path]:
+    """One ``epoch,loss`` CSV per training job (DVC plots), named by :func:`curve_name`.
+
+    ``loss`` is the job's objective: GLO/IMLE loss, the generator loss of a GAN,
+    and -ELBO for the VAE (so that lower is better everywhere).
+    """
     out_dir = Path(out_dir)
+    written = []
+    for path in loss_csvs or []:
+        rows = list(csv.DictReader(Path(path).open()))
+        col = next((c for c in LOSS_COLUMNS if rows and c in rows[0]), None)
+        buf = io.StringIO()
+        buf.write("epoch,loss\n")
+        for r in rows if col else []:
+            value = float(r[col])
+            buf.write(f"{int(float(r['epoch']))},{-value if col == 'elbo' else value:.6g}\n")
+        target = out_dir / curve_name(path)
+        write_text(target, buf.getvalue())
+        written.append(target)
+    return written
+
+
+def summarize(metric_files, sample_grids: dict, out_dir, datasets, methods, loss_csvs=None) -> dict:
+    out_dir = Path(out_dir)
+    if loss_csvs is not None:
+        write_curves(loss_csvs, out_dir / "curves")
     rows = collect(metric_files)
     agg = aggregate(rows)
     write_text(out_dir / "table.md", render_markdown(agg, datasets, methods))

@@ -85,7 +85,9 @@ def get_or_create_experiment(client, dataset: str, uri: str) -> str:
     if exp is not None:
         return exp.experiment_id
     try:
-        return _with_retry(client.create_experiment, name, artifact_location=_artifact_root(uri))
+        # experimentKind: MLflow 3's UI then opens on the training-runs table, not the GenAI view.
+        return _with_retry(client.create_experiment, name, artifact_location=_artifact_root(uri),
+                           tags={"mlflow.experimentKind": "custom_model_development"})
     except Exception:
         exp = _with_retry(client.get_experiment_by_name, name)  # another process won the race
         if exp is None:
@@ -95,6 +97,8 @@ def get_or_create_experiment(client, dataset: str, uri: str) -> str:
 
 def start_invocation(datasets, configured_uri: str | None, invocation_id: str) -> dict:
     """Create the store, experiments and one parent run per dataset; returns {dataset: run id}."""
+    if os.environ.get("GLANN_TRACKING", "1") == "0":
+        return {}
     uri = tracking_uri(configured_uri)
     if not _reachable(uri):
         log.warning("MLflow tracking server %s is unreachable: tracking skipped for this invocation", uri)

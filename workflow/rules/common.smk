@@ -74,7 +74,13 @@ def job(wildcards, section, method=None, params=None):
 
 
 def train_threads():
-    return min(config["runtime"]["threads"], workflow.cores)
+    """runtime.threads, capped at --cores (unset for --report or a cluster executor)."""
+    want = config["runtime"]["threads"]
+    try:
+        cores = workflow.cores
+    except Exception:
+        return want
+    return min(want, cores) if isinstance(cores, int) and cores > 0 else want
 
 
 def gpu(wildcards=None):

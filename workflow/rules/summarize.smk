@@ -1,4 +1,19 @@
 # The Table-1 style summary across datasets, methods and seeds.
+from glann.summary import curve_name
+
+
+def loss_csvs(wildcards=None):
+    """Every training job's per-epoch loss CSV (glo_gauss trains nothing of its own)."""
+    files = []
+    for d in DATASETS:
+        for m in METHODS:
+            for s in SEEDS:
+                run = f"results/{d}/{m}/seed{s}"
+                if m == "glann":
+                    files += [f"{run}/glo_losses.csv", f"{run}/imle_losses.csv"]
+                elif m != "glo_gauss":
+                    files.append(f"{run}/losses.csv")
+    return files
 
 
 rule summarize:
@@ -15,10 +30,12 @@ rule summarize:
             method=METHODS,
             seed=SEEDS[:1],
         ),
+        losses=loss_csvs(),
     output:
         table=report("results/summary/table.md", category="Summary", labels={"figure": "table (markdown)"}),
         csv=report("results/summary/table.csv", category="Summary", labels={"figure": "table"}),
         json="results/summary/summary.json",
+        curves=[f"results/summary/curves/{curve_name(f)}" for f in loss_csvs()],
         fid_json="results/summary/fid.json",
         fid=report("results/summary/fid.png", category="Summary", labels={"figure": "fid_domain per method"}),
         pr=report(
@@ -42,4 +59,4 @@ rule summarize:
         runtime=10,
     shell:
         "glann summarize --job {params.job:q} --out-dir results/summary --metrics {input.metrics}"
-        " --grids {input.grids} > {log} 2>&1"
+        " --grids {input.grids} --losses {input.losses} > {log} 2>&1"
