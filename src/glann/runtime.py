@@ -41,7 +41,9 @@ def setup_torch(threads: int | None = None, deterministic: bool = False, seed: i
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-    if deterministic:
+    if deterministic and torch.cuda.is_available():
+        # CPU kernels are deterministic already; the switch only matters for CUDA (and
+        # importing it costs seconds per job: it pulls in torch._dynamo).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
