@@ -91,7 +91,7 @@ sinfo -h -o "%T" | grep -qE "idle|mixed" || { echo "run_slurm: the node did not 
 WORK="$(mktemp -d /tmp/glann-slurm.XXXXXX)"
 for d in local slurm; do
     mkdir -p "$WORK/$d"
-    (cd "$REPO" && git ls-files -z Snakefile profiles workflow config src | xargs -0 -I{} cp --parents {} "$WORK/$d/")
+    (cd "$REPO" && git ls-files -z Snakefile profiles workflow config src | xargs -0 -I{} cp -P --parents {} "$WORK/$d/")
 done
 export GLANN_TRACKING=0
 
