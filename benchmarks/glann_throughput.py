@@ -14,7 +14,6 @@ import json
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -56,12 +55,9 @@ def main():
                                         "sha256": {f: sha256_file(work / f) for f in ("train.npz", "test.npz")}})
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
     glo = train_glo(work, work / "glo.pt", {**GLO, "epochs": args.glo_epochs}, 0, device, amp=args.amp)
-    glo_s = time.perf_counter() - t0
     epoch_s = [r["seconds"] for r in glo["history"]]
     steady = float(np.median(epoch_s[1:] if len(epoch_s) > 1 else epoch_s))
-    t0 = time.perf_counter()
     imle = train_imle(work / "glo.pt", work / "imle.pt", {**IMLE, "epochs": args.imle_epochs}, 0, device)
     imle_epoch = float(np.median([r["seconds"] for r in imle["history"]]))
     res = {
