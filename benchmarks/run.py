@@ -2,7 +2,7 @@
 
     python benchmarks/run.py                       # everything, 3 repeats, median
     python benchmarks/run.py --only nn,glo         # some of: nn fid glo pipeline
-    python benchmarks/run.py --only pipeline --pipeline-configs quick
+    python benchmarks/run.py --only pipeline --pipeline-configs quick,quick-live,default
 
 Each figure is the median of ``--repeats`` runs (at least 3). Results go to
 ``benchmarks/results/<host>.json`` and a markdown table is printed, ready for
@@ -17,10 +17,12 @@ README's Performance section. Sections:
             to a file (timing only; the value is meaningless and not reported as FID).
   glo       GLO training throughput (glann.glo.train_glo: checkpoints, CSV, RNG state)
             vs a bare PyTorch loop with the same model, lap1 loss, batch 128 and Adam.
-  pipeline  `snakemake --cores all` on config/quick.yaml (and config/config.yaml with
-            --pipeline-configs quick,default) in a fresh temp copy, a no-op rerun,
-            snakemake's own no-op on a one-rule Snakefile, and the peak RSS and
-            seconds of every job (Snakemake's benchmark files).
+  pipeline  `snakemake --cores all` in a fresh temp copy, then a no-op rerun, for each of
+            --pipeline-configs: quick (config/quick.yaml as shipped: deferred tracking),
+            quick-live (the same with tracking.live: true) and default (the embedded
+            config/config.yaml, live tracking); snakemake's own no-op on a one-rule
+            Snakefile; per job the median seconds and peak RSS over the repeats
+            (Snakemake's benchmark files).
 """
 
 from __future__ import annotations
@@ -261,32 +263,55 @@ def _snakemake(cwd: Path, *extra) -> float:
     return time.perf_counter() - t0
 
 
-def _job_benchmarks(wf: Path) -> list[dict]:
-    rows = []
+def _job_benchmarks(wf: Path) -> dict[str, dict]:
+    rows = {}
     for f in sorted((wf / "logs").rglob("*.bench.tsv")):
         head, vals = f.read_text().splitlines()[:2]
         rec = dict(zip(head.split("\t"), vals.split("\t")))
-        rows.append({"job": str(f.relative_to(wf / "logs")).replace(".bench.tsv", ""),
-                     "seconds": float(rec["s"]), "max_rss_mb": float(rec["max_rss"])})
+        rows[str(f.relative_to(wf / "logs")).replace(".bench.tsv", "")] = {
+            "seconds": float(rec["s"]), "max_rss_mb": float(rec["max_rss"])}
     return rows
+
+
+def _job_medians(runs: list[dict[str, dict]]) -> list[dict]:
+    """Per job: median seconds and median peak RSS over the repeats, with every run's values."""
+    out = []
+    for job in sorted(runs[-1]):
+        secs = [r[job]["seconds"] for r in runs if job in r]
+        rss = [r[job]["max_rss_mb"] for r in runs if job in r]
+        out.append({"job": job, "seconds": statistics.median(secs), "max_rss_mb": statistics.median(rss),
+                    "seconds_runs": secs, "max_rss_mb_runs": rss})
+    return out
+
+
+# name -> (label, extra snakemake arguments, extra config file text)
+PIPELINES = {
+    "quick": ("config quick", ["--configfile", "config/quick.yaml"], None),
+    "quick-live": ("config quick, live tracking", ["--configfile", "config/quick.yaml", "live.yaml"],
+                   "tracking: {live: true}\n"),
+    "default": ("config default", [], None),
+}
 
 
 def bench_pipeline(args) -> list[dict]:
     rows = []
     for name in args.pipeline_configs.split(","):
-        cfg = {"quick": ["--configfile", "config/quick.yaml"], "default": []}[name]
-        repeats = args.repeats if name == "quick" else args.default_repeats
-        full, noop, jobs = [], [], None
+        label, cfg, extra = PIPELINES[name]
+        repeats = args.default_repeats if name == "default" else args.repeats
+        full, noop, jobs = [], [], []
         for _ in range(repeats):
             wf = _copy_workflow(Path(tempfile.mkdtemp(prefix=f"glann-pipe-{name}-")))
+            if extra:
+                (wf / "live.yaml").write_text(extra)
             full.append(_snakemake(wf, *cfg))
             noop.append(_snakemake(wf, *cfg))
-            jobs = _job_benchmarks(wf)
+            jobs.append(_job_benchmarks(wf))
             shutil.rmtree(wf, ignore_errors=True)
-        rows.append({"what": f"snakemake --cores all, config {name}", "ours_s": statistics.median(full),
-                     "ours_runs": full, "noop_s": statistics.median(noop), "noop_runs": noop, "jobs": jobs})
-        print(f"  pipeline {name}: {statistics.median(full):.1f} s, no-op rerun {statistics.median(noop):.2f} s",
-              flush=True)
+        rows.append({"what": f"snakemake --cores all, {label}", "ours_s": statistics.median(full),
+                     "ours_runs": full, "noop_s": statistics.median(noop), "noop_runs": noop,
+                     "jobs": _job_medians(jobs)})
+        print(f"  pipeline {name}: {statistics.median(full):.1f} s (runs {', '.join(f'{x:.1f}' for x in full)}), "
+              f"no-op rerun {statistics.median(noop):.2f} s", flush=True)
     one = Path(tempfile.mkdtemp(prefix="glann-pipe-one-"))
     (one / "Snakefile").write_text('rule all:\n    output: "x.txt"\n    shell: "echo x > {output}"\n')
     _snakemake(one)
@@ -322,8 +347,8 @@ def main():
     ap.add_argument("--fid-images", type=int, default=None, help="default 10,000 on CUDA, 300 on CPU")
     ap.add_argument("--glo-tile", type=int, default=None, help="mnist5k copies (default 12 on CUDA, 1 on CPU)")
     ap.add_argument("--glo-epochs", type=int, default=3)
-    ap.add_argument("--pipeline-configs", default="quick")
-    ap.add_argument("--default-repeats", type=int, default=1)
+    ap.add_argument("--pipeline-configs", default="quick,quick-live,default")
+    ap.add_argument("--default-repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()

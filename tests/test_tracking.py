@@ -117,7 +117,9 @@ def test_unreachable_tracking_server_does_not_fail_training(digits_dir, tmp_path
 def test_parallel_jobs_share_one_sqlite_store_without_losing_runs(tmp_path):
     """Reliability 8 / tracking: --cores 4, four seeds, every run recorded, no 'database is locked'."""
     wf = copy_workflow(tmp_path / "wf")
-    (wf / "par.yaml").write_text("methods: [vae, nsgan]\nseeds: [0, 1, 2, 3]\nvae: {epochs: 1}\n")
+    # live tracking: every job opens the store itself (quick.yaml defers it to the end of the invocation)
+    (wf / "par.yaml").write_text("methods: [vae, nsgan]\nseeds: [0, 1, 2, 3]\nvae: {epochs: 1}\n"
+                                 "tracking: {live: true}\n")
     proc = snakemake(wf, "--cores", "4", "--configfile", "config/quick.yaml", "par.yaml",
                      "--until", "train_vae", "train_gan", env={"GLANN_TRACKING": "1"})
     logs = "".join(p.read_text() for p in (wf / "logs").rglob("*.log"))
@@ -128,3 +130,82 @@ def test_parallel_jobs_share_one_sqlite_store_without_losing_runs(tmp_path):
     for seed in range(4):
         assert f"train_vae:vae:seed{seed}" in names and f"train_nsgan:nsgan:seed{seed}" in names
     assert con.execute("select count(distinct run_uuid) from metrics where key='elbo'").fetchone()[0] == 4
+
+
+# --------------------------------------------------------------------------- deferred tracking (live: false)
+def _deferred_job(tmp_path, uri, *, finish=True):
+    """Run a Tracker(live=False) in a fresh process; returns (journal folder, 'mlflow imported?')."""
+    journal = tmp_path / "journal"
+    (tmp_path / "art.txt").write_text("artifact\n")
+    code = f"""
+import sys
+from glann.tracking import Tracker
+t = Tracker("digits", "glann", 0, "train_glo", params={{"epochs": 2, "opt": {{"lr": 0.01}}}},
+            uri={uri!r}, live=False)
+t.log_metrics({{"loss": 0.5, "seconds": 1.0}}, step=1)
+t.log_metrics({{"loss": 0.25, "seconds": 1.0}}, step=2)
+t.log_artifact({str(tmp_path / "art.txt")!r}, "files")
+if {finish!r}:
+    t.finish()
+else:
+    t.journal.write('{{"e": "metrics", "time_ms": 1, "st')  # a half-written line, as kill -9 leaves it
+    t.journal.flush()
+print("mlflow" in sys.modules)
+"""
+    env = {**os.environ, "GLANN_TRACKING": "1", "GLANN_TRACKING_JOURNAL": str(journal),
+           "GLANN_PARENT_RUNS": json.dumps({"digits": "parent123"})}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return journal, proc.stdout.strip()
+
+
+def test_deferred_tracking_journals_without_importing_mlflow_and_imports_later(tmp_path, monkeypatch):
+    from glann import tracking
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    journal, mlflow_imported = _deferred_job(tmp_path, uri)
+    assert mlflow_imported == "False"
+    files = list(journal.glob("*.jsonl"))
+    assert len(files) == 1 and "train_glo-digits-glann-seed0" in files[0].name
+    monkeypatch.setenv("GLANN_TRACKING", "1")
+    assert tracking.import_journals(journal) == 1
+    assert not list(journal.glob("*.jsonl"))
+    assert tracking.import_journals(journal) == 0  # nothing twice
+
+    con = sqlite3.connect(tmp_path / "mlflow.db")
+    (run_id, name, status, start, end), = con.execute(
+        "select run_uuid, name, status, start_time, end_time from runs")
+    assert (name, status) == ("train_glo:glann:seed0", "FINISHED") and start <= end
+    tags = dict(con.execute("select key, value from tags where run_uuid=?", (run_id,)))
+    assert tags["mlflow.parentRunId"] == "parent123" and tags["glann.step"] == "train_glo"
+    params = dict(con.execute("select key, value from params where run_uuid=?", (run_id,)))
+    assert params == {"epochs": "2", "opt.lr": "0.01"}
+    hist = con.execute("select step, value from metrics where run_uuid=? and key='loss' order by step",
+                       (run_id,)).fetchall()
+    assert hist == [(1, 0.5), (2, 0.25)]
+    (root,), = con.execute("select artifact_uri from runs")
+    from urllib.parse import urlparse
+
+    assert (Path(urlparse(root).path) / "files" / "art.txt").read_text() == "artifact\n"
+
+
+def test_deferred_journal_of_a_killed_job_becomes_a_killed_run(tmp_path, monkeypatch):
+    from glann import tracking
+
+    journal, _ = _deferred_job(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", finish=False)
+    monkeypatch.setenv("GLANN_TRACKING", "1")
+    assert tracking.import_journals(journal) == 1
+    con = sqlite3.connect(tmp_path / "mlflow.db")
+    assert con.execute("select status from runs").fetchall() == [("KILLED",)]
+    assert con.execute("select count(*) from metrics where key='loss'").fetchone()[0] == 2
+
+
+def test_deferred_journal_is_kept_while_the_server_is_unreachable(tmp_path, monkeypatch, caplog):
+    from glann import tracking
+
+    journal, _ = _deferred_job(tmp_path, f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("GLANN_TRACKING", "1")
+    with caplog.at_level("WARNING"):
+        assert tracking.import_journals(journal) == 0
+    assert len(list(journal.glob("*.jsonl"))) == 1
+    assert "unreachable" in caplog.text and "1 tracking journal(s) kept" in caplog.text

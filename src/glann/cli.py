@@ -43,7 +43,7 @@ def _tracker(job: dict, step: str):
     tr = job["tracking"]
     return Tracker(job.get("dataset", "?"), job.get("method", "-"), job["seed"], step,
                    params={**job["params"], "device": job["device"], "runtime": job["runtime"]},
-                   uri=tr.get("uri"), enabled=tr.get("enabled", True))
+                   uri=tr.get("uri"), enabled=tr.get("enabled", True), live=tr.get("live", True))
 
 
 def cmd_prepare(args):

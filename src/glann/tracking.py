@@ -9,6 +9,21 @@ jobs never race to create the schema or the experiment.
 Every call goes through ``_safe``: a backend that is unreachable or fails makes
 the job log one warning and carry on untracked. SQLite's "database is locked"
 under parallel writers is retried with back-off before giving up.
+
+Two ways to get a job's run into MLflow (config ``tracking.live``):
+
+- live (default): the job writes to the store as it trains, so ``mlflow ui``
+  shows each epoch as it happens. Each job process pays for importing MLflow
+  and opening the store (2-5 s of CPU on a small machine).
+- deferred (``live: false``): the job appends its events (tags, params,
+  metrics with their own step and timestamp, artifact paths, final status) to a
+  JSON-lines journal, ``.glann/tracking/*.jsonl``, and never imports MLflow.
+  The Snakemake process replays every journal into the store in ``onsuccess``
+  or ``onerror`` (and in the next ``onstart`` for the journals of an
+  invocation that was killed), then deletes it. Same runs, same parent, same
+  timestamps; they appear when the invocation ends. A journal whose job died
+  before it finished becomes a KILLED run. A journal that cannot be imported
+  (store unreachable) is kept and retried next time.
 """
 
 from __future__ import annotations
@@ -26,6 +41,8 @@ from urllib.parse import urlparse
 log = logging.getLogger(__name__)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+JOURNAL_ENV = "GLANN_TRACKING_JOURNAL"  # folder of deferred-tracking journals
+DEFAULT_JOURNAL = ".glann/tracking"
 PARENT_ENV = "GLANN_PARENT_RUNS"        # json {dataset: parent run id}; our own variable, not MLFLOW_RUN_ID
 INVOCATION_ENV = "GLANN_INVOCATION_ID"
 
@@ -137,29 +154,36 @@ class Tracker:
     """A job's MLflow run; every method is a no-op once tracking has failed."""
 
     def __init__(self, dataset: str, method: str, seed, step: str, params: dict | None = None,
-                 uri: str | None = None, enabled: bool = True):
+                 uri: str | None = None, enabled: bool = True, live: bool = True):
         self.run_id = None
         self.client = None
-        self.enabled = enabled and os.environ.get("GLANN_TRACKING", "1") != "0"
+        self.journal = None
+        self.enabled = enabled and _tracking_on()
         if not self.enabled:
             return
         self.uri = tracking_uri(uri)
-        if not _reachable(self.uri):
-            self._disable(f"tracking server {self.uri} is unreachable")
-            return
         tags = {"glann.dataset": dataset, "glann.method": method, "glann.seed": str(seed),
                 "glann.step": step, "mlflow.source.git.commit": git_commit(),
                 "glann.invocation": os.environ.get(INVOCATION_ENV, "manual")}
         parent = json.loads(os.environ.get(PARENT_ENV, "{}") or "{}").get(dataset)
         if parent:
             tags["mlflow.parentRunId"] = parent
+        run_name = f"{step}:{method}:seed{seed}"
+        if not live:
+            self._safe(self._open_journal, dataset, run_name, tags, f"{step}-{dataset}-{method}-seed{seed}")
+            if params:
+                self.log_params(params)
+            return
+        if not _reachable(self.uri):
+            self._disable(f"tracking server {self.uri} is unreachable")
+            return
 
         def start():
             from mlflow.tracking import MlflowClient
 
             self.client = MlflowClient(tracking_uri=self.uri)
             exp_id = get_or_create_experiment(self.client, dataset, self.uri)
-            run = _with_retry(self.client.create_run, exp_id, run_name=f"{step}:{method}:seed{seed}", tags=tags)
+            run = _with_retry(self.client.create_run, exp_id, run_name=run_name, tags=tags)
             self.run_id = run.info.run_id
             if params:
                 self.log_params(params)
@@ -180,30 +204,148 @@ class Tracker:
             self._disable(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             return None
 
+    def _open_journal(self, dataset, run_name, tags, label):
+        folder = journal_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{int(time.time() * 1000)}-{label}-{os.getpid()}.jsonl"
+        self.journal = open(path, "a", encoding="utf-8")
+        self._event("start", uri=self.uri, dataset=dataset, run_name=run_name, tags=tags)
+
+    def _event(self, kind: str, **fields):
+        # One line per event, flushed: a job killed mid-way leaves every event before the kill.
+        self.journal.write(json.dumps({"e": kind, "time_ms": int(time.time() * 1000), **fields}) + "\n")
+        self.journal.flush()
+
     def log_params(self, params: dict) -> None:
+        if not self.enabled:
+            return
+        flat = _flatten(params)
+        if self.journal:
+            self._safe(self._event, "params", params={k: str(v)[:6000] for k, v in sorted(flat.items())})
+            return
         from mlflow.entities import Param
 
-        flat = _flatten(params)
         items = [Param(k, str(v)[:6000]) for k, v in sorted(flat.items())]
         for i in range(0, len(items), 100):
             self._safe(lambda chunk=items[i:i + 100]: self.client.log_batch(self.run_id, params=chunk))
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        if not self.enabled:
+            return
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+        if self.journal:
+            if numeric:
+                self._safe(self._event, "metrics", step=step or 0, metrics=numeric)
+            return
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        ms = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()
-              if isinstance(v, (int, float)) and v is not None]
+        ms = [Metric(k, v, ts, step or 0) for k, v in numeric.items()]
         if ms and self.run_id:
             self._safe(lambda: self.client.log_batch(self.run_id, metrics=ms))
 
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
-        if self.run_id and Path(path).exists():
+        if self.enabled and self.journal and Path(path).exists():
+            self._safe(self._event, "artifact", path=str(Path(path).resolve()), artifact_path=artifact_path)
+        elif self.run_id and Path(path).exists():
             self._safe(self.client.log_artifact, self.run_id, str(path), artifact_path)
 
     def finish(self, status: str = "FINISHED") -> None:
-        if self.run_id:
+        if self.journal:
+            if self.enabled:
+                self._safe(self._event, "end", status=status)
+            self.journal.close()
+            self.journal = None
+        elif self.run_id:
             self._safe(self.client.set_terminated, self.run_id, status)
+
+
+# --------------------------------------------------------------------------- deferred tracking
+def _tracking_on() -> bool:
+    return os.environ.get("GLANN_TRACKING", "1") != "0"
+
+
+def journal_dir() -> Path:
+    return Path(os.environ.get(JOURNAL_ENV) or DEFAULT_JOURNAL)
+
+
+def _read_journal(path: Path) -> list[dict]:
+    events = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue  # the half-written last line of a killed job
+    return events
+
+
+def _replay(client, events: list[dict]) -> str:
+    from mlflow.entities import Metric, Param
+
+    start = events[0]
+    exp_id = get_or_create_experiment(client, start["dataset"], start["uri"])
+    run = _with_retry(client.create_run, exp_id, start_time=start["time_ms"], tags=start["tags"],
+                      run_name=start["run_name"])
+    run_id = run.info.run_id
+    params = {}
+    metrics, end = [], None
+    for ev in events[1:]:
+        if ev["e"] == "params":
+            params.update(ev["params"])
+        elif ev["e"] == "metrics":
+            metrics += [Metric(k, float(v), ev["time_ms"], ev["step"]) for k, v in ev["metrics"].items()]
+        elif ev["e"] == "artifact":
+            if Path(ev["path"]).exists():
+                _with_retry(client.log_artifact, run_id, ev["path"], ev.get("artifact_path"))
+        elif ev["e"] == "end":
+            end = ev
+    items = [Param(k, v) for k, v in sorted(params.items())]
+    for i in range(0, len(items), 100):
+        _with_retry(client.log_batch, run_id, params=items[i:i + 100])
+    for i in range(0, len(metrics), 1000):
+        _with_retry(client.log_batch, run_id, metrics=metrics[i:i + 1000])
+    status, end_ms = (end["status"], end["time_ms"]) if end else ("KILLED", events[-1]["time_ms"])
+    _with_retry(client.set_terminated, run_id, status, end_time=end_ms)
+    return run_id
+
+
+def import_journals(directory=None) -> int:
+    """Replay deferred-tracking journals into MLflow; returns how many runs were imported.
+
+    Each journal is deleted once its run is in the store; one that fails stays for the next call.
+    Never raises: tracking must not fail the workflow.
+    """
+    folder = Path(directory) if directory else journal_dir()
+    if not _tracking_on() or not folder.is_dir():
+        return 0
+    imported, clients, kept = 0, {}, {}
+    for path in sorted(folder.glob("*.jsonl")):
+        try:
+            events = _read_journal(path)
+            if not events or events[0].get("e") != "start":
+                path.unlink()  # the job died before its first event: nothing to record
+                continue
+            uri = events[0]["uri"]
+            if uri in kept:
+                kept[uri] += 1
+                continue
+            if uri not in clients:
+                if not _reachable(uri):
+                    kept[uri] = 1
+                    continue
+                from mlflow.tracking import MlflowClient
+
+                clients[uri] = MlflowClient(tracking_uri=uri)
+            _replay(clients[uri], events)
+            path.unlink()
+            imported += 1
+        except Exception as exc:
+            log.warning("MLflow: could not import tracking journal %s (%s); it is kept and retried by the next run",
+                        path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    for uri, n in kept.items():
+        log.warning("MLflow tracking server %s is unreachable: %d tracking journal(s) kept in %s, "
+                    "imported by the next run once it is up", uri, n, folder)
+    return imported
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

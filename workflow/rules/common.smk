@@ -115,7 +115,9 @@ onstart:
     from glann import tracking
 
     os.environ[tracking.INVOCATION_ENV] = _INVOCATION
+    os.environ.setdefault(tracking.JOURNAL_ENV, os.path.abspath(tracking.DEFAULT_JOURNAL))
     if config["tracking"]["enabled"]:
+        tracking.import_journals()  # deferred runs left by an invocation that was killed
         parents = tracking.start_invocation(DATASETS, config["tracking"]["uri"], _INVOCATION)
         os.environ[tracking.PARENT_ENV] = json.dumps(parents)
 
@@ -123,12 +125,14 @@ onstart:
 onsuccess:
     from glann import tracking
 
+    tracking.import_journals()
     tracking.end_invocation(json.loads(os.environ.get(tracking.PARENT_ENV, "{}")), config["tracking"]["uri"])
 
 
 onerror:
     from glann import tracking
 
+    tracking.import_journals()
     tracking.end_invocation(
         json.loads(os.environ.get(tracking.PARENT_ENV, "{}")), config["tracking"]["uri"], "FAILED"
     )
