@@ -1,12 +1,22 @@
-"""GLANN training throughput at the paper's settings on MNIST-sized data.
+"""GLANN and GAN training throughput at the paper's settings on MNIST-sized data.
 
-    python benchmarks/glann_throughput.py --data data/prepared/mnist5k --tile 12 --glo-epochs 3
+    python benchmarks/glann_throughput.py --data data/prepared/mnist5k --tile 12 --glo-epochs 3 \
+        --gan-kinds nsgan,wgan_gp --gan-epochs 3 --repeats 3
 
 Trains GLO (batch 128, latent 64, loss lap1 -- vgg needs ImageNet weights) on the
 prepared training split tiled ``--tile`` times (mnist5k x 12 = 48,000 images, the
-size of MNIST's train split minus validation), then IMLE for a few epochs, and
-prints images/s, seconds per IMLE epoch, peak GPU memory and the projected time
-of the paper preset (200 GLO + 50 IMLE epochs). Writes JSON to --out.
+size of MNIST's train split minus validation), then IMLE for a few epochs, then
+each GAN of ``--gan-kinds`` (the pipeline's own train_gan, config defaults:
+batch 64; WGAN-GP 5 critic steps), and prints images/s (steady epochs: the first
+is warm-up), seconds per IMLE epoch, peak GPU memory and the projected time of
+the paper preset (200 GLO + 50 IMLE epochs). Each figure is the median over
+``--repeats`` runs. Writes JSON to --out.
+
+Share of time outside the GPU (CUDA only): one more epoch of GLO and of each GAN
+runs under torch.profiler; the summed device time of its kernels, divided by the
+steady epoch's wall time measured without the profiler, is the GPU-busy share;
+the rest (Python, kernel launches, data indexing, .item() syncs, checkpointing)
+is time outside the GPU.
 """
 
 import argparse
@@ -22,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from glann.atomic import save_npz, write_json  # noqa: E402
 from glann.datasets import load_prepared, sha256_file  # noqa: E402
+from glann.gans import train_gan  # noqa: E402
 from glann.glo import train_glo  # noqa: E402
 from glann.imle import train_imle  # noqa: E402
 from glann.runtime import resolve_device, setup_torch  # noqa: E402
@@ -29,16 +40,75 @@ from glann.runtime import resolve_device, setup_torch  # noqa: E402
 GLO = {"latent_dim": 64, "batch_size": 128, "lr_codes": 0.01, "lr_generator": 0.001, "betas": [0.5, 0.999],
        "lr_halve_every": 20, "init_std": 0.01, "loss": "lap1", "vgg_weights": None, "lap_levels": None,
        "generator": {"arch": "auto", "batchnorm": "auto"}}
+GAN = {"batch_size": 64, "lr": 2e-4, "betas": [0.5, 0.999], "latent_dim": 64, "d_batchnorm": True,
+       "critic_steps": 1, "gp_lambda": 10.0, "generator": {"arch": "auto", "batchnorm": "auto"}}
+GAN_KIND = {"nsgan": {}, "lsgan": {},
+            "wgan_gp": {"lr": 1e-4, "betas": [0.5, 0.9], "d_batchnorm": False, "critic_steps": 5}}
 IMLE = {"noise_dim": 32, "hidden": 128, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-5,
         "samples_factor": 2.0, "nn_backend": "torch"}
 
 
+def steady_epoch_seconds(result: dict) -> float:
+    epoch_s = [r["seconds"] for r in result["history"]]
+    return float(np.median(epoch_s[1:] if len(epoch_s) > 1 else epoch_s))
+
+
+def kernel_seconds(fn, device) -> float | None:
+    """Summed device time of the CUDA kernels that fn launches (None off CUDA)."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    total_us = 0.0
+    for ev in prof.key_averages():
+        total_us += getattr(ev, "self_device_time_total", None) or getattr(ev, "self_cuda_time_total", 0.0)
+    return total_us / 1e6
+
+
+def one_run(args, work: Path, device, n_images: int) -> dict:
+    res = {}
+    glo = train_glo(work, work / "glo.pt", {**GLO, "epochs": args.glo_epochs}, 0, device, amp=args.amp)
+    res["glo_seconds_per_epoch"] = steady_epoch_seconds(glo)
+    res["glo_images_per_s"] = n_images / res["glo_seconds_per_epoch"]
+    if args.imle_epochs:
+        imle = train_imle(work / "glo.pt", work / "imle.pt", {**IMLE, "epochs": args.imle_epochs}, 0, device)
+        res["imle_seconds_per_epoch"] = float(np.median([r["seconds"] for r in imle["history"]]))
+    for kind in filter(None, args.gan_kinds.split(",")):
+        cfg = {**GAN, **GAN_KIND[kind], "epochs": args.gan_epochs}
+        out = train_gan(kind, work, work / f"{kind}.pt", cfg, 0, device, amp=args.amp)
+        res[f"{kind}_seconds_per_epoch"] = steady_epoch_seconds(out)
+        # images through the generator's training step per second (critic steps see the same images)
+        res[f"{kind}_images_per_s"] = n_images / res[f"{kind}_seconds_per_epoch"]
+    return res
+
+
+def busy_shares(args, work: Path, device, res: dict) -> dict:
+    shares = {}
+    jobs = {"glo": lambda: train_glo(work, work / "p_glo.pt", {**GLO, "epochs": 1}, 0, device, amp=args.amp)}
+    for kind in filter(None, args.gan_kinds.split(",")):
+        jobs[kind] = (lambda k=kind: train_gan(k, work, work / f"p_{k}.pt", {**GAN, **GAN_KIND[k], "epochs": 1},
+                                               0, device, amp=args.amp))
+    for name, fn in jobs.items():
+        busy = kernel_seconds(fn, device)
+        if busy is not None:
+            share = min(busy / res[f"{name}_seconds_per_epoch"], 1.0)
+            shares[f"{name}_gpu_busy_share"] = share
+            shares[f"{name}_outside_gpu_share"] = 1.0 - share
+    return shares
+
+
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
     ap.add_argument("--tile", type=int, default=12)
     ap.add_argument("--glo-epochs", type=int, default=3)
     ap.add_argument("--imle-epochs", type=int, default=3)
+    ap.add_argument("--gan-kinds", default="nsgan,wgan_gp", help="comma list of nsgan,lsgan,wgan_gp ('' for none)")
+    ap.add_argument("--gan-epochs", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--amp", default="auto")
     ap.add_argument("--threads", type=int, default=None)
@@ -55,23 +125,27 @@ def main():
                                         "sha256": {f: sha256_file(work / f) for f in ("train.npz", "test.npz")}})
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    glo = train_glo(work, work / "glo.pt", {**GLO, "epochs": args.glo_epochs}, 0, device, amp=args.amp)
-    epoch_s = [r["seconds"] for r in glo["history"]]
-    steady = float(np.median(epoch_s[1:] if len(epoch_s) > 1 else epoch_s))
-    imle = train_imle(work / "glo.pt", work / "imle.pt", {**IMLE, "epochs": args.imle_epochs}, 0, device)
-    imle_epoch = float(np.median([r["seconds"] for r in imle["history"]]))
-    res = {
+    runs = []
+    for i in range(args.repeats):
+        for f in work.glob("*.pt"):
+            f.unlink()  # no resume between repeats
+        runs.append(one_run(args, work, device, len(x)))
+        print(f"run {i + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in runs[-1].items()), flush=True)
+    res = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+    res.update(busy_shares(args, work, device, res))
+    res.update({
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "amp": args.amp,
-        "train_images": int(len(x)), "glo_epochs": args.glo_epochs,
-        "glo_images_per_s": len(x) / steady, "glo_seconds_per_epoch": steady,
-        "imle_seconds_per_epoch": imle_epoch,
+        "train_images": int(len(x)), "glo_epochs": args.glo_epochs, "gan_epochs": args.gan_epochs,
+        "repeats": args.repeats, "runs": runs,
         "peak_gpu_mem_mb": (torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else None,
-        "projected_paper_hours_glo200_imle50": (200 * steady + 50 * imle_epoch) / 3600,
-    }
+    })
+    if "imle_seconds_per_epoch" in res:
+        res["projected_paper_hours_glo200_imle50"] = (200 * res["glo_seconds_per_epoch"]
+                                                      + 50 * res["imle_seconds_per_epoch"]) / 3600
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
-    print(json.dumps(res, indent=2))
+    print(json.dumps({k: v for k, v in res.items() if k != "runs"}, indent=2))
 
 
 if __name__ == "__main__":

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import save_npz, write_json
+from .config import REGISTRY  # noqa: F401 (re-exported)
 from .errors import DataError, GlannError
 
 log = logging.getLogger(__name__)
 
-REGISTRY = ("mnist5k", "digits", "mnist", "fashion", "cifar10", "celeba64", "folder")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 

@@ -14,8 +14,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-
 from .atomic import save_with, write_json, write_text
 
 # GLANN paper, Table 1 (Inception FID; lower is better). "glo_gauss" is GLO's row.
@@ -46,6 +44,8 @@ def mean_std(values):
     vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
         return None, None, 0
+    import numpy as np
+
     return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, len(vals)
 
 
@@ -181,6 +181,7 @@ def _plots(agg, sample_grids, out_dir, datasets, methods):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
     from PIL import Image
 
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.5), squeeze=False)
