@@ -54,18 +54,28 @@ def steady_epoch_seconds(result: dict) -> float:
 
 
 def kernel_seconds(fn, device) -> float | None:
-    """Summed device time of the CUDA kernels that fn launches (None off CUDA)."""
+    """Seconds during which the GPU ran fn's kernels, memcpys or memsets (None off CUDA).
+
+    The union of the device-side activity intervals that torch.profiler records (events with
+    device_type CUDA; the CPU-side ops that launched them are not counted again), so overlapping
+    activity on several streams is counted once.
+    """
     if device.type != "cuda":
         return None
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    total_us = 0.0
-    for ev in prof.key_averages():
-        total_us += getattr(ev, "self_device_time_total", None) or getattr(ev, "self_cuda_time_total", 0.0)
-    return total_us / 1e6
+    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
+                   if e.device_type == DeviceType.CUDA)
+    busy_us, end = 0.0, float("-inf")
+    for a, b in spans:
+        if b > end:
+            busy_us += b - max(a, end)
+            end = b
+    return busy_us / 1e6
 
 
 def one_run(args, work: Path, device, n_images: int) -> dict:

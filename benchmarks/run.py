@@ -312,6 +312,8 @@ def bench_pipeline(args) -> list[dict]:
                      "jobs": _job_medians(jobs)})
         print(f"  pipeline {name}: {statistics.median(full):.1f} s (runs {', '.join(f'{x:.1f}' for x in full)}), "
               f"no-op rerun {statistics.median(noop):.2f} s", flush=True)
+        if args.save:
+            args.save({"pipeline": rows})  # a long run keeps what it has measured so far
     one = Path(tempfile.mkdtemp(prefix="glann-pipe-one-"))
     (one / "Snakefile").write_text('rule all:\n    output: "x.txt"\n    shell: "echo x > {output}"\n')
     _snakemake(one)
@@ -358,13 +360,18 @@ def main():
         torch.set_num_threads(args.threads)
     results = {"machine": machine(), "repeats": args.repeats}
     print(json.dumps(results["machine"]), flush=True)
-    for section in args.only.split(","):
-        print(f"[{section}]", flush=True)
-        results[section] = {"nn": bench_nn, "fid": bench_fid, "glo": bench_glo, "pipeline": bench_pipeline}[section](args)
     out = Path(args.out or REPO / "benchmarks" / "results" / f"{results['machine']['host']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(out.read_text()) if out.exists() else {}
-    out.write_text(json.dumps({**old, **results}, indent=2))
+
+    def save(partial: dict):
+        out.write_text(json.dumps({**old, **results, **partial}, indent=2))
+
+    args.save = save
+    for section in args.only.split(","):
+        print(f"[{section}]", flush=True)
+        results[section] = {"nn": bench_nn, "fid": bench_fid, "glo": bench_glo, "pipeline": bench_pipeline}[section](args)
+        save({})
     print(table(results))
     print(f"written to {out}")
 
