@@ -114,7 +114,7 @@ def get_or_create_experiment(client, dataset: str, uri: str) -> str:
 
 def start_invocation(datasets, configured_uri: str | None, invocation_id: str) -> dict:
     """Create the store, experiments and one parent run per dataset; returns {dataset: run id}."""
-    if os.environ.get("GLANN_TRACKING", "1") == "0":
+    if not _tracking_on():
         return {}
     uri = tracking_uri(configured_uri)
     if not _reachable(uri):
