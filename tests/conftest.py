@@ -140,6 +140,7 @@ def quick_run(tmp_path_factory):
         _wait("train_glo to checkpoint 2 epochs", glo_two_epochs)
         job = _wait("the train_glo process", lambda: _glann_job(wf, "train-glo"), timeout=10)
         job.send_signal(signal.SIGKILL)
+        job.wait(timeout=60)  # gone: it can no longer replace the resume file
         killed_at = torch.load(resume, weights_only=False)["epoch"]
         assert not (wf / "results/digits/glann/seed0/glo.pt").exists(), "killed too late"
         # keep-going: other jobs go on. Interrupt once a few more have finished.

@@ -2,6 +2,7 @@
 back in a fresh clone, where Snakemake then has nothing to do."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,9 @@ def _run(cwd, *cmd):
 
 @pytest.mark.pipeline
 def test_dvc_push_then_pull_in_a_fresh_clone_has_nothing_to_do(quick_run, tmp_path):
-    wf = quick_run["wf"]
+    # a copy (mtimes kept): other tests check the shared quick run, which DVC must not touch
+    wf = tmp_path / "wf"
+    shutil.copytree(quick_run["wf"], wf, symlinks=True)
     store, clone = tmp_path / "dvc-store", tmp_path / "clone"
     (wf / ".gitignore").write_text(GITIGNORE)
     _run(wf, "git", "init", "-q")

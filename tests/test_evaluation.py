@@ -1,5 +1,8 @@
 """Metrics checked against independent references."""
 
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -127,3 +130,109 @@ def test_table_renders_mean_and_std_over_two_seeds():
     md = render_markdown(aggregate(rows), ["mnist5k"], ["glann", "nsgan"])
     assert "| glann | 12 ± 2.8 |" in md  # mean 12, sample std sqrt(8) = 2.83
     assert "30 (diverged, epoch 7)" in md
+
+
+# --------------------------------------------------------------------------- metrics on features with known answers
+def _mixture(rng, centres, per, scale=0.3):
+    labels = np.repeat(np.arange(len(centres)), per)
+    return centres[labels] + scale * rng.normal(size=(len(labels), centres.shape[1])), labels
+
+
+@pytest.fixture
+def synthetic_eval(tmp_path, monkeypatch):
+    """evaluate() with the evaluator replaced by given features: real = 10 well-separated
+    clusters, fake = fresh draws from clusters 0-4 only (a generator that drops half the modes)."""
+    from glann import evaluation
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(10, 8)) * 10
+    real, _ = _mixture(rng, centres, 100)
+    fake_feats, fake_labels = _mixture(rng, centres[:5], 100)
+    np.savez(tmp_path / "real.npz", mu=real.mean(0), sigma=np.cov(real, rowvar=False), features=real)
+    np.savez(tmp_path / "inc.npz", available=np.array(False), reason=np.array("test"))
+    np.savez(tmp_path / "samples.npz", images=np.zeros((len(fake_feats), 4, 4, 1), np.uint8))
+    (tmp_path / "manifest.json").write_text(json.dumps({"class_counts": {"train": {str(i): 50 for i in range(10)}}}))
+    monkeypatch.setattr(evaluation, "load_evaluator", lambda p, d: (None, {"task": "classes", "test_accuracy": 1.0}))
+    monkeypatch.setattr(evaluation, "evaluator_outputs", lambda net, x, d: (fake_feats, fake_labels))
+    cfg = {"fid": {"num_samples": 10}, "eval": {"prdc_max_samples": 500, "prdc_k": 5, "prd_runs": 3,
+                                                "min_class_share": 0.02, "duplicate_quantile": 0.01,
+                                                "birthday_batch_size": 20, "birthday_batches": 5}}
+    m = evaluation.evaluate(tmp_path / "samples.npz", None, tmp_path / "real.npz", tmp_path / "inc.npz",
+                            tmp_path, {}, cfg, torch.device("cpu"))
+    return m, real, fake_feats
+
+
+def test_evaluate_on_features_with_known_precision_recall_and_modes(synthetic_eval):
+    import json as _json  # noqa: F401
+
+    m, real, fake = synthetic_eval
+    # every fake lies on the real manifold, half the real manifold has no fakes
+    assert m["precision"] > 0.9 and m["density"] > 0.8
+    assert 0.3 < m["recall"] < 0.65 and 0.35 < m["coverage"] < 0.6
+    assert m["prd_f1_8"] > 0.9 and m["prd_f8"] < 0.7 and m["prd_f1_8"] > m["prd_f8"] + 0.25
+    assert m["classes_covered"] == 5 and m["num_classes"] == 10
+    assert m["class_kl"] == pytest.approx(math.log(2), abs=1e-6)  # KL(uniform over 5 || uniform over 10)
+    assert m["fid_domain"] == pytest.approx(frechet_distance(*gaussian_stats(fake), *gaussian_stats(real)), rel=1e-9)
+    assert m["diverged"] is False
+
+
+def test_mode_coverage_kl_direction():
+    """KL(generated || train): finite when generated classes are a subset of the train classes."""
+    pred = np.array([0] * 30 + [1] * 10)
+    cov = mode_coverage(pred, {"0": 50, "1": 25, "2": 25}, 0.02)
+    p, q = np.array([0.75, 0.25]), np.array([0.5, 0.25])
+    assert cov["class_kl"] == pytest.approx(float(np.sum(p * np.log(p / q))), abs=1e-6)
+    assert cov["classes_covered"] == 2
+
+
+def test_max_f_beta_weights_recall_for_beta_8():
+    """F_8 weighs recall; F_1/8 weighs precision (Sajjadi et al. 2018, Eq. 4)."""
+    from glann.evaluation import max_f_beta
+
+    p, r = np.array([0.9]), np.array([0.2])
+    f8, f18 = max_f_beta(p, r, 8.0), max_f_beta(p, r, 1 / 8)
+    assert f8 == pytest.approx(65 * 0.9 * 0.2 / (64 * 0.9 + 0.2))
+    assert f18 == pytest.approx((1 + 1 / 64) * 0.9 * 0.2 / (0.9 / 64 + 0.2))
+    assert f8 < 0.25 < 0.8 < f18
+
+
+def test_birthday_support_estimate_is_unbiased_for_known_support():
+    """s uniform draws from N equally likely modes collide in C(s, 2)/N pairs on average."""
+    rng = np.random.default_rng(1)
+    n_modes, copies = 500, 100
+    modes = rng.normal(size=(n_modes, 16)) * 10
+    features = np.repeat(modes, copies, axis=0) + 1e-4 * rng.normal(size=(n_modes * copies, 16))
+    out = birthday_test(features, threshold=1e-3, batch_size=50, num_batches=400, seed=0)
+    assert not out["support_is_lower_bound"]
+    assert out["support_estimate"] == pytest.approx(n_modes, rel=0.12)
+    assert out["duplicates_per_batch"] == pytest.approx(50 * 49 / 2 / n_modes, rel=0.12)
+
+
+def test_summary_on_two_datasets_and_two_seeds(tmp_path):
+    """summary.json holds means, table.csv mean and sample std, per (dataset, method), computed by hand."""
+    from glann.summary import summarize
+
+    values = {("mnist5k", "glann"): (10.0, 14.0), ("mnist5k", "vae"): (40.0, 50.0),
+              ("digits", "glann"): (1.0, 2.0), ("digits", "vae"): (7.0, 9.0)}
+    files = []
+    for (d, m), vals in values.items():
+        for seed, v in enumerate(vals):
+            p = tmp_path / "results" / d / m / f"seed{seed}" / "metrics.json"
+            p.parent.mkdir(parents=True)
+            p.write_text(json.dumps({"fid_domain": v, "recall": v / 100}))
+            files.append(p)
+    flat = summarize(files, {}, tmp_path / "summary", ["mnist5k", "digits"], ["glann", "vae"])
+    saved = json.loads((tmp_path / "summary" / "summary.json").read_text())
+    assert saved == flat
+    for (d, m), (a, b) in values.items():
+        assert saved[f"{d}/{m}/fid_domain"] == pytest.approx((a + b) / 2)
+        assert saved[f"{d}/{m}/recall"] == pytest.approx((a + b) / 200)
+    rows = {(r.split(",")[0], r.split(",")[1], r.split(",")[2]): r.split(",")
+            for r in (tmp_path / "summary" / "table.csv").read_text().splitlines()[1:]}
+    for (d, m), (a, b) in values.items():
+        row = rows[(d, m, "fid_domain")]
+        assert float(row[3]) == pytest.approx((a + b) / 2)
+        assert float(row[4]) == pytest.approx(abs(a - b) / math.sqrt(2), rel=1e-5)  # sample std of 2 values
+        assert row[5] == "2"
+    md = (tmp_path / "summary" / "table.md").read_text()
+    assert "| glann | 12 ± 2.8 | 1.5 ± 0.71 |" in md

@@ -54,9 +54,27 @@ def test_vgg_loss_code_path_with_random_weights(tmp_path):
     loss = VGGLoss(find_vgg16_weights(str(path)), image_size=28)
     assert loss.layers == (2, 7, 12)  # 28 -> padded to 32 -> three levels
     x = torch.rand(2, 1, 28, 28, requires_grad=True)
-    val = loss(x, torch.rand(2, 1, 28, 28))
+    y = torch.rand(2, 1, 28, 28)
+    val = loss(x, y)
     val.backward()
     assert val.item() > 0 and x.grad.abs().sum() > 0
+    # against torchvision's own network, sliced after conv1_2, conv2_2 and conv3_2 (ReLU'd:
+    # indices 3, 8, 13 are the ReLUs; GLANN's features are the conv outputs 2, 7, 12)
+    vgg = torchvision.models.vgg16(weights=None)
+    vgg.load_state_dict(torch.load(path, weights_only=True))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def prep(t):  # grey -> RGB, 28 -> 32 zero padding, ImageNet normalisation
+        return (F.pad(t.repeat(1, 3, 1, 1), (2, 2, 2, 2)) - mean) / std
+
+    with torch.no_grad():
+        expected = (x - y).abs().mean()
+        for last in (2, 7, 12):
+            net = vgg.features[: last + 1]
+            expected = expected + (net(prep(x)) - net(prep(y))).abs().mean()
+    assert val.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert isinstance(vgg.features[2], torch.nn.Conv2d) and isinstance(vgg.features[12], torch.nn.Conv2d)
 
 
 def test_vgg_weights_missing_truncated_or_wrong(tmp_path, monkeypatch):

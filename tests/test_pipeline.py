@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -97,13 +96,11 @@ def test_kill9_of_a_job_resumes_from_its_checkpoint_under_snakemake(quick_run, t
 @pytest.mark.pipeline
 def test_rerun_does_nothing_and_param_change_reruns_that_dataset(quick_run):
     wf = quick_run["wf"]
-    t0 = time.perf_counter()
     proc = snakemake(wf, "-n", *QUICK)
     assert "Nothing to be done" in proc.stdout + proc.stderr
     proc = snakemake(wf, "-n", *QUICK, "--configfile", "split1.yaml")
     out = proc.stdout
     assert "prepare_data" in out and "train_glo" in out
-    assert time.perf_counter() - t0 < 120
 
 
 @pytest.mark.pipeline

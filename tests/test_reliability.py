@@ -106,30 +106,34 @@ def test_cuda_out_of_memory_message_names_the_batch_size(monkeypatch, capsys):
 
 # --------------------------------------------------------------------------- 9. atomic writes under a real kill -9
 WRITER = textwrap.dedent("""
-    import sys
+    import os, sys
     sys.path.insert(0, {src!r})
     from glann.atomic import write_bytes
-    payload = bytes(1024 * 2**20)  # 1 GiB: the write and its fsync take a while
-    print("ready", flush=True)
-    write_bytes({target!r}, payload)
+
+    def fsync_then_block(fd):  # the new bytes are written, the rename has not happened yet
+        os.fsync.__wrapped__(fd)
+        print("written", flush=True)
+        sys.stdin.read()  # blocks until the test kills this process
+
+    fsync_then_block.__wrapped__ = os.fsync
+    os.fsync = fsync_then_block
+    write_bytes({target!r}, bytes(range(256)) * 4096)
 """)
 
 
 def test_kill9_during_a_write_never_leaves_a_partial_output(tmp_path):
+    """The writer is blocked mid-write (its temporary file complete, not yet renamed), then killed."""
     target = tmp_path / "samples.npz"
     np.savez_compressed(target, images=np.arange(10, dtype=np.uint8))
     before = target.read_bytes()
     script = tmp_path / "writer.py"
     script.write_text(WRITER.format(src=str(REPO / "src"), target=str(target)))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(p.stat().st_size > 0 for p in tmp_path.glob(".tmp-samples.npz.*")):
-        time.sleep(0.01)
-    time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)  # mid-write: the temporary file is growing
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "written"
+    assert [p.stat().st_size for p in tmp_path.glob(".tmp-samples.npz.*")] == [256 * 4096]
+    proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert any(tmp_path.glob(".tmp-samples.npz.*")), "the write finished before the kill"
     assert target.read_bytes() == before, "the earlier output must be untouched"
     with np.load(target) as z:
         assert z["images"].tolist() == list(range(10))
@@ -164,14 +168,22 @@ def test_unwritable_results_folder_is_refused_clearly(tmp_path):
     blocker.write_text("a file where a folder is expected")
     with pytest.raises(GlannError, match=r"cannot write .*results/digits/metrics\.json.*writable"):
         write_json(blocker / "digits" / "metrics.json", {"a": 1})
-    if os.geteuid() != 0:  # root ignores permission bits
-        ro = tmp_path / "ro"
-        ro.mkdir()
-        (ro / "old.json").write_text("{}")
-        ro.chmod(0o555)
-        try:
-            with pytest.raises(GlannError, match="cannot write"):
-                write_json(ro / "old.json", {"a": 1})
-            assert (ro / "old.json").read_text() == "{}"
-        finally:
-            ro.chmod(0o755)
+    # A read-only folder (root ignores permission bits, so the refusal is faked the way the
+    # kernel reports it: mkstemp raising PermissionError).
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "old.json").write_text("{}")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    import tempfile
+
+    orig = tempfile.mkstemp
+    tempfile.mkstemp = refuse
+    try:
+        with pytest.raises(GlannError, match=r"cannot write .*old\.json: Permission denied.*writable"):
+            write_json(ro / "old.json", {"a": 1})
+    finally:
+        tempfile.mkstemp = orig
+    assert (ro / "old.json").read_text() == "{}"

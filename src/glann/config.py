@@ -84,6 +84,59 @@ def check(config: dict, schema: dict) -> list[str]:
     return msgs
 
 
+def _fits(sch: dict, value) -> bool:
+    """Whether ``value`` fits the schema node's enum or declared type (bool is not a number)."""
+    if "enum" in sch:
+        return any(value == v and type(value) is type(v) for v in sch["enum"])
+    types = sch.get("type")
+    types = [types] if isinstance(types, str) else list(types or [])
+    is_bool = isinstance(value, bool)
+    return any(
+        (t == "string" and isinstance(value, str))
+        or (t == "integer" and isinstance(value, int) and not is_bool)
+        or (t == "number" and isinstance(value, (int, float)) and not is_bool)
+        or (t == "boolean" and is_bool)
+        or (t == "null" and value is None)
+        for t in types)
+
+
+def coerce(config, schema: dict):
+    """``config`` with strings typed where the schema expects a number, boolean or null.
+
+    Snakemake hands ``--config`` values nested in lists and mappings
+    (``seeds=[0,1]``, ``'glo={epochs: 3}'``) to the workflow as strings. Where
+    the string does not fit the schema as it is but YAML reads it as a number,
+    boolean or null that does (``'3'``, ``'1e-4'``, ``'true'``, ``'null'``), the
+    typed value is taken, at any depth and inside lists. A string the schema
+    accepts as a string stays one; anything else is left for :func:`check` to
+    refuse with its one-line message.
+    """
+    def walk(node, sch):
+        sch = _resolve(sch, schema)
+        if isinstance(node, dict):
+            props, extra = sch.get("properties", {}), sch.get("additionalProperties")
+            return {k: walk(v, props[k]) if k in props else walk(v, extra) if isinstance(extra, dict) else v
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            items = sch.get("items")
+            return [walk(v, items) for v in node] if isinstance(items, dict) else node
+        if isinstance(node, str) and not _fits(sch, node):
+            try:
+                typed = yaml.safe_load(node)
+            except yaml.YAMLError:
+                return node
+            if isinstance(typed, str):  # PyYAML (YAML 1.1) reads '1e-4' as a string
+                try:
+                    typed = float(node)
+                except ValueError:
+                    return node
+            if _fits(sch, typed):
+                return typed
+        return node
+
+    return walk(config, schema)
+
+
 def fill_defaults(config: dict, schema: dict) -> dict:
     """A copy of ``config`` with the schema's defaults filled in, recursively."""
     config = copy.deepcopy(config)

@@ -7,10 +7,13 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from glann.config import check, fill_defaults, load_schema  # noqa: E402
+from glann.config import check, coerce, fill_defaults, load_schema  # noqa: E402
 
 SCHEMA_PATH = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 _schema = load_schema(SCHEMA_PATH)
+_typed = coerce(config, _schema)
+config.clear()
+config.update(_typed)
 _errors = check(config, _schema)
 if _errors:
     sys.stderr.write("\n".join(_errors) + "\n(fix the config file or --config override; nothing was run)\n")

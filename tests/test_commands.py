@@ -1,0 +1,189 @@
+"""Command-line overrides and every command the documentation shows.
+
+Snakemake hands ``--config`` values nested in lists or mappings to the workflow
+as strings (``seeds=[0,1]`` -> ``['0', '1']``); the config check types them by
+the schema. Every ``snakemake`` command in README.md, docs/, config/ comments and
+the Snakefile's header runs here as a dry-run, so the documentation cannot
+drift from the code; ``dvc`` / ``mlflow`` / ``glann`` commands run with
+``--help``. Commands that need a GPU, SLURM or weights are checked up to that
+point (a random-weight Inception file stands in for pytorch-fid's, so the
+paper presets' ``fid.require_inception`` check passes; nothing is computed
+with it).
+"""
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, copy_workflow, snakemake
+from glann.config import check, coerce, load_schema
+
+SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+BASE = {"datasets": ["mnist5k"], "methods": ["glann"], "seeds": [0]}
+BIN = Path(sys.executable).parent
+
+
+# --------------------------------------------------------------------------- typing of string overrides
+@pytest.mark.parametrize("patch,expect", [
+    ({"seeds": ["0", "1", "2"]}, {"seeds": [0, 1, 2]}),
+    ({"glo": {"epochs": "3"}}, {"glo": {"epochs": 3}}),
+    ({"glo": {"lr_codes": "1e-4"}}, {"glo": {"lr_codes": 1e-4}}),
+    ({"glo": {"lr_codes": "0.5"}}, {"glo": {"lr_codes": 0.5}}),
+    ({"nsgan": {"betas": ["0.5", "0.9"]}}, {"nsgan": {"betas": [0.5, 0.9]}}),
+    ({"runtime": {"deterministic": "true"}}, {"runtime": {"deterministic": True}}),
+    ({"glo": {"generator": {"batchnorm": "false"}}}, {"glo": {"generator": {"batchnorm": False}}}),
+    ({"glo": {"generator": {"batchnorm": "auto"}}}, {"glo": {"generator": {"batchnorm": "auto"}}}),
+    ({"runtime": {"amp": "off"}}, {"runtime": {"amp": "off"}}),  # a string enum value stays a string
+    ({"data": {"mnist": {"root": "/data", "size": "28"}}}, {"data": {"mnist": {"root": "/data", "size": 28}}}),
+    ({"data": {"mnist": {"root": "123"}}}, {"data": {"mnist": {"root": "123"}}}),  # a real string key
+    ({"fault_injection": {"nsgan": "2"}}, {"fault_injection": {"nsgan": 2}}),
+])
+def test_string_overrides_are_typed_by_the_schema(patch, expect):
+    typed = coerce({**BASE, **patch}, SCHEMA)
+    for key, value in expect.items():
+        assert typed[key] == value and _same_types(typed[key], value), (typed[key], value)
+    assert check(typed, SCHEMA) == []
+
+
+def _same_types(a, b):
+    if isinstance(a, dict):
+        return all(_same_types(a[k], b[k]) for k in b)
+    if isinstance(a, list):
+        return all(_same_types(x, y) for x, y in zip(a, b))
+    return type(a) is type(b)
+
+
+@pytest.mark.parametrize("patch,expect", [
+    ({"glo": {"epochs": "ten"}}, "config error at glo.epochs: 'ten' has the wrong type; expected integer"),
+    ({"glo": {"epochs": "2.5"}}, "config error at glo.epochs: '2.5' has the wrong type; expected integer"),
+    ({"seeds": ["0", "x"]}, "config error at seeds[1]: 'x' has the wrong type; expected integer"),
+    ({"glo": {"epochs": "0"}}, "config error at glo.epochs: 0 is out of range"),
+    ({"runtime": {"deterministic": "maybe"}}, "config error at runtime.deterministic: 'maybe' has the wrong type"),
+])
+def test_untypable_overrides_keep_the_one_line_error(patch, expect):
+    msgs = check(coerce({**BASE, **patch}, SCHEMA), SCHEMA)
+    assert len(msgs) == 1 and expect in msgs[0], msgs
+
+
+@pytest.fixture(scope="module")
+def wf(tmp_path_factory):
+    return copy_workflow(tmp_path_factory.mktemp("wf"))
+
+
+def _jobs(out: str) -> dict:
+    """The dry-run's job-count table: {rule: count}."""
+    table = out.split("Job stats:", 1)[1] if "Job stats:" in out else out
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+def test_issue_commands_dry_run_the_intended_jobs(wf):
+    proc = snakemake(wf, "-n", "--cores", "1", "--config", "seeds=[0,1,2]", "device=cuda")
+    jobs = _jobs(proc.stdout)
+    assert jobs["train_glo"] == 3 and jobs["evaluate"] == 21, jobs  # 3 seeds x 7 methods
+    proc = snakemake(wf, "-n", "--cores", "1", "--config", "glo={epochs: 3}")
+    assert "train_glo" in _jobs(proc.stdout)
+
+
+@pytest.mark.pipeline
+def test_config_override_reaches_the_job(tmp_path):
+    w = copy_workflow(tmp_path / "wf")
+    target = "results/digits/glann/seed0/glo.pt"
+    snakemake(w, "--cores", "2", "--configfile", "config/quick.yaml", "--config", "glo={epochs: 3}", target)
+    glo = torch.load(w / target, weights_only=False)
+    assert glo["epochs"] == 3 and [r["epoch"] for r in glo["history"]] == [1, 2, 3]
+
+
+# --------------------------------------------------------------------------- the documentation's commands
+def documented_commands() -> list[tuple[str, str]]:
+    """(where, command) for every command line shown in the docs and config comments."""
+    sources = [REPO / "README.md", REPO / "Snakefile", *sorted((REPO / "docs").rglob("*.md")),
+               *sorted((REPO / "config").rglob("*.md")), *sorted((REPO / "config").rglob("*.yaml")),
+               *sorted((REPO / "benchmarks").glob("*.md"))]
+    found = []
+    for path in sources:
+        if not path.exists():
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            cands = re.findall(r"`((?:snakemake|dvc|mlflow|glann) [^`]+)`", line)
+            bare = re.sub(r"^\s*(#\s*)?(\$\s*)?", "", line)
+            if not cands and re.match(r"(snakemake|dvc|mlflow|glann) ", bare):
+                cands = [bare]
+            for c in cands:
+                c = re.split(r"\s+#|\s{2,}", c.strip())[0]  # drop trailing comments / aligned notes
+                for part in c.split("&&"):
+                    part = part.strip()
+                    if re.match(r"(snakemake|dvc|mlflow|glann) ", part) and "<" not in part:
+                        found.append((f"{path.relative_to(REPO)}:{n}", part))
+    return found
+
+
+def test_documentation_shows_commands():
+    cmds = [c for _, c in documented_commands()]
+    assert any("seeds=[0,1,2]" in c for c in cmds)
+    assert sum(c.startswith("snakemake") for c in cmds) >= 8
+
+
+@pytest.fixture(scope="module")
+def inception_home(tmp_path_factory):
+    """TORCH_HOME with a random-weight Inception file where pytorch-fid's would be (checks only)."""
+    from glann.evaluation import INCEPTION_FILE
+    from glann.evaluation import save_random_inception
+
+    home = tmp_path_factory.mktemp("torch_home")
+    save_random_inception(home / "hub" / "checkpoints" / INCEPTION_FILE)
+    return home
+
+
+def _dry(cmd: list[str]) -> list[str]:
+    """The dry-run form of a documented snakemake command."""
+    out, skip = [], False
+    for i, a in enumerate(cmd):
+        if skip:
+            skip = False
+            continue
+        if a == "--report":  # a report of a run that has not happened: dry-run the workflow instead
+            skip = True
+            continue
+        if a == "--workflow-profile":  # the SLURM profile needs the executor plugin: its settings are
+            skip = True                # checked in test_profiles_parse; the workflow part is dry-run here
+            continue
+        if a == "--touch":
+            continue
+        out.append(a)
+    if "--cores" not in out and "-c" not in out:
+        out += ["--cores", "1"]
+    return out + ["-n"]
+
+
+@pytest.mark.parametrize("where,command", documented_commands())
+def test_documented_command_runs(where, command, wf, inception_home):
+    args = shlex.split(command)
+    tool, rest = args[0], args[1:]
+    if tool == "snakemake":
+        proc = snakemake(wf, *_dry(rest), env={"TORCH_HOME": str(inception_home)}, check=False)
+        text = proc.stdout + proc.stderr
+        assert proc.returncode == 0, f"{where}: `{command}` failed:\n{text[-3000:]}"
+        assert "Nothing to be done" in text or "Job stats" in text, f"{where}: {text[-2000:]}"
+        return
+    # dvc / mlflow / glann: the subcommand exists and its options parse (they need a repo, a
+    # server or trained models to do more; those paths are tested in test_dvc / test_tracking).
+    sub = [a for a in rest if not a.startswith("-")][:1]
+    import subprocess
+
+    proc = subprocess.run([str(BIN / tool), *sub, "--help"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{where}: `{tool} {' '.join(sub)} --help` failed: {proc.stderr[-2000:]}"
+    opts = [a.split("=")[0] for a in rest if a.startswith("--")]
+    for opt in opts:
+        assert opt in proc.stdout, f"{where}: `{command}` uses {opt}, which `{tool} {' '.join(sub)}` does not know"
+
+
+def test_profiles_parse():
+    import yaml
+
+    for cfg in sorted((REPO / "workflow" / "profiles").glob("*/config.yaml")):
+        data = yaml.safe_load(cfg.read_text())
+        assert isinstance(data, dict) and data, cfg
