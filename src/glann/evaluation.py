@@ -46,15 +46,29 @@ INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID Inc
 
 # --------------------------------------------------------------------------- Frechet distance
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """d^2 = ||mu1 - mu2||^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^(1/2))."""
+    """d^2 = ||mu1 - mu2||^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^(1/2)).
+
+    With pytorch-fid's guards: means and covariances must have matching shapes; a
+    singular product is regularised with ``eps`` on the diagonals; a square root
+    with an imaginary component above 1e-3 is refused (numerical failure), a
+    smaller one is dropped.
+    """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    if mu1.shape != mu2.shape:
+        raise ValueError(f"Fréchet distance: mean vectors have different lengths {mu1.shape} and {mu2.shape}")
+    if sigma1.shape != sigma2.shape or sigma1.shape != (mu1.shape[0], mu1.shape[0]):
+        raise ValueError(f"Fréchet distance: covariances {sigma1.shape} and {sigma2.shape} do not match "
+                         f"the mean length {mu1.shape[0]}")
     diff = mu1 - mu2
     covmean = linalg.sqrtm(sigma1.dot(sigma2))
     if not np.isfinite(covmean).all():
         offset = np.eye(sigma1.shape[0]) * eps  # singular product: regularise as pytorch-fid does
         covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
     if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"Fréchet distance: the matrix square root has an imaginary component "
+                             f"{np.max(np.abs(covmean.imag)):.3g} (numerically unstable statistics)")
         covmean = covmean.real
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 

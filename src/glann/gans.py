@@ -8,6 +8,13 @@
   segment between a real and a fake image; 5 critic steps per G step; no BN in
   the critic; Adam lr 1e-4, betas (0.5, 0.9).
 
+The discriminator sees each step's real and fake images in one call on the
+concatenated batch (compare_gan's default; its separate calls survive only as a
+deprecated option), so train-mode BN normalises real and fake together instead
+of normalising away whatever all fakes share. ``d_joint_batch: false`` restores
+separate calls. The G step passes the same kind of joint batch (fresh fakes
+beside the step's reals) and uses the fake half.
+
 A non-finite loss ends training: the weights of the last finished epoch are
 kept and the output records ``diverged: true`` and the epoch, so the pipeline
 goes on with every other method and the summary marks this one as diverged.
@@ -69,6 +76,14 @@ def train_gan(kind: str, data_dir, out_path, cfg: dict, seed: int, device: torch
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]))
     n_critic = cfg.get("critic_steps", 1)
+    joint = cfg.get("d_joint_batch", True)
+
+    def discriminate(real, fake):
+        """(D(real), D(fake)): one call on the concatenated batch, or two calls."""
+        if joint:
+            out = D(torch.cat([real, fake])).float()
+            return out[: len(real)], out[len(real):]
+        return D(real).float(), D(fake).float()
 
     ckpt = Checkpointer(out_path)
     state = ckpt.load()
@@ -96,7 +111,8 @@ def train_gan(kind: str, data_dir, out_path, cfg: dict, seed: int, device: torch
             z = torch.randn(len(idx), cfg["latent_dim"], generator=gen).to(device)
             with autocast(device, amp):
                 fake = G(z).float()
-                loss_d = d_loss(kind, D(real).float(), D(fake.detach()).float())
+                logits = discriminate(real, fake.detach())
+            loss_d = d_loss(kind, *logits)  # fp32, outside autocast
             if kind == "wgan_gp":
                 alpha = torch.rand(len(idx), 1, 1, 1, generator=gen).to(device)
                 loss_d = loss_d + cfg["gp_lambda"] * gradient_penalty(D, real, fake.detach(), alpha)
@@ -110,7 +126,8 @@ def train_gan(kind: str, data_dir, out_path, cfg: dict, seed: int, device: torch
             if (step + 1) % n_critic == 0:
                 z = torch.randn(len(idx), cfg["latent_dim"], generator=gen).to(device)
                 with autocast(device, amp):
-                    loss_g = g_loss(kind, D(G(z)).float())
+                    fake_logits = discriminate(real, G(z).float())[1]
+                loss_g = g_loss(kind, fake_logits)
                 opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
                 opt_g.step()

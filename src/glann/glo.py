@@ -1,10 +1,13 @@
 """GLO: Generative Latent Optimization (Bojanowski et al. 2018), GLANN's first stage.
 
 Learns a generator G and one latent code z_i per training image by minimising
-sum_i loss(G(z_i), x_i) over both (GLANN Sec. 3.1, Eq. 1). Codes start as
-N(0, 0.01^2) and are projected onto the unit sphere after every step; G divides
-its input by its norm. Adam(0.5, 0.999), lr 0.01 for codes and 0.001 for G,
-both halved every ``lr_halve_every`` epochs (GLANN's released recipe).
+sum_i loss(G(z_i), x_i) over both (GLANN Sec. 3.1, Eq. 1). As in GLANN's released
+code: codes start as N(0, init_std^2) (0.01) and are projected onto the unit
+sphere after every epoch; G divides its input by its norm, detached, so the
+gradient reaching a code is G's input gradient scaled by 1/||z||. Adam(0.5, 0.999),
+lr 0.01 for codes and 0.001 for G, both halved every ``lr_halve_every`` epochs.
+The reconstruction loss is computed in fp32 outside autocast (the Laplacian
+pyramid's sums lose digits in bf16).
 """
 
 from __future__ import annotations
@@ -35,12 +38,12 @@ def train_glo(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
     torch.manual_seed(seed)
     G = make_generator(cfg["latent_dim"], (h, w, c), cfg["generator"]["arch"],
                        cfg["generator"]["batchnorm"], normalize_input=True).to(device)
-    codes = torch.randn(n, cfg["latent_dim"], generator=gen) * cfg["init_std"]
-    codes = torch.nn.Parameter(project_to_sphere(codes).to(device))
+    codes = torch.nn.Parameter((torch.randn(n, cfg["latent_dim"], generator=gen) * cfg["init_std"]).to(device))
     betas = tuple(cfg["betas"])
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg["lr_generator"], betas=betas)
     opt_z = torch.optim.Adam([codes], lr=cfg["lr_codes"], betas=betas)
-    loss_fn = make_loss(cfg["loss"], h, cfg.get("vgg_weights"), cfg.get("lap_levels"))
+    loss_fn = make_loss(cfg["loss"], h, cfg.get("vgg_weights"), cfg.get("lap_levels"),
+                        cfg.get("lap_weighting", "sum"))
     if isinstance(loss_fn, torch.nn.Module):
         loss_fn = loss_fn.to(device)
 
@@ -69,7 +72,8 @@ def train_glo(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
         for idx in epoch_batches(n, cfg["batch_size"], gen, device):
             x = to_float_images(images[idx])
             with autocast(device, amp):
-                loss = loss_fn(G(codes[idx]).float(), x)
+                rec = G(codes[idx])
+            loss = loss_fn(rec.float(), x)
             if fault and fault.get("nan_at_epoch") == epoch:
                 loss = loss * float("nan")
             opt_g.zero_grad(set_to_none=True)
@@ -77,12 +81,9 @@ def train_glo(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
             loss.backward()
             opt_g.step()
             opt_z.step()
-            with torch.no_grad():
-                codes.data[idx] = project_to_sphere(codes.data[idx])
             total += loss.item() * len(idx)
             count += len(idx)
-        # Adam's momentum also moves codes outside the batch: keep every code on the sphere.
-        with torch.no_grad():
+        with torch.no_grad():  # GLO's constraint ||z|| = 1, enforced once per epoch (released code)
             codes.data = project_to_sphere(codes.data)
         mean_loss = total / count
         check_finite(mean_loss, epoch, "train_glo",

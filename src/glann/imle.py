@@ -3,13 +3,19 @@
 GLANN's second stage (Sec. 3.2): a mapping T from noise e ~ N(0, I) to GLO's
 latent space. Each epoch draws ``samples_factor * N`` noise vectors, maps them
 with T, finds for every GLO code z_i its exact nearest mapped sample T(e_j(i)),
-and regresses T(e_j(i)) onto z_i with MSE for the epoch (Adam, lr 1e-3, weight
+and regresses T(e_j(i)) onto z_i with MSE for the epoch (Adam betas (0.5, 0.999), lr 1e-3, weight
 decay 1e-5, batch 128, 50 epochs: the released recipe).
 
 ``train_imle_pixel`` is the same algorithm in pixel space, the baseline IMLE of
 Li & Malik: the generator G itself maps e (dim 64) to images; for every training
 image the nearest of ``samples_factor`` samples per image is found in pixels,
-and the matches are refreshed every ``staleness`` epochs.
+and the matches are refreshed every ``staleness`` epochs. G's batch norm uses
+one set of statistics for matching, regression and sampling: they are
+re-estimated on fresh N(0, I) noise before every matching and before saving,
+and (``bn_statistics: recalibrated``, the default) regression runs with them
+too, so the sample matched to an image is exactly the one regressed onto it and
+the one sampling produces. ``bn_statistics: batch`` regresses in train mode
+(statistics of each batch of matched noise) instead.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ def train_imle(glo_path, out_path, cfg: dict, seed: int, device: torch.device, t
     gen = torch.Generator().manual_seed(seed + 1)
     torch.manual_seed(seed + 1)
     T = IMLEMapping(cfg["noise_dim"], latent_dim, cfg["hidden"]).to(device)
-    opt = torch.optim.Adam(T.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    opt = torch.optim.Adam(T.parameters(), lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.5, 0.999))),
+                           weight_decay=cfg["weight_decay"])
     m = int(round(cfg["samples_factor"] * n))
 
     ckpt = Checkpointer(out_path)
@@ -129,6 +136,7 @@ def train_imle_pixel(data_dir, out_path, cfg: dict, seed: int, device: torch.dev
                        cfg["generator"]["batchnorm"]).to(device)
     opt = torch.optim.Adam(G.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]))
     m = int(round(cfg["samples_factor"] * n))
+    bn_mode = cfg.get("bn_statistics", "recalibrated")
 
     ckpt = Checkpointer(out_path)
     state = ckpt.load()
@@ -147,14 +155,14 @@ def train_imle_pixel(data_dir, out_path, cfg: dict, seed: int, device: torch.dev
         nn_dist = float("nan")
         if matched is None or (epoch - 1) % cfg["staleness"] == 0:
             noise = torch.randn(m, cfg["noise_dim"], generator=gen).to(device)
-            G.eval()
+            recalibrate_batchnorm(G, noise[: min(m, 8192)])  # leaves G in eval mode
             with autocast(device, amp):
                 samples = map_in_chunks(lambda e: G(e).float().reshape(len(e), -1), noise, 2048)
             idx, dist = search(flat_real, samples, cfg["nn_backend"])
             matched = noise[idx]
             nn_dist = dist.sqrt().mean().item()
             del samples
-        G.train()
+        G.train(bn_mode == "batch")
         total, count = 0.0, 0
         for b in epoch_batches(n, cfg["batch_size"], gen, device, drop_last=True):
             with autocast(device, amp):
@@ -173,6 +181,7 @@ def train_imle_pixel(data_dir, out_path, cfg: dict, seed: int, device: torch.dev
         ckpt.save({"epoch": epoch, "generator": G.state_dict(), "opt": opt.state_dict(),
                    "rng": rng_state(gen), "history": elog.rows, "matched": matched.cpu(), "config": cfg})
 
+    recalibrate_batchnorm(G, torch.randn(min(m, 8192), cfg["noise_dim"], generator=gen).to(device))
     final = {"kind": "imle_pixel", "generator": G.state_dict(), "config": cfg,
              "noise_dim": cfg["noise_dim"], "image_shape": [h, w, c], "history": elog.rows,
              "diverged": False, "seed": seed}

@@ -3,11 +3,15 @@
 lap1 -- GLO's Laplacian-pyramid L1 (Bojanowski et al. 2018, Sec. 3.3):
     Lap1(x, x') = sum_j 2^(-2j) * |L^j(x) - L^j(x')|_1
   L^0 is the finest band-pass level, L^J the low-pass residual; |.|_1 sums over
-  the pixels of level j (level j has 4^-j as many pixels as level 0). We use the
-  weighting exactly as written, divided by the pixel count of level 0 so the
-  value is on the scale of a per-pixel L1: the finest details dominate and each
-  coarser band counts 4x less per pixel again, which is the "sharper than L2"
-  behaviour GLO wanted; the low-pass residual keeps global intensity anchored.
+  the pixels of level j (level j has 4^-j as many pixels as level 0). Two
+  readings of the weights (``glo.lap_weighting``):
+  - ``sum``: the formula as printed, each level's *summed* L1 times 2^(-2j), all
+    divided by level 0's pixel count: a pixel of level j weighs 16^-j, so coarse
+    levels are nearly ignored (a global +0.1 offset costs 0.0004, plain L1 0.1);
+  - ``mean``: each level's *mean* L1 with equal weight, i.e. 2^(+2j) on the sums
+    relative to ``sum`` (the laploss code GLO's authors point to): every scale,
+    the global intensity included, counts as much as the finest details.
+  README ("Faithfulness") gives the experiment that chose the default.
   The Gaussian kernel is the 5x5 binomial [1 4 6 4 1]^T [1 4 6 4 1] / 256 with
   reflect padding (Burt & Adelson 1983).
 
@@ -65,15 +69,26 @@ def default_levels(size: int) -> int:
     return max(levels, 1)
 
 
-def lap1_loss(x: torch.Tensor, y: torch.Tensor, levels: int | None = None) -> torch.Tensor:
-    """Mean over the batch of sum_j 2^(-2j) |L^j(x) - L^j(y)|_1 / (C*H*W)."""
+LAP_WEIGHTINGS = ("sum", "mean")
+
+
+def lap1_loss(x: torch.Tensor, y: torch.Tensor, levels: int | None = None,
+              weighting: str = "sum") -> torch.Tensor:
+    """Batch mean of sum_j 2^(-2j) |L^j(x) - L^j(y)|_1 / (C*H*W) (``sum``), or of
+    sum_j mean|L^j(x) - L^j(y)| (``mean``: every level weighted equally per pixel)."""
+    if weighting not in LAP_WEIGHTINGS:
+        raise ValueError(f"unknown lap_weighting {weighting!r}; allowed: {', '.join(LAP_WEIGHTINGS)}")
     levels = default_levels(x.shape[-1]) if levels is None else levels
     px, py = laplacian_pyramid(x, levels), laplacian_pyramid(y, levels)
     n0 = x[0].numel()
     total = x.new_zeros(())
     for j, (a, b) in enumerate(zip(px, py)):
-        total = total + (2.0 ** (-2 * j)) * (a - b).abs().flatten(1).sum(1).mean()
-    return total / n0
+        diff = (a - b).abs().flatten(1)
+        if weighting == "sum":
+            total = total + (2.0 ** (-2 * j)) * diff.sum(1).mean() / n0
+        else:
+            total = total + diff.mean(1).mean()
+    return total
 
 
 def l1_loss(x, y):
@@ -167,9 +182,10 @@ class VGGLoss(nn.Module):
         return loss
 
 
-def make_loss(name: str, image_size: int, vgg_weights: str | None = None, lap_levels=None):
+def make_loss(name: str, image_size: int, vgg_weights: str | None = None, lap_levels=None,
+              lap_weighting: str = "sum"):
     if name == "lap1":
-        return lambda x, y: lap1_loss(x, y, lap_levels)
+        return lambda x, y: lap1_loss(x, y, lap_levels, lap_weighting)
     if name == "l1":
         return l1_loss
     if name == "l2":

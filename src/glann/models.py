@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 
 def _check_size(size: int, factor: int):
     if size % factor:
         raise ValueError(f"image size {size} must be divisible by {factor}")
+
+
+def unit_norm_detached(z: torch.Tensor) -> torch.Tensor:
+    """z / ||z|| with the norm treated as a constant (GLANN's released generator input)."""
+    return z / z.norm(dim=1, keepdim=True).detach().clamp_min(1e-12)
 
 
 class InfoGANGenerator(nn.Module):
@@ -47,7 +51,7 @@ class InfoGANGenerator(nn.Module):
 
     def forward(self, z):
         if self.normalize_input:
-            z = F.normalize(z, dim=1)
+            z = unit_norm_detached(z)
         h = self.fc(z).view(z.shape[0], 128, self.size // 4, self.size // 4)
         return self.deconv(h)
 
@@ -75,7 +79,7 @@ class DCGANGenerator(nn.Module):
 
     def forward(self, z):
         if self.normalize_input:
-            z = F.normalize(z, dim=1)
+            z = unit_norm_detached(z)
         return self.net(self.fc(z).view(z.shape[0], 512, self.s, self.s))
 
 

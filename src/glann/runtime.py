@@ -54,20 +54,15 @@ def setup_torch(threads: int | None = None, deterministic: bool = False, seed: i
 
 
 def autocast(device: torch.device, amp: str = "auto"):
-    """bf16 autocast on CUDA when ``amp`` is auto/bf16; fp16 when asked; nothing on CPU."""
-    if device.type != "cuda" or amp in ("off", False, None):
+    """Mixed precision for a forward pass: ``auto`` = bf16 autocast on CUDA, nothing on CPU;
+    ``bf16`` = bf16 autocast on either (on CPU mostly to exercise the path); ``off``.
+
+    bf16 keeps fp32's exponent range, so no loss scaling is needed; fp16 is not offered
+    (it would need a GradScaler in every trainer). Losses are computed outside autocast.
+    """
+    if amp in ("off", False, None) or (amp == "auto" and device.type != "cuda"):
         return contextlib.nullcontext()
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-    return torch.autocast("cuda", dtype=dtype)
-
-
-def grad_scaler(device: torch.device, amp: str = "auto"):
-    """A GradScaler only for fp16 (bf16 has fp32's range and needs none)."""
-    return torch.amp.GradScaler("cuda", enabled=(device.type == "cuda" and amp == "fp16"))
-
-
-def maybe_compile(model, enabled: bool):
-    return torch.compile(model) if enabled else model
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def check_finite(value: float, epoch: int, what: str, hint: str) -> None:

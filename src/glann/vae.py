@@ -26,11 +26,19 @@ log = logging.getLogger(__name__)
 
 
 def neg_log_likelihood(x_hat, x, likelihood: str, sigma: float = 0.1):
-    if likelihood == "bernoulli":
-        return F.binary_cross_entropy(x_hat.clamp(1e-6, 1 - 1e-6), x, reduction="none").flatten(1).sum(1)
-    d = x[0].numel()
-    return ((x_hat - x).pow(2).flatten(1).sum(1) / (2 * sigma**2)
-            + d * (math.log(sigma) + 0.5 * math.log(2 * math.pi)))
+    """-log p(x | x_hat) per image, always in fp32 outside autocast.
+
+    CUDA autocast refuses ``binary_cross_entropy`` ("unsafe to autocast") and a
+    per-image sum over 784-12,288 pixels loses digits in bf16, so mixed precision
+    stops here whatever the caller's context.
+    """
+    with torch.autocast(x_hat.device.type, enabled=False):
+        x_hat, x = x_hat.float(), x.float()
+        if likelihood == "bernoulli":
+            return F.binary_cross_entropy(x_hat.clamp(1e-6, 1 - 1e-6), x, reduction="none").flatten(1).sum(1)
+        d = x[0].numel()
+        return ((x_hat - x).pow(2).flatten(1).sum(1) / (2 * sigma**2)
+                + d * (math.log(sigma) + 0.5 * math.log(2 * math.pi)))
 
 
 def elbo_terms(encoder, decoder, x, likelihood: str, sigma: float, gen=None):
@@ -39,8 +47,10 @@ def elbo_terms(encoder, decoder, x, likelihood: str, sigma: float, gen=None):
     logvar = logvar.clamp(-20, 10)
     eps = torch.randn(mu.shape, generator=gen).to(x.device) if gen is not None else torch.randn_like(mu)
     z = mu + eps * (0.5 * logvar).exp()
-    nll = neg_log_likelihood(decoder(z).float(), x, likelihood, sigma)
-    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+    nll = neg_log_likelihood(decoder(z), x, likelihood, sigma)
+    with torch.autocast(mu.device.type, enabled=False):
+        mu, logvar = mu.float(), logvar.float()
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
     return nll, kl
 
 

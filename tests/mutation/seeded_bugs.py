@@ -1,0 +1,124 @@
+"""Seeded science bugs: each must make at least one named test fail.
+
+Run by hand (about 5 minutes on 2 CPU cores):
+    python tests/mutation/seeded_bugs.py
+Each bug is applied to a scratch copy of src/ (never to the checkout), the named
+tests run against that copy, and the script prints KILLED or SURVIVED per bug;
+it exits non-zero if any bug survives. Patches are exact text replacements, so a
+refactor that moves the code makes the script say which patch no longer applies.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+T_SCI = "tests/test_science.py"
+T_EVAL = "tests/test_evaluation.py"
+
+BUGS = [  # (name, file under src/glann, old text, new text, tests)
+    ("IMLE without nearest-neighbour matching", "imle.py",
+     "matched_noise = noise[idx]", "matched_noise = noise[torch.randperm(len(noise))[: len(idx)]]",
+     [f"{T_SCI}::test_imle_covers_every_mode_of_a_planted_mixture"]),
+    ("WGAN-GP without its gradient penalty", "gans.py",
+     "loss_d = loss_d + cfg[\"gp_lambda\"] * gradient_penalty(D, real, fake.detach(), alpha)", "pass",
+     [f"{T_SCI}::test_gan_training_uses_the_configured_objective", f"{T_SCI}::test_wgan_gp_penalty_weight_changes_training"]),
+    ("LSGAN generator target 0", "gans.py",
+     "return 0.5 * (d_fake - 1).pow(2).mean()", "return 0.5 * d_fake.pow(2).mean()",
+     [f"{T_SCI}::test_gan_objectives_match_hand_computed_values"]),
+    ("saturating NS-GAN generator loss", "gans.py",
+     "return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))",
+     "return -F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))",
+     [f"{T_SCI}::test_gan_objectives_match_hand_computed_values", f"{T_SCI}::test_nsgan_generator_gradient_does_not_saturate"]),
+    ("critic stepping with every G step", "gans.py",
+     "if (step + 1) % n_critic == 0:", "if True:",
+     [f"{T_SCI}::test_gan_training_uses_the_configured_objective"]),
+    ("BN in the WGAN critic", "gans.py",
+     "batchnorm=(kind != \"wgan_gp\") and cfg[\"d_batchnorm\"]", "batchnorm=cfg[\"d_batchnorm\"]",
+     [f"{T_SCI}::test_gan_training_uses_the_configured_objective"]),
+    ("precision and recall swapped in evaluate()", "evaluation.py",
+     "metrics.update({k: float(v) for k, v in compute_prdc(real_sub, fake_sub, cfg[\"eval\"][\"prdc_k\"]).items()})",
+     "metrics.update({{'precision': 'recall', 'recall': 'precision'}.get(k, k): float(v) for k, v in compute_prdc(real_sub, fake_sub, cfg[\"eval\"][\"prdc_k\"]).items()})",
+     [f"{T_EVAL}::test_evaluate_on_features_with_known_precision_recall_and_modes"]),
+    ("PRD F8 and F1/8 swapped", "evaluation.py",
+     "metrics[\"prd_f8\"] = max_f_beta(p, r, 8.0)", "metrics[\"prd_f8\"] = max_f_beta(p, r, 1 / 8.0)",
+     [f"{T_EVAL}::test_evaluate_on_features_with_known_precision_recall_and_modes"]),
+    ("class KL reversed", "evaluation.py",
+     "kl = float(np.sum(hist * (np.log(hist + eps) - np.log(ref + eps))))",
+     "kl = float(np.sum(ref * (np.log(ref + eps) - np.log(hist + eps))))",
+     [f"{T_EVAL}::test_mode_coverage_kl_direction"]),
+    ("VAE KL with the wrong sign of logvar", "vae.py",
+     "kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)",
+     "kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 + logvar).sum(1)",
+     [f"{T_SCI}::test_vae_kl_and_likelihoods_match_torch_distributions"]),
+    ("GAN rollback to the initial weights", "gans.py",
+     "        last_good = copy.deepcopy(G.state_dict())\n        elog.log", "        elog.log",
+     [f"{T_SCI}::test_gan_rollback_keeps_the_last_finished_epoch_bit_for_bit"]),
+    ("GAN resume without optimiser state", "gans.py",
+     "        opt_g.load_state_dict(state[\"opt_g\"])\n", "",
+     [f"{T_SCI}::test_resume_equals_uninterrupted"]),
+    ("GAN resume without RNG state", "gans.py",
+     "        set_rng_state(state[\"rng\"], gen)\n", "",
+     [f"{T_SCI}::test_resume_equals_uninterrupted"]),
+    ("IMLE resume without optimiser state", "imle.py",
+     "        opt.load_state_dict(state[\"opt\"])\n        set_rng_state(state[\"rng\"], gen)\n        start, history = state[\"epoch\"], state[\"history\"]\n    elog",
+     "        set_rng_state(state[\"rng\"], gen)\n        start, history = state[\"epoch\"], state[\"history\"]\n    elog",
+     [f"{T_SCI}::test_resume_equals_uninterrupted"]),
+    ("VAE resume without RNG state", "vae.py",
+     "        set_rng_state(state[\"rng\"], gen)\n", "",
+     [f"{T_SCI}::test_resume_equals_uninterrupted"]),
+    ("summary grouped by method across datasets", "summary.py",
+     "group = [r for r in rows if (r[\"dataset\"], r[\"method\"]) == key]",
+     "group = [r for r in rows if r[\"method\"] == key[1]]",
+     [f"{T_EVAL}::test_summary_on_two_datasets_and_two_seeds"]),
+    ("std written where the mean belongs in summary.json", "summary.py",
+     "flat = {f\"{d}/{m}/{k}\": cell[k][0]", "flat = {f\"{d}/{m}/{k}\": cell[k][1]",
+     [f"{T_EVAL}::test_summary_on_two_datasets_and_two_seeds"]),
+    ("birthday support off by 2x", "evaluation.py",
+     "support = (s * (s - 1) / 2) * num_batches", "support = (s * (s - 1)) * num_batches",
+     [f"{T_EVAL}::test_birthday_support_estimate_is_unbiased_for_known_support"]),
+    ("birthday s^2 instead of C(s, 2)", "evaluation.py",
+     "support = (s * (s - 1) / 2) * num_batches", "support = (s * s) * num_batches",
+     [f"{T_EVAL}::test_birthday_support_estimate_is_unbiased_for_known_support"]),
+    ("VGG features one layer short", "losses.py",
+     "self.features = features[: self.layers[-1] + 1].eval()", "self.features = features[: self.layers[-1]].eval()",
+     ["tests/test_losses_and_search.py::test_vgg_loss_code_path_with_random_weights"]),
+    ("VGG without ImageNet normalisation", "losses.py",
+     "return (x - self.mean) / self.std", "return x",
+     ["tests/test_losses_and_search.py::test_vgg_loss_code_path_with_random_weights"]),
+]
+
+
+def main() -> int:
+    survived = []
+    py = sys.executable
+    for name, rel, old, new, tests in BUGS:
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "src"
+            shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            target = src / "glann" / rel
+            text = target.read_text()
+            if old not in text:
+                print(f"PATCH DOES NOT APPLY  {name} ({rel})", flush=True)
+                survived.append(name)
+                continue
+            target.write_text(text.replace(old, new, 1))
+            env = {**os.environ, "PYTHONPATH": str(src), "GLANN_TRACKING": "0"}
+            proc = subprocess.run([py, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                                  cwd=REPO, env=env, capture_output=True, text=True)
+            failed = [ln.split(" ")[1] for ln in proc.stdout.splitlines() if ln.startswith("FAILED ")]
+            verdict = "KILLED" if proc.returncode != 0 else "SURVIVED"
+            print(f"{verdict:9} {name}: {', '.join(failed) or proc.stdout.strip().splitlines()[-1]}", flush=True)
+            if proc.returncode == 0:
+                survived.append(name)
+    print(f"{len(BUGS) - len(survived)}/{len(BUGS)} seeded bugs killed")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Faithful to GLANN's released code, compare_gan and pytorch-fid (README, Faithfulness)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from conftest import REPO
+from glann import gans, imle
+from glann.config import check, fill_defaults, load_schema
+from glann.evaluation import frechet_distance
+from glann.losses import lap1_loss
+from glann.models import make_generator, unit_norm_detached
+from glann.vae import train_vae
+
+SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+CFG = fill_defaults({"datasets": ["digits"], "methods": ["glann"], "seeds": [0]}, SCHEMA)
+CPU = torch.device("cpu")
+
+# Ops CUDA autocast refuses outright ("unsafe to autocast"): torch/csrc/autograd autocast_mode's
+# banned list. Anything else in our losses runs, in fp32 by the losses' own autocast(enabled=False).
+CUDA_AUTOCAST_REFUSES = {torch.nn.functional.binary_cross_entropy, torch._C._nn.binary_cross_entropy,
+                         torch.nn.BCELoss.forward}
+
+
+class RefuseLikeCudaAutocast(TorchFunctionMode):
+    """Raises where CUDA autocast would: a refused op called while autocast is on."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in CUDA_AUTOCAST_REFUSES and (torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")):
+            raise RuntimeError(f"{func.__name__} is unsafe to autocast")
+        return func(*args, **(kwargs or {}))
+
+
+def test_refusal_emulation_catches_bce_under_autocast():
+    x = torch.rand(4)
+    with RefuseLikeCudaAutocast(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(RuntimeError, match="unsafe to autocast"):
+            torch.nn.functional.binary_cross_entropy(x, x)
+
+
+@pytest.mark.parametrize("method", ["vae", "nsgan", "wgan_gp", "glo", "imle_pixel"])
+def test_training_under_bf16_autocast_uses_no_refused_op(method, digits_dir, tmp_path):
+    """Every trainer under (CPU) bf16 autocast, with CUDA's refusals emulated: finite losses."""
+    from glann.glo import train_glo
+
+    out = tmp_path / "m.pt"
+    with RefuseLikeCudaAutocast():
+        if method == "vae":
+            res = train_vae(digits_dir, out, {**CFG["vae"], "epochs": 1}, 0, CPU, amp="bf16")
+        elif method == "glo":
+            res = train_glo(digits_dir, out, {**CFG["glo"], "loss": "lap1", "epochs": 1}, 0, CPU, amp="bf16")
+        elif method == "imle_pixel":
+            res = imle.train_imle_pixel(digits_dir, out, {**CFG["imle_pixel"], "epochs": 1, "samples_factor": 2},
+                                        0, CPU, amp="bf16")
+        else:
+            res = gans.train_gan(method, digits_dir, out, {**CFG[method], "epochs": 1}, 0, CPU, amp="bf16")
+    row = res["history"][-1]
+    assert all(math.isfinite(v) for k, v in row.items() if isinstance(v, float) and k != "nn_distance")
+    assert not res.get("diverged")
+
+
+def test_gan_discriminator_sees_real_and_fake_in_one_call(digits_dir, tmp_path, monkeypatch):
+    sizes = {True: [], False: []}
+    base = gans.Discriminator
+    for joint in (True, False):
+        class SpyD(base):
+            def forward(self, x, _joint=joint):
+                sizes[_joint].append(len(x))
+                return super().forward(x)
+
+        monkeypatch.setattr(gans, "Discriminator", SpyD)
+        cfg = {**CFG["nsgan"], "epochs": 1, "d_joint_batch": joint}
+        gans.train_gan("nsgan", digits_dir, tmp_path / f"m{joint}.pt", cfg, 0, CPU)
+    b = CFG["nsgan"]["batch_size"]
+    assert set(sizes[True]) == {2 * b}  # compare_gan default: one call on real+fake
+    assert set(sizes[False]) == {b}
+    assert CFG["nsgan"]["d_joint_batch"] is True
+
+
+def test_imle_uses_the_released_adam_betas(tmp_path, monkeypatch):
+    seen = []
+
+    class SpyAdam(torch.optim.Adam):
+        def __init__(self, params, **kw):
+            seen.append(kw.get("betas"))
+            super().__init__(params, **kw)
+
+    torch.save({"codes": torch.nn.functional.normalize(torch.randn(300, 16), dim=1)}, tmp_path / "glo.pt")
+    monkeypatch.setattr(imle.torch.optim, "Adam", SpyAdam)
+    imle.train_imle(tmp_path / "glo.pt", tmp_path / "imle.pt", {**CFG["imle"], "epochs": 1}, 0, CPU)
+    assert CFG["imle"]["betas"] == [0.5, 0.999] and seen == [(0.5, 0.999)]
+
+
+def test_pixel_imle_bn_statistics_are_those_of_sampling_noise(digits_dir, tmp_path, monkeypatch):
+    """Matching, regression and sampling share one set of BN statistics: those of N(0, I) noise."""
+    modes = []
+    orig_search = imle.search
+
+    def spy_search(real, samples, backend):
+        modes.append("match")
+        return orig_search(real, samples, backend)
+
+    monkeypatch.setattr(imle, "search", spy_search)
+    cfg = {**CFG["imle_pixel"], "epochs": 2, "samples_factor": 2, "staleness": 1}
+    out = imle.train_imle_pixel(digits_dir, tmp_path / "m.pt", cfg, 0, CPU)
+    G = make_generator(cfg["noise_dim"], (16, 16, 1), "auto", "auto")
+    G.load_state_dict(out["generator"])
+    saved = [m.running_mean.clone() for m in G.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    # the statistics of fresh sampling noise, measured independently
+    imle.recalibrate_batchnorm(G, torch.randn(8192, cfg["noise_dim"], generator=torch.Generator().manual_seed(9)))
+    fresh = [m.running_mean for m in G.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert saved and all(torch.allclose(a, b, atol=0.05 * b.abs().max().item() + 1e-3) for a, b in zip(saved, fresh))
+    assert modes == ["match", "match"]
+
+
+def test_pixel_imle_regresses_the_sample_it_matched(digits_dir, tmp_path, monkeypatch):
+    """In recalibrated mode G regresses with the statistics it matched with (eval mode)."""
+    training_flags = []
+    orig = imle.make_generator
+
+    def spy_generator(*a, **k):
+        G = orig(*a, **k)
+        G.register_forward_pre_hook(lambda mod, inp: training_flags.append((len(inp[0]), mod.training)))
+        return G
+
+    monkeypatch.setattr(imle, "make_generator", spy_generator)
+    imle.train_imle_pixel(digits_dir, tmp_path / "a.pt", {**CFG["imle_pixel"], "epochs": 1, "samples_factor": 2},
+                          0, CPU)
+    assert CFG["imle_pixel"]["bn_statistics"] == "recalibrated"
+    regress = [t for n, t in training_flags if n == 128]  # regression batches (matching uses chunks)
+    assert len(regress) == 1437 // 128 and not any(regress)
+    training_flags.clear()
+    imle.train_imle_pixel(digits_dir, tmp_path / "b.pt", {**CFG["imle_pixel"], "epochs": 1, "samples_factor": 2,
+                                                          "bn_statistics": "batch"}, 0, CPU)
+    regress = [t for n, t in training_flags if n == 128]
+    assert len(regress) == 1437 // 128 and all(regress)
+
+
+def test_glo_codes_start_small_and_g_divides_by_a_detached_norm(digits_dir, tmp_path):
+    from glann.glo import train_glo
+
+    z = torch.randn(3, 8, requires_grad=True)
+    w = torch.randn(3, 8)
+    (unit_norm_detached(z) * w).sum().backward()
+    torch.testing.assert_close(z.grad, w / z.detach().norm(dim=1, keepdim=True))  # no radial projection
+    runs = [train_glo(digits_dir, tmp_path / f"g{s}.pt", {**CFG["glo"], "loss": "lap1", "epochs": 1, "init_std": s},
+                      0, CPU) for s in (0.01, 1.0)]
+    assert not torch.equal(runs[0]["codes"], runs[1]["codes"]), "init_std must matter (codes not projected at init)"
+    for r in runs:
+        torch.testing.assert_close(r["codes"].norm(dim=1), torch.ones(len(r["codes"])))
+
+
+def test_lap1_weightings():
+    """sum: 2^(-2j) on summed levels (a global offset costs ~16^-J); mean: every level's mean L1."""
+    from glann.losses import laplacian_pyramid
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 16, 16, generator=g)
+    y = x + 0.1
+    sum_cost, mean_cost = lap1_loss(x, y, 2, "sum").item(), lap1_loss(x, y, 2, "mean").item()
+    # only the residual (j = 2) sees it: weight 2^-4, 1/16 of level 0's pixels
+    assert sum_cost == pytest.approx(0.1 * 16.0 ** -2, rel=1e-4)
+    assert mean_cost == pytest.approx(0.1, rel=1e-4)
+    a, b = torch.rand(2, 1, 16, 16, generator=g), torch.rand(2, 1, 16, 16, generator=g)
+    expected = sum((p - q).abs().mean() for p, q in zip(laplacian_pyramid(a, 2), laplacian_pyramid(b, 2)))
+    assert lap1_loss(a, b, 2, "mean").item() == pytest.approx(expected.item(), rel=1e-6)
+    assert CFG["glo"]["lap_weighting"] in ("sum", "mean")
+    with pytest.raises(ValueError, match="lap_weighting"):
+        lap1_loss(a, b, 2, "median")
+
+
+def test_frechet_distance_guards():
+    mu, s = np.zeros(3), np.eye(3)
+    with pytest.raises(ValueError, match="different lengths"):
+        frechet_distance(mu, s, np.zeros(4), np.eye(4))
+    with pytest.raises(ValueError, match="do not match"):
+        frechet_distance(mu, s, mu, np.eye(4))
+    # a product with negative eigenvalues has a genuinely complex square root: refused
+    bad = np.diag([1.0, 1.0, -4.0])
+    with pytest.raises(ValueError, match="imaginary component"):
+        frechet_distance(mu, s, mu, bad)
+    assert frechet_distance(mu, s, mu, s) == pytest.approx(0, abs=1e-9)
+
+
+@pytest.mark.parametrize("patch", [{"runtime": {"compile": True}}, {"runtime": {"gpu_mem_mb": 100}},
+                                   {"runtime": {"amp": "fp16"}}])
+def test_no_accepted_key_is_ignored(patch):
+    """Options nothing reads are refused instead of silently accepted."""
+    msgs = check({"datasets": ["digits"], "methods": ["glann"], "seeds": [0], **patch}, SCHEMA)
+    assert len(msgs) == 1, msgs
