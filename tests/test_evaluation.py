@@ -163,7 +163,6 @@ def synthetic_eval(tmp_path, monkeypatch):
 
 
 def test_evaluate_on_features_with_known_precision_recall_and_modes(synthetic_eval):
-    import json as _json  # noqa: F401
 
     m, real, fake = synthetic_eval
     # every fake lies on the real manifold, half the real manifold has no fakes

@@ -2,13 +2,11 @@
 covered next to their feature (see the table for where each case is tested)."""
 
 import json
-import os
 import resource
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np

@@ -5,17 +5,15 @@ every trainer, metrics on features whose true values are known, the summary's
 arithmetic. Each test names the bug class it guards in its docstring.
 """
 
-import json
 import math
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import REPO
 from glann import gans
 from glann.config import fill_defaults, load_schema
+from glann.evaluation import train_evaluator
 from glann.glo import project_to_sphere, train_glo
 from glann.imle import map_in_chunks, train_imle, train_imle_pixel
 from glann.models import IMLEMapping
@@ -156,12 +154,14 @@ def _trainers(digits_dir, tmp_path):
         "lsgan": lambda out: gans.train_gan("lsgan", digits_dir, out, {**CFG["lsgan"], **small}, 0, CPU),
         "wgan_gp": lambda out: gans.train_gan("wgan_gp", digits_dir, out, {**CFG["wgan_gp"], **small}, 0, CPU),
         "vae": lambda out: train_vae(digits_dir, out, {**CFG["vae"], **small}, 0, CPU),
+        "evaluator": lambda out: (train_evaluator(digits_dir, out, {**CFG["evaluator"], **small}, 0, CPU),
+                                  torch.load(out, weights_only=False))[1],
     }
 
 
 def _state_tensors(blob: dict) -> dict:
     out = {}
-    for key in ("generator", "mapping", "encoder"):
+    for key in ("generator", "mapping", "encoder", "state"):
         if key in blob:
             out.update({f"{key}.{k}": v for k, v in blob[key].items()})
     if "codes" in blob:
@@ -169,7 +169,7 @@ def _state_tensors(blob: dict) -> dict:
     return out
 
 
-@pytest.mark.parametrize("method", ["glo", "imle", "imle_pixel", "nsgan", "lsgan", "wgan_gp", "vae"])
+@pytest.mark.parametrize("method", ["glo", "imle", "imle_pixel", "nsgan", "lsgan", "wgan_gp", "vae", "evaluator"])
 def test_resume_equals_uninterrupted(method, digits_dir, tmp_path, monkeypatch):
     """Killed after epoch 1 (its checkpoint written), resumed: the same weights and history as
     a run that was never stopped: optimiser, RNG and matching state are all restored."""

@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from scipy import linalg
 from torch import nn
-from tqdm import tqdm
 
 from .datasets import load_prepared, read_manifest
 from .errors import WeightsError
@@ -144,9 +143,10 @@ def _rotate_batch(x: torch.Tensor, gen: torch.Generator):
     return out, k
 
 
-def train_evaluator(data_dir, out_path, cfg: dict, seed: int, device, tracker=None) -> dict:
-    """Train the offline evaluator; returns {test_accuracy, task, ...} and saves the net."""
-    from .atomic import torch_save
+def train_evaluator(data_dir, out_path, cfg: dict, seed: int, device, tracker=None, fault=None) -> dict:
+    """Train the offline evaluator (resumable, through the one training loop); returns
+    {task, num_classes, test_accuracy, ...} and saves the net with it."""
+    from .training import fit, seeded
 
     manifest = read_manifest(data_dir)
     xtr, ytr = load_prepared(data_dir, "train")
@@ -154,43 +154,46 @@ def train_evaluator(data_dir, out_path, cfg: dict, seed: int, device, tracker=No
     labelled = manifest["num_classes"] > 1 and (ytr >= 0).all()
     task = "classes" if labelled else "rotation"
     k = manifest["num_classes"] if labelled else 4
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded(seed)
     net = make_evaluator(manifest["image_shape"], k, cfg["arch"]).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
     x = torch.from_numpy(xtr).to(device)
     y = torch.from_numpy(ytr).to(device)
-    for epoch in tqdm(range(1, cfg["epochs"] + 1), desc="train_evaluator", disable=None):
+
+    def step(epoch: int, poison: bool) -> dict:
         net.train()
         perm = torch.randperm(len(x), generator=gen).to(device)
         total = 0.0
         for i in range(0, len(x), cfg["batch_size"]):
             idx = perm[i: i + cfg["batch_size"]]
-            xb = to_float_images(x[idx])
-            yb = y[idx]
+            xb, yb = to_float_images(x[idx]), y[idx]
             if task == "rotation":
                 xb, yb = _rotate_batch(xb, gen)
             loss = F.cross_entropy(net(xb), yb)
+            if poison:
+                loss = loss * float("nan")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
-        log.info("evaluator epoch %d: loss=%.4f", epoch, total / len(x))
-        if tracker is not None:
-            tracker.log_metrics({"loss": total / len(x)}, step=epoch)
-    net.eval()
-    with torch.no_grad():
-        xt = to_float_images(torch.from_numpy(xte).to(device))
-        if task == "rotation":
-            xt, yt = _rotate_batch(xt, gen)
-        else:
-            yt = torch.from_numpy(yte).to(device)
-        pred = torch.cat([net(xt[i: i + 1000]).argmax(1) for i in range(0, len(xt), 1000)])
-        acc = (pred == yt).float().mean().item()
-    info = {"task": task, "num_classes": k, "test_accuracy": acc, "arch": cfg["arch"],
-            "image_shape": manifest["image_shape"], "epochs": cfg["epochs"]}
-    torch_save(out_path, {"state": net.state_dict(), **info})
-    return info
+        return {"loss": total / len(x)}
+
+    def final() -> dict:
+        net.eval()
+        with torch.no_grad():
+            xt = to_float_images(torch.from_numpy(xte).to(device))
+            if task == "rotation":
+                xt, yt = _rotate_batch(xt, gen)
+            else:
+                yt = torch.from_numpy(yte).to(device)
+            pred = torch.cat([net(xt[i: i + 1000]).argmax(1) for i in range(0, len(xt), 1000)])
+        return {"state": net.state_dict(), "task": task, "num_classes": k,
+                "test_accuracy": (pred == yt).float().mean().item(), "arch": cfg["arch"],
+                "image_shape": manifest["image_shape"]}
+
+    out = fit("train_evaluator", "evaluator", out_path, cfg, seed, {"net": net, "opt": opt}, gen, step, final,
+              tracker=tracker, fault=fault, hint="Lower evaluator.lr.")
+    return {key: out[key] for key in ("task", "num_classes", "test_accuracy", "arch", "image_shape", "epochs")}
 
 
 def load_evaluator(path, device) -> tuple[nn.Module, dict]:

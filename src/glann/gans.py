@@ -22,16 +22,14 @@ goes on with every other method and the summary marks this one as diverged.
 
 from __future__ import annotations
 
-import copy
 import logging
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from .models import Discriminator, make_generator, to_float_images
-from .runtime import Checkpointer, autocast, rng_state, set_rng_state
-from .training import EpochLog, epoch_batches, load_train_images
+from .runtime import autocast
+from .training import epoch_batches, fit, load_train_images, seeded
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +66,7 @@ def train_gan(kind: str, data_dir, out_path, cfg: dict, seed: int, device: torch
     assert kind in GAN_KINDS
     images = load_train_images(data_dir, device)
     n, h, w, c = images.shape
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    gen = seeded(seed)
     G = make_generator(cfg["latent_dim"], (h, w, c), cfg["generator"]["arch"],
                        cfg["generator"]["batchnorm"]).to(device)
     D = Discriminator((h, w, c), batchnorm=(kind != "wgan_gp") and cfg["d_batchnorm"]).to(device)
@@ -85,28 +82,12 @@ def train_gan(kind: str, data_dir, out_path, cfg: dict, seed: int, device: torch
             return out[: len(real)], out[len(real):]
         return D(real).float(), D(fake).float()
 
-    ckpt = Checkpointer(out_path)
-    state = ckpt.load()
-    start, history = 0, []
-    if state is not None:
-        G.load_state_dict(state["generator"])
-        D.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        set_rng_state(state["rng"], gen)
-        start, history = state["epoch"], state["history"]
-    elog = EpochLog(csv_path, tracker, history)
-    last_good = copy.deepcopy(G.state_dict())
-    diverged_at = None
-
-    for epoch in tqdm(range(start + 1, cfg["epochs"] + 1), desc=f"train_{kind}", initial=start,
-                      total=cfg["epochs"], disable=None):
-        elog.start_epoch()
+    def step(epoch: int, poison: bool) -> dict:
         G.train()
         D.train()
         sums = {"d_loss": 0.0, "g_loss": 0.0}
         steps = {"d_loss": 0, "g_loss": 0}
-        for step, idx in enumerate(epoch_batches(n, cfg["batch_size"], gen, device, drop_last=True)):
+        for i, idx in enumerate(epoch_batches(n, cfg["batch_size"], gen, device, drop_last=True)):
             real = to_float_images(images[idx])
             z = torch.randn(len(idx), cfg["latent_dim"], generator=gen).to(device)
             with autocast(device, amp):
@@ -116,14 +97,14 @@ def train_gan(kind: str, data_dir, out_path, cfg: dict, seed: int, device: torch
             if kind == "wgan_gp":
                 alpha = torch.rand(len(idx), 1, 1, 1, generator=gen).to(device)
                 loss_d = loss_d + cfg["gp_lambda"] * gradient_penalty(D, real, fake.detach(), alpha)
-            if fault and fault.get("nan_at_epoch") == epoch:
+            if poison:
                 loss_d = loss_d * float("nan")
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
             sums["d_loss"] += loss_d.item()
             steps["d_loss"] += 1
-            if (step + 1) % n_critic == 0:
+            if (i + 1) % n_critic == 0:
                 z = torch.randn(len(idx), cfg["latent_dim"], generator=gen).to(device)
                 with autocast(device, amp):
                     fake_logits = discriminate(real, G(z).float())[1]
@@ -133,24 +114,11 @@ def train_gan(kind: str, data_dir, out_path, cfg: dict, seed: int, device: torch
                 opt_g.step()
                 sums["g_loss"] += loss_g.item()
                 steps["g_loss"] += 1
-        means = {k: sums[k] / max(steps[k], 1) for k in sums}
-        if not all(torch.isfinite(torch.tensor(v)) for v in means.values()):
-            diverged_at = epoch
-            log.warning("%s diverged in epoch %d (loss %s): keeping the weights of epoch %d",
-                        kind, epoch, means, epoch - 1)
-            G.load_state_dict(last_good)
-            if tracker is not None:
-                tracker.log_metrics({"diverged": 1.0, "diverged_epoch": epoch}, step=epoch)
-            break
-        last_good = copy.deepcopy(G.state_dict())
-        elog.log(epoch, **means)
-        ckpt.save({"epoch": epoch, "generator": G.state_dict(), "discriminator": D.state_dict(),
-                   "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                   "rng": rng_state(gen), "history": elog.rows, "config": cfg})
+        return {k: sums[k] / max(steps[k], 1) for k in sums}
 
-    final = {"kind": kind, "generator": G.state_dict(), "config": cfg, "noise_dim": cfg["latent_dim"],
-             "image_shape": [h, w, c], "history": elog.rows, "seed": seed,
-             "diverged": diverged_at is not None, "diverged_epoch": diverged_at}
-    elog.write()  # also when no epoch finished (diverged in the first)
-    ckpt.finish(final)
-    return final
+    def final() -> dict:
+        return {"generator": G.state_dict(), "noise_dim": cfg["latent_dim"], "image_shape": [h, w, c]}
+
+    return fit(f"train_{kind}", kind, out_path, cfg, seed,
+               {"generator": G, "discriminator": D, "opt_g": opt_g, "opt_d": opt_d}, gen, step, final,
+               tracker=tracker, csv_path=csv_path, fault=fault, watch=("d_loss", "g_loss"), rollback="generator")

@@ -16,12 +16,10 @@ import logging
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
-
 from .losses import make_loss
 from .models import make_generator, to_float_images, to_uint8_images
-from .runtime import Checkpointer, autocast, check_finite, rng_state, set_rng_state
-from .training import EpochLog, epoch_batches, load_train_images
+from .runtime import autocast
+from .training import Slot, epoch_batches, fit, load_train_images, seeded
 
 log = logging.getLogger(__name__)
 
@@ -34,47 +32,29 @@ def train_glo(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
               csv_path=None, amp: str = "auto", fault: dict | None = None) -> dict:
     images = load_train_images(data_dir, device)
     n, h, w, c = images.shape
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    gen = seeded(seed)
     G = make_generator(cfg["latent_dim"], (h, w, c), cfg["generator"]["arch"],
                        cfg["generator"]["batchnorm"], normalize_input=True).to(device)
     codes = torch.nn.Parameter((torch.randn(n, cfg["latent_dim"], generator=gen) * cfg["init_std"]).to(device))
-    betas = tuple(cfg["betas"])
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg["lr_generator"], betas=betas)
-    opt_z = torch.optim.Adam([codes], lr=cfg["lr_codes"], betas=betas)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg["lr_generator"], betas=tuple(cfg["betas"]))
+    opt_z = torch.optim.Adam([codes], lr=cfg["lr_codes"], betas=tuple(cfg["betas"]))
     loss_fn = make_loss(cfg["loss"], h, cfg.get("vgg_weights"), cfg.get("lap_levels"),
                         cfg.get("lap_weighting", "sum"))
     if isinstance(loss_fn, torch.nn.Module):
         loss_fn = loss_fn.to(device)
 
-    ckpt = Checkpointer(out_path)
-    state = ckpt.load()
-    start, history = 0, []
-    if state is not None:
-        G.load_state_dict(state["generator"])
-        codes.data.copy_(state["codes"].to(device))
-        opt_g.load_state_dict(state["opt_g"])
-        opt_z.load_state_dict(state["opt_z"])
-        set_rng_state(state["rng"], gen)
-        start, history = state["epoch"], state["history"]
-    elog = EpochLog(csv_path, tracker, history)
-
-    for epoch in tqdm(range(start + 1, cfg["epochs"] + 1), desc="train_glo", initial=start,
-                      total=cfg["epochs"], disable=None):
-        elog.start_epoch()
+    def step(epoch: int, poison: bool) -> dict:
         decay = 0.5 ** ((epoch - 1) // cfg["lr_halve_every"])
-        for g in opt_g.param_groups:
-            g["lr"] = cfg["lr_generator"] * decay
-        for g in opt_z.param_groups:
-            g["lr"] = cfg["lr_codes"] * decay
+        for opt, lr in ((opt_g, cfg["lr_generator"]), (opt_z, cfg["lr_codes"])):
+            for g in opt.param_groups:
+                g["lr"] = lr * decay
         G.train()
-        total, count = 0.0, 0
+        total = 0.0
         for idx in epoch_batches(n, cfg["batch_size"], gen, device):
-            x = to_float_images(images[idx])
             with autocast(device, amp):
                 rec = G(codes[idx])
-            loss = loss_fn(rec.float(), x)
-            if fault and fault.get("nan_at_epoch") == epoch:
+            loss = loss_fn(rec.float(), to_float_images(images[idx]))
+            if poison:
                 loss = loss * float("nan")
             opt_g.zero_grad(set_to_none=True)
             opt_z.zero_grad(set_to_none=True)
@@ -82,24 +62,19 @@ def train_glo(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
             opt_g.step()
             opt_z.step()
             total += loss.item() * len(idx)
-            count += len(idx)
         with torch.no_grad():  # GLO's constraint ||z|| = 1, enforced once per epoch (released code)
             codes.data = project_to_sphere(codes.data)
-        mean_loss = total / count
-        check_finite(mean_loss, epoch, "train_glo",
-                     "Lower glo.lr_generator / glo.lr_codes, or check the data.")
-        elog.log(epoch, loss=mean_loss, lr_generator=opt_g.param_groups[0]["lr"],
-                 lr_codes=opt_z.param_groups[0]["lr"])
-        ckpt.save({"epoch": epoch, "generator": G.state_dict(), "codes": codes.detach().cpu(),
-                   "opt_g": opt_g.state_dict(), "opt_z": opt_z.state_dict(),
-                   "rng": rng_state(gen), "history": elog.rows, "config": cfg})
+        return {"loss": total / n, "lr_generator": opt_g.param_groups[0]["lr"],
+                "lr_codes": opt_z.param_groups[0]["lr"]}
 
-    final = {"generator": G.state_dict(), "codes": codes.detach().cpu(), "config": cfg,
-             "image_shape": [h, w, c], "latent_dim": cfg["latent_dim"], "epochs": cfg["epochs"],
-             "history": elog.rows, "seed": seed}
-    elog.write()  # also when no epoch finished (diverged in the first)
-    ckpt.finish(final)
-    return final
+    def final() -> dict:
+        return {"generator": G.state_dict(), "codes": codes.detach().cpu(), "image_shape": [h, w, c],
+                "latent_dim": cfg["latent_dim"]}
+
+    return fit("train_glo", "glo", out_path, cfg, seed,
+               {"generator": G, "codes": Slot(codes), "opt_g": opt_g, "opt_z": opt_z}, gen, step, final,
+               tracker=tracker, csv_path=csv_path, fault=fault,
+               hint="Lower glo.lr_generator / glo.lr_codes, or check the data.")
 
 
 def load_glo_generator(glo: dict, device) -> torch.nn.Module:

@@ -23,12 +23,11 @@ from __future__ import annotations
 import logging
 
 import torch
-from tqdm import tqdm
 
 from .models import IMLEMapping, make_generator, to_float_images
 from .nn_search import search
-from .runtime import Checkpointer, autocast, check_finite, rng_state, set_rng_state
-from .training import EpochLog, epoch_batches, load_train_images
+from .runtime import autocast
+from .training import Slot, epoch_batches, fit, load_train_images, seeded
 
 log = logging.getLogger(__name__)
 
@@ -43,56 +42,38 @@ def train_imle(glo_path, out_path, cfg: dict, seed: int, device: torch.device, t
     glo = torch.load(glo_path, map_location="cpu", weights_only=False)
     codes = glo["codes"].to(device)
     n, latent_dim = codes.shape
-    gen = torch.Generator().manual_seed(seed + 1)
-    torch.manual_seed(seed + 1)
+    gen = seeded(seed + 1)
     T = IMLEMapping(cfg["noise_dim"], latent_dim, cfg["hidden"]).to(device)
     opt = torch.optim.Adam(T.parameters(), lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.5, 0.999))),
                            weight_decay=cfg["weight_decay"])
     m = int(round(cfg["samples_factor"] * n))
 
-    ckpt = Checkpointer(out_path)
-    state = ckpt.load()
-    start, history = 0, []
-    if state is not None:
-        T.load_state_dict(state["mapping"])
-        opt.load_state_dict(state["opt"])
-        set_rng_state(state["rng"], gen)
-        start, history = state["epoch"], state["history"]
-    elog = EpochLog(csv_path, tracker, history)
-
-    for epoch in tqdm(range(start + 1, cfg["epochs"] + 1), desc="train_imle", initial=start,
-                      total=cfg["epochs"], disable=None):
-        elog.start_epoch()
+    def step(epoch: int, poison: bool) -> dict:
         noise = torch.randn(m, cfg["noise_dim"], generator=gen).to(device)
         # Match with the mapping as it samples: BN statistics re-estimated on random noise.
         recalibrate_batchnorm(T, noise)
-        mapped = map_in_chunks(T, noise)
-        idx, dist = search(codes, mapped, cfg["nn_backend"])
+        idx, dist = search(codes, map_in_chunks(T, noise), cfg["nn_backend"])
         matched_noise = noise[idx]
-        nn_dist = dist.sqrt().mean().item()
         T.train()
         total, count = 0.0, 0
         for b in epoch_batches(n, cfg["batch_size"], gen, device, drop_last=True):
             loss = (T(matched_noise[b]) - codes[b]).pow(2).sum(1).mean()
-            if fault and fault.get("nan_at_epoch") == epoch:
+            if poison:
                 loss = loss * float("nan")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() * len(b)
             count += len(b)
-        mean_loss = total / max(count, 1)
-        check_finite(mean_loss, epoch, "train_imle", "Lower imle.lr, or check the GLO codes.")
-        elog.log(epoch, loss=mean_loss, nn_distance=nn_dist, lr=opt.param_groups[0]["lr"])
-        ckpt.save({"epoch": epoch, "mapping": T.state_dict(), "opt": opt.state_dict(),
-                   "rng": rng_state(gen), "history": elog.rows, "config": cfg})
+        return {"loss": total / max(count, 1), "nn_distance": dist.sqrt().mean().item(),
+                "lr": opt.param_groups[0]["lr"]}
 
-    recalibrate_batchnorm(T, torch.randn(m, cfg["noise_dim"], generator=gen).to(device))
-    final = {"mapping": T.state_dict(), "config": cfg, "noise_dim": cfg["noise_dim"],
-             "latent_dim": latent_dim, "history": elog.rows, "seed": seed}
-    elog.write()  # also when no epoch finished (diverged in the first)
-    ckpt.finish(final)
-    return final
+    def final() -> dict:
+        recalibrate_batchnorm(T, torch.randn(m, cfg["noise_dim"], generator=gen).to(device))
+        return {"mapping": T.state_dict(), "noise_dim": cfg["noise_dim"], "latent_dim": latent_dim}
+
+    return fit("train_imle", "imle", out_path, cfg, seed, {"mapping": T, "opt": opt}, gen, step, final,
+               tracker=tracker, csv_path=csv_path, fault=fault, hint="Lower imle.lr, or check the GLO codes.")
 
 
 @torch.no_grad()
@@ -130,61 +111,44 @@ def train_imle_pixel(data_dir, out_path, cfg: dict, seed: int, device: torch.dev
     images = load_train_images(data_dir, device)
     n, h, w, c = images.shape
     flat_real = to_float_images(images).reshape(n, -1)
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    gen = seeded(seed)
     G = make_generator(cfg["noise_dim"], (h, w, c), cfg["generator"]["arch"],
                        cfg["generator"]["batchnorm"]).to(device)
     opt = torch.optim.Adam(G.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]))
     m = int(round(cfg["samples_factor"] * n))
     bn_mode = cfg.get("bn_statistics", "recalibrated")
+    matched = Slot(None, device)
 
-    ckpt = Checkpointer(out_path)
-    state = ckpt.load()
-    start, history, matched = 0, [], None
-    if state is not None:
-        G.load_state_dict(state["generator"])
-        opt.load_state_dict(state["opt"])
-        set_rng_state(state["rng"], gen)
-        start, history, matched = state["epoch"], state["history"], state["matched"]
-        matched = matched.to(device) if matched is not None else None
-    elog = EpochLog(csv_path, tracker, history)
-
-    for epoch in tqdm(range(start + 1, cfg["epochs"] + 1), desc="train_imle_pixel", initial=start,
-                      total=cfg["epochs"], disable=None):
-        elog.start_epoch()
+    def step(epoch: int, poison: bool) -> dict:
         nn_dist = float("nan")
-        if matched is None or (epoch - 1) % cfg["staleness"] == 0:
+        if matched.value is None or (epoch - 1) % cfg["staleness"] == 0:
             noise = torch.randn(m, cfg["noise_dim"], generator=gen).to(device)
             recalibrate_batchnorm(G, noise[: min(m, 8192)])  # leaves G in eval mode
             with autocast(device, amp):
                 samples = map_in_chunks(lambda e: G(e).float().reshape(len(e), -1), noise, 2048)
             idx, dist = search(flat_real, samples, cfg["nn_backend"])
-            matched = noise[idx]
+            matched.value = noise[idx]
             nn_dist = dist.sqrt().mean().item()
             del samples
         G.train(bn_mode == "batch")
         total, count = 0.0, 0
         for b in epoch_batches(n, cfg["batch_size"], gen, device, drop_last=True):
             with autocast(device, amp):
-                out = G(matched[b]).float()
+                out = G(matched.value[b]).float()
             loss = (out - to_float_images(images[b])).pow(2).flatten(1).sum(1).mean()
-            if fault and fault.get("nan_at_epoch") == epoch:
+            if poison:
                 loss = loss * float("nan")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() * len(b)
             count += len(b)
-        mean_loss = total / max(count, 1)
-        check_finite(mean_loss, epoch, "train_imle_pixel", "Lower imle_pixel.lr.")
-        elog.log(epoch, loss=mean_loss, nn_distance=nn_dist)
-        ckpt.save({"epoch": epoch, "generator": G.state_dict(), "opt": opt.state_dict(),
-                   "rng": rng_state(gen), "history": elog.rows, "matched": matched.cpu(), "config": cfg})
+        return {"loss": total / max(count, 1), "nn_distance": nn_dist}
 
-    recalibrate_batchnorm(G, torch.randn(min(m, 8192), cfg["noise_dim"], generator=gen).to(device))
-    final = {"kind": "imle_pixel", "generator": G.state_dict(), "config": cfg,
-             "noise_dim": cfg["noise_dim"], "image_shape": [h, w, c], "history": elog.rows,
-             "diverged": False, "seed": seed}
-    elog.write()  # also when no epoch finished (diverged in the first)
-    ckpt.finish(final)
-    return final
+    def final() -> dict:
+        recalibrate_batchnorm(G, torch.randn(min(m, 8192), cfg["noise_dim"], generator=gen).to(device))
+        return {"generator": G.state_dict(), "noise_dim": cfg["noise_dim"], "image_shape": [h, w, c]}
+
+    return fit("train_imle_pixel", "imle_pixel", out_path, cfg, seed,
+               {"generator": G, "opt": opt, "matched": matched}, gen, step, final,
+               tracker=tracker, csv_path=csv_path, fault=fault, hint="Lower imle_pixel.lr.")

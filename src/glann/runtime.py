@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import random
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from .atomic import torch_save
-from .errors import DivergedError, GlannError
+from .errors import GlannError
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +62,6 @@ def autocast(device: torch.device, amp: str = "auto"):
     if amp in ("off", False, None) or (amp == "auto" and device.type != "cuda"):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def check_finite(value: float, epoch: int, what: str, hint: str) -> None:
-    if not math.isfinite(value):
-        raise DivergedError(f"{what}: loss became {value} in epoch {epoch}. {hint}", epoch)
 
 
 def rng_state(gen: torch.Generator | None = None) -> dict:

@@ -1,17 +1,35 @@
-"""Pieces every training loop shares: the in-memory data, the per-epoch log."""
+"""The one training loop every method uses, and the pieces it needs.
+
+``fit`` reads top to bottom like nanoGPT's loop: resume from ``<output>.resume``
+if a killed run left one, then for each epoch run the method's step, check the
+watched losses are finite (a non-finite one either stops with a message or, for
+GANs, rolls the generator back to the last finished epoch), log the epoch (log
+line, loss CSV for DVC plots, MLflow), and checkpoint atomically; at the end
+write the final checkpoint, which always carries ``kind``, ``seed``, ``epochs``,
+``config``, ``history``, ``diverged`` and ``diverged_epoch`` beside the
+method's own tensors. A method supplies only ``step(epoch, poison) -> metrics``
+(``poison``: the fault-injection switch, multiply the loss by NaN) and the dict
+of objects (modules, optimisers, :class:`Slot`) its resume state is made of.
+"""
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import logging
+import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
+from tqdm import tqdm
 
 from .atomic import write_text
 from .datasets import load_prepared
+from .errors import DivergedError
+from .runtime import Checkpointer, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +38,32 @@ def load_train_images(data_dir, device: torch.device) -> torch.Tensor:
     """The prepared training split as uint8 NHWC on the job's device (converted per batch)."""
     images, _ = load_prepared(data_dir, "train")
     return torch.from_numpy(images).to(device)
+
+
+def seeded(seed: int) -> torch.Generator:
+    """Seed torch's global RNG (weight init) and return the job's own generator (data, noise)."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+class Slot:
+    """A tensor (or None) that belongs to a trainer's resumable state (GLO's codes, IMLE's matches)."""
+
+    def __init__(self, value: torch.Tensor | None = None, device=None):
+        self.value = value
+        self.device = device if device is not None else (value.device if value is not None else None)
+
+    def state_dict(self) -> dict:
+        return {"value": None if self.value is None else self.value.detach().cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state["value"]
+        if saved is None:
+            self.value = None
+        elif isinstance(self.value, torch.Tensor) and self.value.shape == saved.shape:
+            self.value.data.copy_(saved)  # in place: an optimiser may hold this tensor
+        else:
+            self.value = saved.to(self.device) if self.device is not None else saved
 
 
 class EpochLog:
@@ -53,6 +97,58 @@ class EpochLog:
         w.writeheader()
         w.writerows(self.rows)
         write_text(self.csv_path, buf.getvalue())
+
+
+def fit(task: str, kind: str, out_path, cfg: dict, seed: int, state: dict, gen: torch.Generator,
+        step: Callable[[int, bool], dict], final: Callable[[], dict], *, tracker=None, csv_path=None,
+        fault: dict | None = None, watch=("loss",), hint: str = "", rollback: str | None = None) -> dict:
+    """Train for ``cfg['epochs']`` epochs with resume, logging, checkpoints and the divergence policy.
+
+    ``state``: name -> object with ``state_dict``/``load_state_dict`` (saved every epoch,
+    restored on resume with ``gen``'s and the global RNG states). ``watch``: metric keys
+    that must stay finite. ``rollback``: None = a non-finite loss raises DivergedError
+    (the last finished epoch stays in the resume file); a key of ``state`` = restore that
+    object's weights of the last finished epoch, record ``diverged`` and stop training.
+    ``final()`` returns the method's tensors for the final checkpoint.
+    """
+    epochs = cfg["epochs"]
+    ckpt = Checkpointer(out_path)
+    saved = ckpt.load()
+    start, history = 0, []
+    if saved is not None:
+        for name, obj in state.items():
+            obj.load_state_dict(saved["state"][name])
+        set_rng_state(saved["rng"], gen)
+        start, history = saved["epoch"], saved["history"]
+    elog = EpochLog(csv_path, tracker, history)
+    last_good = copy.deepcopy(state[rollback].state_dict()) if rollback else None
+    diverged_at = None
+
+    for epoch in tqdm(range(start + 1, epochs + 1), desc=task, initial=start, total=epochs, disable=None):
+        elog.start_epoch()
+        metrics = step(epoch, bool(fault) and fault.get("nan_at_epoch") == epoch)
+        bad = [k for k in watch if not math.isfinite(metrics[k])]
+        if bad and rollback is None:
+            raise DivergedError(f"{task}: loss became {metrics[bad[0]]} in epoch {epoch}. {hint}", epoch)
+        if bad:
+            diverged_at = epoch
+            log.warning("%s diverged in epoch %d (%s): keeping the weights of epoch %d",
+                        task, epoch, metrics, epoch - 1)
+            state[rollback].load_state_dict(last_good)
+            if tracker is not None:
+                tracker.log_metrics({"diverged": 1.0, "diverged_epoch": epoch}, step=epoch)
+            break
+        if rollback:
+            last_good = copy.deepcopy(state[rollback].state_dict())
+        elog.log(epoch, **metrics)
+        ckpt.save({"epoch": epoch, "state": {k: o.state_dict() for k, o in state.items()},
+                   "rng": rng_state(gen), "history": elog.rows, "config": cfg})
+
+    result = {"kind": kind, "seed": seed, "epochs": epochs, "config": cfg, "history": elog.rows,
+              "diverged": diverged_at is not None, "diverged_epoch": diverged_at, **final()}
+    elog.write()  # the CSV exists even when the first epoch diverged
+    ckpt.finish(result)
+    return result
 
 
 def epoch_batches(n: int, batch_size: int, gen: torch.Generator, device, drop_last: bool = False):

@@ -16,11 +16,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from .models import Discriminator, make_generator, to_float_images
-from .runtime import Checkpointer, autocast, check_finite, rng_state, set_rng_state
-from .training import EpochLog, epoch_batches, load_train_images
+from .runtime import autocast
+from .training import epoch_batches, fit, load_train_images, seeded
 
 log = logging.getLogger(__name__)
 
@@ -58,28 +57,14 @@ def train_vae(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
               csv_path=None, amp: str = "auto", fault: dict | None = None) -> dict:
     images = load_train_images(data_dir, device)
     n, h, w, c = images.shape
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    gen = seeded(seed)
     d = cfg["latent_dim"]
     enc = Discriminator((h, w, c), batchnorm=True, out_dim=2 * d).to(device)
     dec = make_generator(d, (h, w, c), cfg["generator"]["arch"], cfg["generator"]["batchnorm"]).to(device)
     opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=cfg["lr"],
                            betas=tuple(cfg["betas"]))
 
-    ckpt = Checkpointer(out_path)
-    state = ckpt.load()
-    start, history = 0, []
-    if state is not None:
-        enc.load_state_dict(state["encoder"])
-        dec.load_state_dict(state["generator"])
-        opt.load_state_dict(state["opt"])
-        set_rng_state(state["rng"], gen)
-        start, history = state["epoch"], state["history"]
-    elog = EpochLog(csv_path, tracker, history)
-
-    for epoch in tqdm(range(start + 1, cfg["epochs"] + 1), desc="train_vae", initial=start,
-                      total=cfg["epochs"], disable=None):
-        elog.start_epoch()
+    def step(epoch: int, poison: bool) -> dict:
         enc.train()
         dec.train()
         tot_nll = tot_kl = 0.0
@@ -88,23 +73,20 @@ def train_vae(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
             with autocast(device, amp):
                 nll, kl = elbo_terms(enc, dec, x, cfg["likelihood"], cfg["sigma"], gen)
             loss = (nll + kl).mean()
-            if fault and fault.get("nan_at_epoch") == epoch:
+            if poison:
                 loss = loss * float("nan")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             tot_nll += nll.sum().item()
             tot_kl += kl.sum().item()
-        steps = n - n % cfg["batch_size"]
-        elbo = -(tot_nll + tot_kl) / steps
-        check_finite(elbo, epoch, "train_vae", "Lower vae.lr.")
-        elog.log(epoch, elbo=elbo, nll=tot_nll / steps, kl=tot_kl / steps)
-        ckpt.save({"epoch": epoch, "encoder": enc.state_dict(), "generator": dec.state_dict(),
-                   "opt": opt.state_dict(), "rng": rng_state(gen), "history": elog.rows, "config": cfg})
+        seen = n - n % cfg["batch_size"]
+        return {"elbo": -(tot_nll + tot_kl) / seen, "nll": tot_nll / seen, "kl": tot_kl / seen}
 
-    final = {"kind": "vae", "generator": dec.state_dict(), "encoder": enc.state_dict(), "config": cfg,
-             "noise_dim": d, "image_shape": [h, w, c], "history": elog.rows, "diverged": False,
-             "seed": seed}
-    elog.write()  # also when no epoch finished (diverged in the first)
-    ckpt.finish(final)
-    return final
+    def final() -> dict:
+        return {"generator": dec.state_dict(), "encoder": enc.state_dict(), "noise_dim": d,
+                "image_shape": [h, w, c]}
+
+    return fit("train_vae", "vae", out_path, cfg, seed, {"encoder": enc, "generator": dec, "opt": opt}, gen,
+               step, final, tracker=tracker, csv_path=csv_path, fault=fault, watch=("elbo",),
+               hint="Lower vae.lr.")
