@@ -86,8 +86,8 @@ def bench_nn(args) -> list[dict]:
         q = rng.standard_normal((10_000, dim), dtype=np.float32)
         p = rng.standard_normal((20_000, dim), dtype=np.float32)
         qt, pt = torch.from_numpy(q), torch.from_numpy(p)
-        t_ours, all_ours, (i_ours, d_ours) = timed(lambda: nearest_neighbors(qt, pt), args.repeats)
-        t_faiss, all_faiss, (i_faiss, d_faiss) = timed(lambda: faiss_nearest_neighbors(q, p), args.repeats)
+        t_ours, all_ours, (i_ours, _) = timed(lambda: nearest_neighbors(qt, pt), args.repeats)
+        t_faiss, all_faiss, (i_faiss, _) = timed(lambda: faiss_nearest_neighbors(q, p), args.repeats)
         i_ours = i_ours.numpy()
         differ = np.flatnonzero(i_ours != i_faiss)
         # A differing index is acceptable only as an exact tie: both points equally near in float64.
@@ -119,8 +119,11 @@ def _images(n: int) -> np.ndarray:
 def bench_fid(args) -> list[dict]:
     from PIL import Image
 
-    from glann.evaluation import (frechet_distance, gaussian_stats, inception_features, load_inception,
-                                  save_random_inception)
+    from glann.inception import inception_features, load_inception
+    from glann.metrics import frechet_distance, gaussian_stats
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from weights import save_random_inception
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     n = args.fid_images or (10_000 if device.type == "cuda" else 300)

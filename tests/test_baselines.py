@@ -7,7 +7,8 @@ from conftest import REPO
 from glann.config import fill_defaults, load_schema
 from glann.gans import gradient_penalty, train_gan
 from glann.imle import train_imle_pixel
-from glann.sampling import Sampler, fit_gaussian, gaussian_sampler
+from glann.gaussian import fit_gaussian, gaussian_sampler
+from glann.sampling import Sampler
 from glann.vae import train_vae
 
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")

@@ -130,8 +130,8 @@ def test_documentation_shows_commands():
 @pytest.fixture(scope="module")
 def inception_home(tmp_path_factory):
     """TORCH_HOME with a random-weight Inception file where pytorch-fid's would be (checks only)."""
-    from glann.evaluation import INCEPTION_FILE
-    from glann.evaluation import save_random_inception
+    from glann.inception import INCEPTION_FILE
+    from weights import save_random_inception
 
     home = tmp_path_factory.mktemp("torch_home")
     save_random_inception(home / "hub" / "checkpoints" / INCEPTION_FILE)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from glann.evaluation import (birthday_test, duplicate_threshold, frechet_distance, gaussian_stats,
-                              inception_features, load_inception, mode_coverage)
+from glann.inception import inception_features, load_inception
+from glann.metrics import birthday_test, duplicate_threshold, frechet_distance, gaussian_stats, mode_coverage
 from glann.errors import WeightsError
 from glann.summary import aggregate, render_markdown
 
@@ -36,7 +36,7 @@ def test_frechet_matches_scipy_and_pytorch_fid():
 
 def _random_inception_file(path):
     """Code-path check only: pytorch-fid's FID InceptionV3 with random weights, saved to a file."""
-    from glann.evaluation import save_random_inception
+    from weights import save_random_inception
 
     save_random_inception(path)
 
@@ -78,7 +78,7 @@ def test_inception_weights_truncated_or_wrong(tmp_path):
 
 def test_fid_domain_real_vs_real_far_below_real_vs_noise(mnist5k_dir, tmp_path):
     from glann.datasets import load_prepared
-    from glann.evaluation import evaluator_outputs, load_evaluator, train_evaluator
+    from glann.evaluator import evaluator_outputs, load_evaluator, train_evaluator
 
     info = train_evaluator(mnist5k_dir, tmp_path / "ev.pt", {"arch": "auto", "epochs": 4, "batch_size": 128,
                                                              "lr": 1e-3}, 0, torch.device("cpu"))
@@ -158,7 +158,7 @@ def synthetic_eval(tmp_path, monkeypatch):
                                                 "min_class_share": 0.02, "duplicate_quantile": 0.01,
                                                 "birthday_batch_size": 20, "birthday_batches": 5}}
     m = evaluation.evaluate(tmp_path / "samples.npz", None, tmp_path / "real.npz", tmp_path / "inc.npz",
-                            tmp_path, {}, cfg, torch.device("cpu"))
+                            tmp_path, cfg, torch.device("cpu"))
     return m, real, fake_feats
 
 
@@ -186,7 +186,7 @@ def test_mode_coverage_kl_direction():
 
 def test_max_f_beta_weights_recall_for_beta_8():
     """F_8 weighs recall; F_1/8 weighs precision (Sajjadi et al. 2018, Eq. 4)."""
-    from glann.evaluation import max_f_beta
+    from glann.metrics import max_f_beta
 
     p, r = np.array([0.9]), np.array([0.2])
     f8, f18 = max_f_beta(p, r, 8.0), max_f_beta(p, r, 1 / 8)

@@ -10,7 +10,7 @@ from torch.overrides import TorchFunctionMode
 from conftest import REPO
 from glann import gans, imle
 from glann.config import check, fill_defaults, load_schema
-from glann.evaluation import frechet_distance
+from glann.metrics import frechet_distance
 from glann.losses import lap1_loss
 from glann.models import make_generator, unit_norm_detached
 from glann.vae import train_vae

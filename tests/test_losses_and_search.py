@@ -49,8 +49,9 @@ def test_vgg_loss_code_path_with_random_weights(tmp_path):
     """Code-path check only: a randomly initialised VGG16 saved to a temp file."""
     import torchvision
 
-    path = tmp_path / "vgg16-random.pth"
-    torch.save(torchvision.models.vgg16(weights=None).state_dict(), path)
+    from weights import save_random_vgg16
+
+    path = save_random_vgg16(tmp_path / "vgg16-random.pth")
     loss = VGGLoss(find_vgg16_weights(str(path)), image_size=28)
     assert loss.layers == (2, 7, 12)  # 28 -> padded to 32 -> three levels
     x = torch.rand(2, 1, 28, 28, requires_grad=True)

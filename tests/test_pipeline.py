@@ -122,3 +122,23 @@ def test_mlflow_runs_recorded(quick_run):
     assert set(parent_of.values()) <= parents and len(parent_of) >= 20
     n_metric = con.execute("select count(*) from metrics where key='loss'").fetchone()[0]
     assert n_metric >= 2
+
+
+@pytest.mark.pipeline
+def test_cache_keys_are_exact(quick_run, tmp_path):
+    """Bookkeeping reruns nothing; a module only `sample` imports reruns sample and what follows."""
+    import re
+    import shutil
+
+    wf = tmp_path / "wf"
+    shutil.copytree(quick_run["wf"], wf, symlinks=True)  # the shared run stays as it is
+    for override in ("tracking={live: true}", "tracking={uri: sqlite:///elsewhere.db}",
+                     "runtime={threads: 1}", "tracking={enabled: false}"):
+        proc = snakemake(wf, "-n", *QUICK, "--config", override)
+        assert "Nothing to be done" in proc.stdout + proc.stderr, override
+    with open(wf / "src/glann/sampling.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    out = snakemake(wf, "-n", *QUICK).stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M))
+    assert {k for k in jobs if k not in ("all", "total")} == {"sample", "evaluate", "summarize"}, jobs
+    assert jobs["sample"] == "7" and jobs["evaluate"] == "7"

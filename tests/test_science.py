@@ -13,7 +13,7 @@ import torch
 from conftest import REPO
 from glann import gans
 from glann.config import fill_defaults, load_schema
-from glann.evaluation import train_evaluator
+from glann.evaluator import train_evaluator
 from glann.glo import project_to_sphere, train_glo
 from glann.imle import map_in_chunks, train_imle, train_imle_pixel
 from glann.models import IMLEMapping

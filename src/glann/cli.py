@@ -1,16 +1,18 @@
 """``glann <step>``: the one entry point the workflow rules call.
 
 Each step gets its paths as options and its slice of the configuration as one
-JSON object (``--job``): dataset, method, seed, device, runtime switches,
-tracking settings and ``params`` (the step's own hyper-parameters). A user
+JSON object (``--job``): dataset, method, seed, device, runtime switches
+and ``params`` (the step's own hyper-parameters). A user
 error (GlannError) prints one line, ``error: ...``, and exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -37,13 +39,24 @@ def _setup(job: dict, threads: int | None):
     return resolve_device(job["device"])
 
 
-def _tracker(job: dict, step: str):
+TRACKING_ENV = "GLANN_TRACKING_CONFIG"  # the Snakefile's tracking section, as JSON (not a job param)
+
+
+@contextlib.contextmanager
+def tracked_run(job: dict, step: str):
+    """An MLflow run (or journal) for one step: FINISHED on success, FAILED on any exception."""
     from .tracking import Tracker
 
-    tr = job["tracking"]
-    return Tracker(job.get("dataset", "?"), job.get("method", "-"), job["seed"], step,
-                   params={**job["params"], "device": job["device"], "runtime": job["runtime"]},
-                   uri=tr.get("uri"), enabled=tr.get("enabled", True), live=tr.get("live", True))
+    tr = {**json.loads(os.environ.get(TRACKING_ENV) or "{}"), **job.get("tracking", {})}
+    tracker = Tracker(job.get("dataset", "?"), job.get("method", "-"), job["seed"], step,
+                      params={**job["params"], "device": job["device"], "runtime": job["runtime"]},
+                      uri=tr.get("uri"), enabled=tr.get("enabled", True), live=tr.get("live", True))
+    try:
+        yield tracker
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish()
 
 
 def cmd_prepare(args):
@@ -60,18 +73,13 @@ def cmd_train_glo(args):
 
     job = _job(args)
     device = _setup(job, args.threads)
-    tracker = _tracker(job, "train_glo")
-    try:
+    with tracked_run(job, "train_glo") as tracker:
         glo = train_glo(args.data, args.out, job["params"], int(job["seed"]), device, tracker,
                         args.csv, job["runtime"].get("amp", "auto"), job.get("fault"))
         save_grid(reconstructions(glo, args.data, device).cpu().numpy(), args.recon, nrow=8)
         for p in (args.recon, args.csv):
             tracker.log_artifact(p)
         tracker.log_artifact(args.out, "checkpoint")
-        tracker.finish()
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
 
 
 def cmd_train_imle(args):
@@ -79,55 +87,36 @@ def cmd_train_imle(args):
 
     job = _job(args)
     device = _setup(job, args.threads)
-    tracker = _tracker(job, "train_imle")
-    try:
+    with tracked_run(job, "train_imle") as tracker:
         train_imle(args.glo, args.out, job["params"], int(job["seed"]), device, tracker, args.csv,
                    job.get("fault"))
         tracker.log_artifact(args.csv)
         tracker.log_artifact(args.out, "checkpoint")
-        tracker.finish()
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
 
 
 def cmd_fit_gaussian(args):
-    from .sampling import fit_gaussian
+    from .gaussian import fit_gaussian
 
     job = _job(args)
-    tracker = _tracker(job, "fit_gaussian")
-    fit_gaussian(args.glo, args.out)
-    tracker.log_artifact(args.out, "checkpoint")
-    tracker.finish()
+    with tracked_run(job, "fit_gaussian") as tracker:
+        fit_gaussian(args.glo, args.out, int(job["seed"]))
+        tracker.log_artifact(args.out, "checkpoint")
 
 
 def cmd_train_baseline(args):
-    from .gans import GAN_KINDS, train_gan
-    from .imle import train_imle_pixel
-    from .vae import train_vae
+    from .methods import get
 
     job = _job(args)
     device = _setup(job, args.threads)
-    method = job["method"]
-    tracker = _tracker(job, f"train_{method}")
-    amp = job["runtime"].get("amp", "auto")
-    common = dict(data_dir=args.data, out_path=args.out, cfg=job["params"], seed=int(job["seed"]),
-                  device=device, tracker=tracker, csv_path=args.csv, amp=amp, fault=job.get("fault"))
-    try:
-        if method in GAN_KINDS:
-            train_gan(method, **common)
-        elif method == "vae":
-            train_vae(**common)
-        elif method == "imle_pixel":
-            train_imle_pixel(**common)
-        else:
-            raise GlannError(f"unknown baseline method {method!r}")
+    method = get(job["method"])
+    if method.trainer is None:
+        raise GlannError(f"method {method.name!r} is not trained by train-baseline (rule {method.rule})")
+    train = method.train_function()
+    with tracked_run(job, f"train_{method.name}") as tracker:
+        train(args.data, args.out, job["params"], int(job["seed"]), device, tracker=tracker, csv_path=args.csv,
+              amp=job["runtime"].get("amp", "auto"), fault=job.get("fault"))
         tracker.log_artifact(args.csv)
         tracker.log_artifact(args.out, "checkpoint")
-        tracker.finish()
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
 
 
 def cmd_sample(args):
@@ -135,28 +124,27 @@ def cmd_sample(args):
 
     job = _job(args)
     device = _setup(job, args.threads)
-    tracker = _tracker(job, "sample")
     paths = {"glo": args.glo, "imle": args.imle, "model": args.model}
-    info = sample(job["method"], paths, args.data, args.out_dir, int(job["params"]["num_samples"]),
-                  int(job["seed"]), device, int(job["params"]["batch_size"]))
-    for name in ("samples.png", "interpolation.png", "nearest.png"):
-        tracker.log_artifact(Path(args.out_dir) / name, "samples")
-    tracker.finish()
+    with tracked_run(job, "sample") as tracker:
+        info = sample(job["method"], paths, args.data, args.out_dir, int(job["params"]["num_samples"]),
+                      int(job["seed"]), device, int(job["params"]["batch_size"]))
+        for name in ("samples.png", "interpolation.png", "nearest.png"):
+            tracker.log_artifact(Path(args.out_dir) / name, "samples")
     log.info("sampled %s", info)
 
 
 def cmd_train_evaluator(args):
     from .atomic import write_json
-    from .evaluation import train_evaluator
+    from .evaluator import train_evaluator
 
     job = _job(args)
     device = _setup(job, args.threads)
-    tracker = _tracker(job, "train_evaluator")
-    info = train_evaluator(args.data, args.out, job["params"], int(job["seed"]), device, tracker)
-    write_json(args.metrics, info)
-    tracker.log_metrics({"test_accuracy": info["test_accuracy"]})
-    tracker.log_artifact(args.metrics)
-    tracker.finish()
+    with tracked_run(job, "train_evaluator") as tracker:
+        info = train_evaluator(args.data, args.out, job["params"], int(job["seed"]), device, tracker,
+                               job.get("fault"))
+        write_json(args.metrics, info)
+        tracker.log_metrics({"test_accuracy": info["test_accuracy"]})
+        tracker.log_artifact(args.metrics)
     log.info("evaluator (%s): test accuracy %.4f", info["task"], info["test_accuracy"])
 
 
@@ -171,24 +159,18 @@ def cmd_real_stats(args):
 
 
 def cmd_evaluate(args):
-    import torch
-
     from .atomic import write_json
     from .evaluation import evaluate
 
     job = _job(args)
     device = _setup(job, args.threads)
-    tracker = _tracker(job, "evaluate")
-    meta = {}
-    if args.model:
-        blob = torch.load(args.model, map_location="cpu", weights_only=False)
-        meta = {"diverged": bool(blob.get("diverged")), "diverged_epoch": blob.get("diverged_epoch")}
-    metrics = evaluate(args.samples, args.evaluator, args.stats_evaluator, args.stats_inception,
-                       args.data, meta, job["params"], device, int(job["seed"]))
-    write_json(args.out, metrics)
-    tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    tracker.log_artifact(args.out)
-    tracker.finish()
+    with tracked_run(job, "evaluate") as tracker:
+        metrics = evaluate(args.samples, args.evaluator, args.stats_evaluator, args.stats_inception,
+                           args.data, job["params"], device, int(job["seed"]))
+        write_json(args.out, metrics)
+        tracker.log_metrics({k: v for k, v in metrics.items()
+                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        tracker.log_artifact(args.out)
     log.info("metrics: %s", {k: v for k, v in metrics.items() if k != "class_histogram"})
 
 
@@ -214,8 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--job", default="{}", help="the step's config slice as JSON")
         p.add_argument("--threads", type=int, default=None)
         for o in opts:
-            p.add_argument(f"--{o}", required=o not in ("imle", "glo", "model"),
-                           nargs="+" if o in ("metrics_list",) else None)
+            p.add_argument(f"--{o}", required=o not in ("imle", "glo", "model"))
         p.set_defaults(fn=fn)
         return p
 
@@ -227,8 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("sample", cmd_sample, "data", "out-dir", "glo", "imle", "model")
     add("train-evaluator", cmd_train_evaluator, "data", "out", "metrics")
     add("real-stats", cmd_real_stats, "data", "evaluator", "out-evaluator", "out-inception")
-    add("evaluate", cmd_evaluate, "samples", "evaluator", "stats-evaluator", "stats-inception", "data",
-        "out", "model")
+    add("evaluate", cmd_evaluate, "samples", "evaluator", "stats-evaluator", "stats-inception", "data", "out")
     p = add("summarize", cmd_summarize, "out-dir")
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--grids", nargs="*")

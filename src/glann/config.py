@@ -70,6 +70,12 @@ def check(config: dict, schema: dict) -> list[str]:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     msgs = [_message(e, schema) for e in errors]
     if not msgs:
+        from .methods import METHODS
+
+        for i, name in enumerate(config["methods"]):
+            if name not in METHODS:
+                msgs.append(f"config error at methods[{i}]: {name!r} is not allowed; allowed values: "
+                            f"{', '.join(METHODS)}")
         data = config.get("data", {}) or {}
         known = sorted(set(REGISTRY) - {"folder"})
         for i, name in enumerate(config["datasets"]):

@@ -133,10 +133,6 @@ class IMLEMapping(nn.Module):
         return self.net(e)
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def to_float_images(batch_uint8_nhwc: torch.Tensor) -> torch.Tensor:
     """uint8 NHWC -> float NCHW in [0, 1] (the generators' sigmoid range)."""
     return batch_uint8_nhwc.permute(0, 3, 1, 2).float().div_(255.0)

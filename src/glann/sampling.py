@@ -18,84 +18,66 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import save_npz, torch_save
+from .atomic import save_npz
 from .datasets import load_prepared
+from .gaussian import gaussian_sampler
 from .glo import load_glo_generator, project_to_sphere
 from .grids import save_grid
+from .methods import get
 from .models import IMLEMapping, make_generator, to_float_images, to_uint8_images
 from .nn_search import nearest_neighbors
 
 log = logging.getLogger(__name__)
 
 
-def fit_gaussian(glo_path, out_path) -> dict:
-    """Full-covariance Gaussian fit to GLO's trained codes (no retraining)."""
-    glo = torch.load(glo_path, map_location="cpu", weights_only=False)
-    codes = glo["codes"].double()
-    mean = codes.mean(0)
-    cov = torch.cov(codes.T)
-    model = {"kind": "glo_gauss", "mean": mean, "cov": cov, "glo_path": str(glo_path),
-             "diverged": False}
-    torch_save(out_path, model)
-    return model
-
-
-def gaussian_sampler(mean: torch.Tensor, cov: torch.Tensor, jitter: float = 1e-6):
-    """A function n, gen -> n draws of N(mean, cov) (Cholesky of cov + jitter*I)."""
-    d = mean.shape[0]
-    L = torch.linalg.cholesky(cov.double() + jitter * torch.eye(d, dtype=torch.float64))
-
-    def draw(n: int, gen: torch.Generator) -> torch.Tensor:
-        eps = torch.randn(n, d, generator=gen, dtype=torch.float64)
-        return (mean.double() + eps @ L.T).float()
-
-    return draw
-
-
 class Sampler:
-    """noise -> images for one trained method; ``noise(n, gen)`` draws its input noise."""
+    """noise -> images for one trained method; ``noise(n, gen)`` draws its input noise.
+
+    ``paths`` maps the registry's checkpoint roles (glo, imle, model) to files; how
+    the method samples (``glann``, ``glo_gauss`` or a plain ``generator``) is the
+    registry's ``sampler`` field.
+    """
 
     def __init__(self, method: str, paths: dict, device):
         self.device = device
-        self.method = method
-        if method in ("glann", "glo_gauss"):
-            glo = torch.load(paths["glo"], map_location="cpu", weights_only=False)
+        self.kind = get(method).sampler
+        blobs = {role: torch.load(p, map_location="cpu", weights_only=False)
+                 for role, p in paths.items() if p}
+        if self.kind in ("glann", "glo_gauss"):
+            glo = blobs["glo"]
             self.G = load_glo_generator(glo, device)
             self.image_shape = glo["image_shape"]
-            if method == "glann":
-                imle = torch.load(paths["imle"], map_location="cpu", weights_only=False)
-                self.T = IMLEMapping(imle["noise_dim"], imle["latent_dim"], imle["config"]["hidden"])
-                self.T.load_state_dict(imle["mapping"])
+            final = blobs["imle"] if self.kind == "glann" else blobs["model"]
+            if self.kind == "glann":
+                self.T = IMLEMapping(final["noise_dim"], final["latent_dim"], final["config"]["hidden"])
+                self.T.load_state_dict(final["mapping"])
                 self.T = self.T.to(device).eval()
-                self.noise_dim = imle["noise_dim"]
-                self.meta = {"diverged": False}
+                self.noise_dim = final["noise_dim"]
             else:
-                fit = torch.load(paths["model"], map_location="cpu", weights_only=False)
-                self._draw = gaussian_sampler(fit["mean"], fit["cov"])
-                self.noise_dim = fit["mean"].shape[0]
-                self.meta = {"diverged": False}
+                self._draw = gaussian_sampler(final["mean"], final["cov"])
+                self.noise_dim = final["mean"].shape[0]
         else:
-            model = torch.load(paths["model"], map_location="cpu", weights_only=False)
-            cfg = model["config"]
-            self.G = make_generator(model["noise_dim"], model["image_shape"], cfg["generator"]["arch"],
+            final = blobs["model"]
+            cfg = final["config"]
+            self.G = make_generator(final["noise_dim"], final["image_shape"], cfg["generator"]["arch"],
                                     cfg["generator"]["batchnorm"])
-            self.G.load_state_dict(model["generator"])
+            self.G.load_state_dict(final["generator"])
             self.G = self.G.to(device).eval()
-            self.image_shape = model["image_shape"]
-            self.noise_dim = model["noise_dim"]
-            self.meta = {"diverged": bool(model.get("diverged")), "diverged_epoch": model.get("diverged_epoch")}
+            self.image_shape = final["image_shape"]
+            self.noise_dim = final["noise_dim"]
+        self.meta = {"diverged": bool(final.get("diverged")), "diverged_epoch": final.get("diverged_epoch")}
 
     def noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        if self.method == "glo_gauss":
+        if self.kind == "glo_gauss":
             return self._draw(n, gen)
         return torch.randn(n, self.noise_dim, generator=gen)
 
     @torch.no_grad()
     def decode(self, noise: torch.Tensor) -> torch.Tensor:
         noise = noise.to(self.device)
-        if self.method == "glann":
+        if self.kind == "glann":
             z = self.T(noise)
-        elif self.method == "glo_gauss":
+        elif self.kind == "glo_gauss":
             z = project_to_sphere(noise)
         else:
             z = noise
@@ -115,7 +97,9 @@ def sample(method: str, paths: dict, data_dir, out_dir, n: int, seed: int, devic
     out_dir = Path(out_dir)
     sampler = Sampler(method, paths, device)
     images = sampler.generate(n, seed, batch_size)
-    save_npz(out_dir / "samples.npz", images=images)
+    # diverged travels with the samples: evaluate needs no second look at the model
+    save_npz(out_dir / "samples.npz", images=images, diverged=np.array(sampler.meta["diverged"]),
+             diverged_epoch=np.array(sampler.meta["diverged_epoch"] or 0))
     save_grid(images[:64], out_dir / "samples.png", nrow=8)
     save_grid(interpolation(sampler, seed), out_dir / "interpolation.png", nrow=10)
     train, _ = load_prepared(data_dir, "train")

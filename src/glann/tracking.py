@@ -150,6 +150,21 @@ def end_invocation(parents: dict, configured_uri: str | None, status: str = "FIN
         log.warning("could not close MLflow parent runs (%s)", exc)
 
 
+def on_start(cfg: dict, datasets, invocation_id: str) -> None:
+    """The Snakefile's ``onstart``: environment for the jobs, leftover journals, parent runs."""
+    os.environ[INVOCATION_ENV] = invocation_id
+    os.environ.setdefault(JOURNAL_ENV, os.path.abspath(DEFAULT_JOURNAL))
+    if cfg["enabled"]:
+        import_journals()  # deferred runs left by an invocation that was killed
+        os.environ[PARENT_ENV] = json.dumps(start_invocation(datasets, cfg["uri"], invocation_id))
+
+
+def on_end(cfg: dict, status: str = "FINISHED") -> None:
+    """The Snakefile's ``onsuccess`` / ``onerror``: import the jobs' journals, close the parent runs."""
+    import_journals()
+    end_invocation(json.loads(os.environ.get(PARENT_ENV, "{}")), cfg["uri"], status)
+
+
 class Tracker:
     """A job's MLflow run; every method is a no-op once tracking has failed."""
 

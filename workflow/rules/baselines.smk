@@ -8,7 +8,7 @@ rule fit_gaussian:
         model="results/{dataset}/glo_gauss/seed{seed}/model.pt",
     params:
         job=lambda w: job(w, None, "glo_gauss", {}),
-        code=code_version("sampling"),
+        code=code_version("fit-gaussian"),
     log:
         "logs/{dataset}/glo_gauss/seed{seed}/fit_gaussian.log",
     benchmark:
@@ -29,7 +29,7 @@ rule train_imle_pixel:
         losses="results/{dataset}/imle_pixel/seed{seed}/losses.csv",
     params:
         job=lambda w: job(w, "imle_pixel", "imle_pixel"),
-        code=code_version("imle", "models", "nn_search", "training"),
+        code=trainer_code("imle_pixel"),
     log:
         "logs/{dataset}/imle_pixel/seed{seed}/train_imle_pixel.log",
     benchmark:
@@ -51,10 +51,10 @@ rule train_gan:
         model="results/{dataset}/{method}/seed{seed}/model.pt",
         losses="results/{dataset}/{method}/seed{seed}/losses.csv",
     wildcard_constraints:
-        method="nsgan|lsgan|wgan_gp",
+        method="|".join(m for m in METHODS if REGISTRY[m].rule == "train_gan") or "none",
     params:
         job=lambda w: job(w, w.method),
-        code=code_version("gans", "models", "training"),
+        code=trainer_code(),
     log:
         "logs/{dataset}/{method}/seed{seed}/train_gan.log",
     benchmark:
@@ -77,7 +77,7 @@ rule train_vae:
         losses="results/{dataset}/vae/seed{seed}/losses.csv",
     params:
         job=lambda w: job(w, "vae", "vae"),
-        code=code_version("vae", "models", "training"),
+        code=trainer_code("vae"),
     log:
         "logs/{dataset}/vae/seed{seed}/train_vae.log",
     benchmark:

@@ -1,5 +1,4 @@
 # Config validation (before any job runs), target computation, and small helpers.
-import hashlib
 import json
 import os
 import sys
@@ -7,7 +6,9 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from glann.codehash import code_hash  # noqa: E402
 from glann.config import check, coerce, fill_defaults, load_schema  # noqa: E402
+from glann.methods import METHODS as REGISTRY  # noqa: E402
 
 SCHEMA_PATH = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 _schema = load_schema(SCHEMA_PATH)
@@ -27,7 +28,7 @@ config.clear()
 config.update(_filled)
 
 if config["fid"]["require_inception"] and config["fid"]["inception"]:
-    from glann.evaluation import inception_weights_path
+    from glann.inception import inception_weights_path
 
     _path, _why = inception_weights_path(config["fid"]["inception_weights"])
     if _path is None:
@@ -37,21 +38,27 @@ if config["fid"]["require_inception"] and config["fid"]["inception"]:
 DATASETS = config["datasets"]
 METHODS = config["methods"]
 SEEDS = config["seeds"]
-BASELINE_GANS = ["nsgan", "lsgan", "wgan_gp"]
 
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
     seed=r"\d+",
-    method="|".join(["glann", "glo_gauss", "imle_pixel", "nsgan", "wgan_gp", "lsgan", "vae"]),
+    method="|".join(REGISTRY),
 
 
-def code_version(*modules):
-    """Hash of src/glann modules a step depends on: editing them reruns the step."""
-    h = hashlib.sha256()
-    for m in ("__init__", "runtime", "atomic") + modules:
-        h.update((Path(workflow.basedir) / "src" / "glann" / f"{m}.py").read_bytes())
-    return h.hexdigest()[:16]
+def code_version(step, extra_modules=()):
+    """Hash of exactly the source `glann <step>` runs (glann.codehash): editing it reruns the step."""
+    return code_hash(Path(workflow.basedir) / "src", step, tuple(extra_modules))
+
+
+def trainer_code(method=None):
+    """train-baseline's code plus the trainer module the registry names for the method."""
+
+    def code(wildcards):
+        trainer = REGISTRY[method or wildcards.method].trainer
+        return code_version("train-baseline", [trainer.split(":")[0]])
+
+    return code
 
 
 def dataset_options(dataset):
@@ -59,22 +66,41 @@ def dataset_options(dataset):
 
 
 def job(wildcards, section, method=None, params=None):
-    """The JSON config slice handed to `glann <step> --job`."""
+    """The JSON config slice handed to `glann <step> --job`: only what changes a result.
+
+    Bookkeeping (tracking, threads) stays out, so switching it reruns nothing: threads
+    come through --threads, tracking through GLANN_TRACKING_CONFIG (set below).
+    """
     method = method or getattr(wildcards, "method", "-")
     fault = config["fault_injection"].get(method)
+    runtime = {k: config["runtime"][k] for k in ("amp", "deterministic")}
     return json.dumps(
         {
             "dataset": wildcards.dataset,
             "method": method,
             "seed": int(getattr(wildcards, "seed", 0)),
             "device": config["device"],
-            "runtime": config["runtime"],
-            "tracking": config["tracking"],
+            "runtime": runtime,
             "params": params if params is not None else config[section],
             "fault": {"nan_at_epoch": fault} if fault else None,
         },
         sort_keys=True,
     )
+
+
+def sample_inputs(w):
+    """The prepared data and the checkpoints the registry lists for this method."""
+    return {"data": f"data/prepared/{w.dataset}/manifest.json",
+            **REGISTRY[w.method].checkpoint_paths(w.dataset, w.seed)}
+
+
+def sample_args(w, input):
+    return " ".join(f"--{k} {input[k]}" for k in ("glo", "imle", "model") if k in input.keys())
+
+
+def loss_csvs(wildcards=None):
+    """Every training job's per-epoch loss CSV, as the registry lists them."""
+    return [f for d in DATASETS for m in METHODS for s in SEEDS for f in REGISTRY[m].loss_csv_paths(d, s)]
 
 
 def train_threads():
@@ -90,10 +116,6 @@ def train_threads():
 def gpu(wildcards=None):
     """GPU resource only for GPU jobs: counted by --resources gpu=N and the SLURM profile."""
     return 0 if config["device"] == "cpu" else 1
-
-
-def model_dir(method):
-    return "results/{dataset}/" + method + "/seed{seed}"
 
 
 def get_final_output():
@@ -113,30 +135,23 @@ def get_final_output():
 
 
 _INVOCATION = os.environ.get("GLANN_INVOCATION_ID") or uuid.uuid4().hex[:12]
+# Jobs read their tracking settings from the environment, not from params (see job()).
+os.environ["GLANN_TRACKING_CONFIG"] = json.dumps(config["tracking"], sort_keys=True)
 
 
 onstart:
-    from glann import tracking
+    from glann.tracking import on_start
 
-    os.environ[tracking.INVOCATION_ENV] = _INVOCATION
-    os.environ.setdefault(tracking.JOURNAL_ENV, os.path.abspath(tracking.DEFAULT_JOURNAL))
-    if config["tracking"]["enabled"]:
-        tracking.import_journals()  # deferred runs left by an invocation that was killed
-        parents = tracking.start_invocation(DATASETS, config["tracking"]["uri"], _INVOCATION)
-        os.environ[tracking.PARENT_ENV] = json.dumps(parents)
+    on_start(config["tracking"], DATASETS, _INVOCATION)
 
 
 onsuccess:
-    from glann import tracking
+    from glann.tracking import on_end
 
-    tracking.import_journals()
-    tracking.end_invocation(json.loads(os.environ.get(tracking.PARENT_ENV, "{}")), config["tracking"]["uri"])
+    on_end(config["tracking"])
 
 
 onerror:
-    from glann import tracking
+    from glann.tracking import on_end
 
-    tracking.import_journals()
-    tracking.end_invocation(
-        json.loads(os.environ.get(tracking.PARENT_ENV, "{}")), config["tracking"]["uri"], "FAILED"
-    )
+    on_end(config["tracking"], "FAILED")

@@ -8,7 +8,7 @@ rule prepare_data:
         manifest="data/prepared/{dataset}/manifest.json",
     params:
         job=lambda w: job(w, None, "-", dataset_options(w.dataset)),
-        code=code_version("datasets"),
+        code=code_version("prepare"),
     log:
         "logs/{dataset}/prepare_data.log",
     benchmark:

@@ -9,7 +9,7 @@ rule train_evaluator:
         metrics="results/{dataset}/evaluator/metrics.json",
     params:
         job=lambda w: job(w, "evaluator", "evaluator"),
-        code=code_version("evaluation", "models"),
+        code=code_version("train-evaluator"),
     log:
         "logs/{dataset}/train_evaluator.log",
     benchmark:
@@ -33,7 +33,7 @@ rule real_stats:
         inception="results/{dataset}/stats/inception.npz",
     params:
         job=lambda w: job(w, "fid", "real_stats"),
-        code=code_version("evaluation"),
+        code=code_version("real-stats"),
     log:
         "logs/{dataset}/real_stats.log",
     benchmark:
@@ -49,16 +49,9 @@ rule real_stats:
         " --out-inception {output.inception} > {log} 2>&1"
 
 
-def eval_model(w):
-    if w.method == "glann":
-        return f"results/{w.dataset}/glann/seed{w.seed}/imle.pt"
-    return f"results/{w.dataset}/{w.method}/seed{w.seed}/model.pt"
-
-
 rule evaluate:
     input:
         samples="results/{dataset}/{method}/seed{seed}/samples.npz",
-        model=eval_model,
         evaluator="results/{dataset}/evaluator/model.pt",
         stats_evaluator="results/{dataset}/stats/evaluator.npz",
         stats_inception="results/{dataset}/stats/inception.npz",
@@ -66,7 +59,7 @@ rule evaluate:
         metrics="results/{dataset}/{method}/seed{seed}/metrics.json",
     params:
         job=lambda w: job(w, None, params={"fid": config["fid"], "eval": config["eval"]}),
-        code=code_version("evaluation"),
+        code=code_version("evaluate"),
     log:
         "logs/{dataset}/{method}/seed{seed}/evaluate.log",
     benchmark:
@@ -78,6 +71,6 @@ rule evaluate:
         gpu=gpu,
     shell:
         "glann evaluate --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
-        " --samples {input.samples} --model {input.model} --evaluator {input.evaluator}"
+        " --samples {input.samples} --evaluator {input.evaluator}"
         " --stats-evaluator {input.stats_evaluator} --stats-inception {input.stats_inception}"
         " --out {output.metrics} > {log} 2>&1"

@@ -14,7 +14,7 @@ rule train_glo:
         ),
     params:
         job=lambda w: job(w, "glo", "glann"),
-        code=code_version("glo", "models", "losses", "training"),
+        code=code_version("train-glo"),
     log:
         "logs/{dataset}/glann/seed{seed}/train_glo.log",
     benchmark:
@@ -37,7 +37,7 @@ rule train_imle:
         losses="results/{dataset}/glann/seed{seed}/imle_losses.csv",
     params:
         job=lambda w: job(w, "imle", "glann"),
-        code=code_version("imle", "models", "nn_search", "training"),
+        code=code_version("train-imle"),
     log:
         "logs/{dataset}/glann/seed{seed}/train_imle.log",
     benchmark:

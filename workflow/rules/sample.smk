@@ -1,22 +1,6 @@
 # One sampling rule for every method: N images, a grid, interpolations, nearest neighbours.
 
 
-def sample_inputs(w):
-    base = f"results/{w.dataset}"
-    ins = {"data": f"data/prepared/{w.dataset}/manifest.json"}
-    if w.method in ("glann", "glo_gauss"):
-        ins["glo"] = f"{base}/glann/seed{w.seed}/glo.pt"
-    if w.method == "glann":
-        ins["imle"] = f"{base}/glann/seed{w.seed}/imle.pt"
-    else:
-        ins["model"] = f"{base}/{w.method}/seed{w.seed}/model.pt"
-    return ins
-
-
-def sample_args(w, input):
-    return " ".join(f"--{k} {input[k]}" for k in ("glo", "imle", "model") if k in input.keys())
-
-
 rule sample:
     input:
         unpack(sample_inputs),
@@ -32,7 +16,7 @@ rule sample:
     params:
         job=lambda w: job(w, "sample"),
         models=lambda w, input: sample_args(w, input),
-        code=code_version("sampling", "models", "grids"),
+        code=code_version("sample"),
     log:
         "logs/{dataset}/{method}/seed{seed}/sample.log",
     benchmark:

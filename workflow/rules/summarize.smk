@@ -2,20 +2,6 @@
 from glann.summary import curve_name
 
 
-def loss_csvs(wildcards=None):
-    """Every training job's per-epoch loss CSV (glo_gauss trains nothing of its own)."""
-    files = []
-    for d in DATASETS:
-        for m in METHODS:
-            for s in SEEDS:
-                run = f"results/{d}/{m}/seed{s}"
-                if m == "glann":
-                    files += [f"{run}/glo_losses.csv", f"{run}/imle_losses.csv"]
-                elif m != "glo_gauss":
-                    files.append(f"{run}/losses.csv")
-    return files
-
-
 rule summarize:
     input:
         metrics=expand(
@@ -48,7 +34,7 @@ rule summarize:
         ),
     params:
         job=lambda w: json.dumps({"params": {"datasets": DATASETS, "methods": METHODS}}),
-        code=code_version("summary"),
+        code=code_version("summarize"),
     log:
         "logs/summarize.log",
     benchmark:

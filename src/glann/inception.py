@@ -1,0 +1,76 @@
+"""pytorch-fid's InceptionV3 (pool3, 2048-d), loaded offline from its weights file.
+
+The network and its FID weights are pytorch-fid's (Heusel et al. 2017's TF
+Inception ported by mseitzer); the file is looked up where pytorch-fid keeps it
+(``$TORCH_HOME/hub/checkpoints``) or at ``fid.inception_weights``. Never downloaded
+here: a missing file makes ``inception_fid`` ``null`` with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import WeightsError
+from .models import to_float_images
+
+INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID Inception weights
+
+
+def inception_weights_path(configured: str | None):
+    """(path, None) when the FID Inception weights are available, else (None, reason)."""
+    if configured:
+        p = Path(os.path.expanduser(str(configured)))
+        if p.is_file():
+            return p, None
+        return None, f"fid.inception_weights {p} does not exist"
+    p = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    if p.is_file():
+        return p, None
+    return None, (f"pytorch-fid's Inception weights {p} are missing (offline); run pytorch-fid once "
+                  "with network, or set fid.inception_weights to a copy of that file")
+
+
+def load_inception(path: Path, device) -> nn.Module:
+    """pytorch-fid's InceptionV3 (pool3, 2048-d) with its FID weights read from ``path``."""
+    import pytorch_fid.inception as pfi
+
+    def from_file(*args, **kwargs):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise WeightsError(
+                f"cannot read Inception weights {path} ({type(exc).__name__}): the file is truncated "
+                f"or not a torch checkpoint. Replace it with pytorch-fid's {INCEPTION_FILE}."
+            ) from exc
+
+    original = pfi.load_state_dict_from_url
+    pfi.load_state_dict_from_url = from_file
+    try:
+        model = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+    except WeightsError:
+        raise
+    except Exception as exc:
+        raise WeightsError(
+            f"{path} is not pytorch-fid's FID InceptionV3 state dict ({str(exc).splitlines()[0]}). "
+            f"Replace it with {INCEPTION_FILE}."
+        ) from exc
+    finally:
+        pfi.load_state_dict_from_url = original
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def inception_features(model, images_uint8: np.ndarray, device, batch: int = 200) -> np.ndarray:
+    """pool3 features of uint8 NHWC images fed as tensors in [0, 1] (no PNG round trip)."""
+    out = []
+    for i in range(0, len(images_uint8), batch):
+        x = to_float_images(torch.from_numpy(images_uint8[i: i + batch]).to(device))
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        out.append(model(x)[0].squeeze(-1).squeeze(-1).cpu())
+    return torch.cat(out).numpy().astype(np.float64)

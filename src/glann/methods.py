@@ -1,0 +1,71 @@
+"""The method registry: one entry per method, read by everything that needs to know one.
+
+The Snakemake rules' input functions and wildcard constraints, the config check,
+``glann train-baseline``, the sampler and the summary's loss curves all read
+:data:`METHODS`; adding a method is one module (its trainer) and one
+:func:`register` call (README, "Add a method"). This module imports nothing
+heavy: the Snakefile reads it at every start.
+
+Paths are relative to ``results/{dataset}/`` and may use ``{method}`` and ``{seed}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    rule: str                       # the Snakemake rule that produces its final checkpoint
+    checkpoints: dict = field(default_factory=dict)  # sampler input role -> path
+    loss_csvs: tuple = ()           # per-epoch loss CSVs its training writes
+    sampler: str = "generator"      # how samples are drawn: glann | glo_gauss | generator
+    trainer: str | None = None      # "module:function" for `glann train-baseline`
+    trainer_args: tuple = ()        # leading positional arguments of the trainer (a GAN's kind)
+
+    def checkpoint_paths(self, dataset: str, seed) -> dict:
+        return {role: f"results/{dataset}/" + p.format(method=self.name, seed=seed)
+                for role, p in self.checkpoints.items()}
+
+    def loss_csv_paths(self, dataset: str, seed) -> list:
+        return [f"results/{dataset}/" + p.format(method=self.name, seed=seed) for p in self.loss_csvs]
+
+    def train_function(self):
+        module, func = self.trainer.split(":")
+        fn = getattr(importlib.import_module(module), func)
+        if self.trainer_args:
+            return lambda *args, **kwargs: fn(*self.trainer_args, *args, **kwargs)
+        return fn
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    METHODS[method.name] = method
+    return method
+
+
+def get(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise KeyError(f"unknown method {name!r}; known: {', '.join(METHODS)}") from None
+
+
+_MODEL = {"model": "{method}/seed{seed}/model.pt"}
+_LOSSES = ("{method}/seed{seed}/losses.csv",)
+
+register(Method("glann", "train_imle",
+                {"glo": "glann/seed{seed}/glo.pt", "imle": "glann/seed{seed}/imle.pt"},
+                ("glann/seed{seed}/glo_losses.csv", "glann/seed{seed}/imle_losses.csv"), sampler="glann"))
+register(Method("glo_gauss", "fit_gaussian",
+                {"glo": "glann/seed{seed}/glo.pt", **_MODEL}, (), sampler="glo_gauss"))
+register(Method("imle_pixel", "train_imle_pixel", _MODEL, _LOSSES,
+                trainer="glann.imle:train_imle_pixel"))
+for _gan in ("nsgan", "wgan_gp", "lsgan"):
+    register(Method(_gan, "train_gan", _MODEL, _LOSSES, trainer="glann.gans:train_gan",
+                    trainer_args=(_gan,)))
+register(Method("vae", "train_vae", _MODEL, _LOSSES, trainer="glann.vae:train_vae"))

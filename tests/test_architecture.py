@@ -1,0 +1,151 @@
+"""One training loop, one method registry, exact cache keys, a layered package."""
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from glann import methods
+from glann.codehash import step_files
+from glann.config import check, fill_defaults, load_schema
+
+SRC = REPO / "src"
+SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+
+
+def _names(files):
+    return {Path(f).name for f in files}
+
+
+def test_code_hash_is_the_import_closure_of_the_step():
+    sample = _names(step_files(SRC, "sample"))
+    assert {"cli.py", "sampling.py", "glo.py", "models.py", "grids.py", "nn_search.py", "gaussian.py"} <= sample
+    assert not {"gans.py", "vae.py", "evaluation.py", "summary.py"} & sample
+    glo = _names(step_files(SRC, "train-glo"))
+    assert {"cli.py", "glo.py", "losses.py", "training.py", "datasets.py", "grids.py"} <= glo
+    assert "sampling.py" not in glo
+    assert "sampling.py" not in _names(step_files(SRC, "fit-gaussian"))
+    gan = _names(step_files(SRC, "train-baseline", ["glann.gans"]))
+    assert {"gans.py", "methods.py", "training.py"} <= gan and "vae.py" not in gan
+    ev = _names(step_files(SRC, "evaluate"))
+    assert {"evaluation.py", "metrics.py", "evaluator.py", "inception.py"} <= ev and "glo.py" not in ev
+    with pytest.raises(ValueError, match="unknown step"):
+        step_files(SRC, "no-such-step")
+
+
+def test_src_imports_no_snakemake_and_has_no_cycles():
+    pkg = SRC / "glann"
+    graph = {}
+    for f in pkg.glob("*.py"):
+        tree = ast.parse(f.read_text())
+        mods = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert not any(a.name.split(".")[0] == "snakemake" for a in node.names), f
+            if isinstance(node, ast.ImportFrom):
+                assert (node.module or "").split(".")[0] != "snakemake", f
+                if node.level == 1 and node.module:
+                    mods.add(node.module)
+        graph[f.stem] = mods
+
+    def visit(n, stack):
+        assert n not in stack, f"import cycle: {' -> '.join([*stack, n])}"
+        for m in graph.get(n, ()):
+            visit(m, [*stack, n])
+
+    for n in graph:
+        visit(n, [])
+
+
+def test_registry_is_the_one_list_of_methods():
+    assert list(methods.METHODS) == ["glann", "glo_gauss", "imle_pixel", "nsgan", "wgan_gp", "lsgan", "vae"]
+    assert methods.get("glann").checkpoint_paths("d", 3) == {"glo": "results/d/glann/seed3/glo.pt",
+                                                             "imle": "results/d/glann/seed3/imle.pt"}
+    assert methods.get("glo_gauss").loss_csv_paths("d", 0) == []
+    assert methods.get("nsgan").loss_csv_paths("d", 0) == ["results/d/nsgan/seed0/losses.csv"]
+    msgs = check({"datasets": ["digits"], "methods": ["glann", "biggan"], "seeds": [0]}, SCHEMA)
+    assert msgs == ["config error at methods[1]: 'biggan' is not allowed; allowed values: "
+                    + ", ".join(methods.METHODS)]
+
+
+def test_a_toy_method_added_through_the_registry_alone(digits_dir, tmp_path, monkeypatch, capsys):
+    """One module (the trainer) and one register() call: config check, CLI training and sampling."""
+    import json
+    import sys
+    import types
+
+    from glann import cli
+    from glann.models import make_generator
+    from glann.sampling import Sampler
+    from glann.training import fit, seeded
+
+    def train_toy(data_dir, out_path, cfg, seed, device, tracker=None, csv_path=None, amp="auto", fault=None):
+        gen = seeded(seed)
+        G = make_generator(8, (16, 16, 1), "auto", "auto")
+
+        def step(epoch, poison):
+            return {"loss": float(torch.rand(1, generator=gen))}
+
+        return fit("train_toy", "toy", out_path, cfg, seed, {"generator": G}, gen, step,
+                   lambda: {"generator": G.state_dict(), "noise_dim": 8, "image_shape": [16, 16, 1]},
+                   tracker=tracker, csv_path=csv_path, fault=fault)
+
+    module = types.ModuleType("toy_method")
+    module.train_toy = train_toy
+    monkeypatch.setitem(sys.modules, "toy_method", module)
+    monkeypatch.setitem(methods.METHODS, "toy", methods.Method(
+        "toy", "train_toy", {"model": "{method}/seed{seed}/model.pt"}, ("{method}/seed{seed}/losses.csv",),
+        trainer="toy_method:train_toy"))
+    assert check({"datasets": ["digits"], "methods": ["toy"], "seeds": [0]}, SCHEMA) == []
+    out = tmp_path / "results/digits/toy/seed0/model.pt"
+    job = {"dataset": "digits", "method": "toy", "seed": 0, "device": "cpu", "tracking": {"enabled": False},
+           "params": {"epochs": 2, "generator": {"arch": "auto", "batchnorm": "auto"}}}
+    rc = cli.main(["train-baseline", "--job", json.dumps(job), "--data", str(digits_dir), "--out", str(out),
+                   "--csv", str(out.with_name("losses.csv"))])
+    assert rc == 0, capsys.readouterr().err
+    blob = torch.load(out, weights_only=False)
+    assert {"kind", "seed", "epochs", "diverged", "config", "history"} <= blob.keys()
+    assert blob["kind"] == "toy" and blob["epochs"] == 2 and len(blob["history"]) == 2
+    paths = methods.get("toy").checkpoint_paths("digits", 0)
+    x = Sampler("toy", {"model": tmp_path / paths["model"]}, torch.device("cpu")).generate(10, seed=0)
+    assert x.shape == (10, 16, 16, 1) and x.dtype == np.uint8
+
+
+@pytest.mark.parametrize("name", ["glo", "imle", "imle_pixel", "nsgan", "vae", "evaluator"])
+def test_every_final_checkpoint_carries_the_same_keys(name, digits_dir, tmp_path):
+    from glann import gans, imle
+    from glann.evaluator import train_evaluator
+    from glann.glo import train_glo
+    from glann.vae import train_vae
+
+    cfg = fill_defaults({"datasets": ["digits"], "methods": ["glann"], "seeds": [0]}, SCHEMA)
+    out = tmp_path / "m.pt"
+    CPU = torch.device("cpu")
+    if name == "imle":
+        torch.save({"codes": torch.nn.functional.normalize(torch.randn(200, 8), dim=1)}, tmp_path / "g.pt")
+        imle.train_imle(tmp_path / "g.pt", out, {**cfg["imle"], "epochs": 1}, 3, CPU)
+    else:
+        fn = {"glo": lambda: train_glo(digits_dir, out, {**cfg["glo"], "loss": "l1", "epochs": 1}, 3, CPU),
+              "imle_pixel": lambda: imle.train_imle_pixel(digits_dir, out, {**cfg["imle_pixel"], "epochs": 1,
+                                                                          "samples_factor": 1}, 3, CPU),
+              "nsgan": lambda: gans.train_gan("nsgan", digits_dir, out, {**cfg["nsgan"], "epochs": 1}, 3, CPU),
+              "vae": lambda: train_vae(digits_dir, out, {**cfg["vae"], "epochs": 1}, 3, CPU),
+              "evaluator": lambda: train_evaluator(digits_dir, out, {**cfg["evaluator"], "epochs": 1}, 3, CPU)}
+        fn[name]()
+    blob = torch.load(out, weights_only=False)
+    assert {"kind", "seed", "epochs", "diverged", "diverged_epoch", "config", "history"} <= blob.keys()
+    assert blob["seed"] == 3 and blob["epochs"] == 1 and blob["diverged"] is False
+
+
+def test_no_dead_code():
+    """vulture over src, tests and benchmarks (names used only by the Snakefile: tests/vulture_whitelist.py)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "vulture", "src/glann", "tests", "benchmarks",
+                           "tests/vulture_whitelist.py", "--min-confidence", "60"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,11 @@
+"""Names used outside Python files vulture reads (Snakefile rules, torch hooks): `vulture` in CI."""
+from glann.codehash import code_hash
+from glann.methods import Method
+from glann.tracking import on_end, on_start
+
+_ = object()  # stands for any object: this file is read by vulture, never run
+
+code_hash, on_start, on_end  # workflow/rules/common.smk
+Method.checkpoint_paths, Method.loss_csv_paths  # common.smk's input functions
+_.forward  # torch modules
+_.benchmark, _.allow_tf32  # torch.backends switches
