@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from glann.atomic import torch_save
 from glann import methods
 from glann.codehash import step_files
 from glann.config import check, fill_defaults, load_schema
@@ -125,7 +126,7 @@ def test_every_final_checkpoint_carries_the_same_keys(name, digits_dir, tmp_path
     out = tmp_path / "m.pt"
     CPU = torch.device("cpu")
     if name == "imle":
-        torch.save({"codes": torch.nn.functional.normalize(torch.randn(200, 8), dim=1)}, tmp_path / "g.pt")
+        torch_save(tmp_path / "g.pt", {"codes": torch.nn.functional.normalize(torch.randn(200, 8), dim=1)})
         imle.train_imle(tmp_path / "g.pt", out, {**cfg["imle"], "epochs": 1}, 3, CPU)
     else:
         fn = {"glo": lambda: train_glo(digits_dir, out, {**cfg["glo"], "loss": "l1", "epochs": 1}, 3, CPU),

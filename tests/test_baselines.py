@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 from conftest import REPO
+from glann.atomic import torch_save
 from glann.config import fill_defaults, load_schema
 from glann.gans import gradient_penalty, train_gan
 from glann.imle import train_imle_pixel
@@ -39,7 +40,7 @@ def test_glo_gauss_samples_follow_the_fitted_covariance(tmp_path):
     g = torch.Generator().manual_seed(0)
     A = torch.randn(8, 8, generator=g)
     codes = torch.randn(3000, 8, generator=g) @ A.T + 2.0
-    torch.save({"codes": codes}, tmp_path / "glo.pt")
+    torch_save(tmp_path / "glo.pt", {"codes": codes})
     fit = fit_gaussian(tmp_path / "glo.pt", tmp_path / "model.pt")
     np.testing.assert_allclose(fit["cov"].numpy(), np.cov(codes.numpy(), rowvar=False), rtol=1e-6, atol=1e-8)
     draws = gaussian_sampler(fit["mean"], fit["cov"])(200_000, torch.Generator().manual_seed(1)).double()

@@ -143,14 +143,15 @@ def synthetic_eval(tmp_path, monkeypatch):
     """evaluate() with the evaluator replaced by given features: real = 10 well-separated
     clusters, fake = fresh draws from clusters 0-4 only (a generator that drops half the modes)."""
     from glann import evaluation
+    from glann.atomic import save_npz
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(10, 8)) * 10
     real, _ = _mixture(rng, centres, 100)
     fake_feats, fake_labels = _mixture(rng, centres[:5], 100)
-    np.savez(tmp_path / "real.npz", mu=real.mean(0), sigma=np.cov(real, rowvar=False), features=real)
-    np.savez(tmp_path / "inc.npz", available=np.array(False), reason=np.array("test"))
-    np.savez(tmp_path / "samples.npz", images=np.zeros((len(fake_feats), 4, 4, 1), np.uint8))
+    save_npz(tmp_path / "real.npz", mu=real.mean(0), sigma=np.cov(real, rowvar=False), features=real)
+    save_npz(tmp_path / "inc.npz", available=np.array(False), reason=np.array("test"))
+    save_npz(tmp_path / "samples.npz", images=np.zeros((len(fake_feats), 4, 4, 1), np.uint8))
     (tmp_path / "manifest.json").write_text(json.dumps({"class_counts": {"train": {str(i): 50 for i in range(10)}}}))
     monkeypatch.setattr(evaluation, "load_evaluator", lambda p, d: (None, {"task": "classes", "test_accuracy": 1.0}))
     monkeypatch.setattr(evaluation, "evaluator_outputs", lambda net, x, d: (fake_feats, fake_labels))

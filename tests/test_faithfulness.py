@@ -8,6 +8,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from conftest import REPO
+from glann.atomic import torch_save
 from glann import gans, imle
 from glann.config import check, fill_defaults, load_schema
 from glann.metrics import frechet_distance
@@ -88,7 +89,7 @@ def test_imle_uses_the_released_adam_betas(tmp_path, monkeypatch):
             seen.append(kw.get("betas"))
             super().__init__(params, **kw)
 
-    torch.save({"codes": torch.nn.functional.normalize(torch.randn(300, 16), dim=1)}, tmp_path / "glo.pt")
+    torch_save(tmp_path / "glo.pt", {"codes": torch.nn.functional.normalize(torch.randn(300, 16), dim=1)})
     monkeypatch.setattr(imle.torch.optim, "Adam", SpyAdam)
     imle.train_imle(tmp_path / "glo.pt", tmp_path / "imle.pt", {**CFG["imle"], "epochs": 1}, 0, CPU)
     assert CFG["imle"]["betas"] == [0.5, 0.999] and seen == [(0.5, 0.999)]

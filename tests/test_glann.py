@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from glann.atomic import torch_save
 from glann.config import fill_defaults, load_schema
 from glann.glo import project_to_sphere, train_glo
 from glann.imle import mean_nn_distance, train_imle
@@ -51,7 +52,7 @@ def test_imle_lowers_code_to_sample_distance(tmp_path):
     g = torch.Generator().manual_seed(0)
     centres = project_to_sphere(torch.randn(10, 64, generator=g))
     codes = project_to_sphere(centres.repeat(200, 1) + 0.02 * torch.randn(2000, 64, generator=g))
-    torch.save({"codes": codes}, tmp_path / "glo.pt")
+    torch_save(tmp_path / "glo.pt", {"codes": codes})
     torch.manual_seed(1)
     before = mean_nn_distance(IMLEMapping(32, 64, 128), codes, 32, 2.0, seed=7)
     out = train_imle(tmp_path / "glo.pt", tmp_path / "imle.pt", {**CFG["imle"], "epochs": 15}, 0, CPU)

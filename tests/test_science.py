@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from glann.atomic import torch_save
 from glann import gans
 from glann.config import fill_defaults, load_schema
 from glann.evaluator import train_evaluator
@@ -136,7 +137,7 @@ def _planted_glo(path, n=600, dim=16, clusters=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     centres = project_to_sphere(torch.randn(clusters, dim, generator=g))
     codes = project_to_sphere(centres.repeat(n // clusters, 1) + 0.05 * torch.randn(n, dim, generator=g))
-    torch.save({"codes": codes}, path)
+    torch_save(path, {"codes": codes})
     return centres, codes
 
 
@@ -209,7 +210,7 @@ def test_imle_covers_every_mode_of_a_planted_mixture(tmp_path):
     g = torch.Generator().manual_seed(0)
     centres = project_to_sphere(torch.randn(10, 64, generator=g))
     codes = project_to_sphere(centres.repeat(200, 1) + 0.02 * torch.randn(2000, 64, generator=g))
-    torch.save({"codes": codes}, tmp_path / "glo.pt")
+    torch_save(tmp_path / "glo.pt", {"codes": codes})
     out = train_imle(tmp_path / "glo.pt", tmp_path / "imle.pt", {**CFG["imle"], "epochs": 15}, 0, CPU)
     T = IMLEMapping(CFG["imle"]["noise_dim"], 64, CFG["imle"]["hidden"])
     T.load_state_dict(out["mapping"])

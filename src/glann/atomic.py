@@ -1,13 +1,21 @@
-"""Atomic file writes: write to a temporary file in the same folder, then rename.
+"""Atomic, verifiable file writes: write to a temporary file in the same folder, then rename.
 
 A crash (kill -9, power loss, full disk) during a write leaves at most a
 ``.tmp-*`` file behind, never a complete-looking partial output, and never
 touches an earlier file of the same name until the new one is whole.
+
+Every file written here gets an integrity record beside it, ``.<name>.sha256``
+(size and sha256, JSON). Steps read what earlier steps wrote through
+:func:`verified` (or :func:`load_torch` / :func:`load_npz`), so a truncated,
+corrupted or foreign file stops the step with one line that names the file and
+the fix, before any work, instead of a traceback; Snakemake cannot notice such a
+file itself when its mtime is fine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -15,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import GlannError
+from .errors import CorruptFileError, GlannError
 
 
 def _umask() -> int:
@@ -45,7 +53,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         # mkstemp creates 0600; give the output the mode a plain open() would
         # (readable by the group on a shared cluster, by DVC's cache, ...).
         os.chmod(tmp, 0o666 & ~_umask())
+        record = json.dumps({"size": tmp.stat().st_size, "sha256": sha256_of(tmp)})
         os.replace(tmp, path)
+        _write_record(path, record)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise GlannError(
@@ -102,3 +112,80 @@ def save_with(path, writer: Callable[[Path], None]) -> None:
     """Atomically write ``path`` with ``writer(tmp_path)`` (e.g. an image saver)."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+# --------------------------------------------------------------------------- integrity records
+def integrity_path(path) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}.sha256")
+
+
+def sha256_of(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_record(path: Path, record: str) -> None:
+    rec = integrity_path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{rec.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(record)
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, rec)
+
+
+def remove(path) -> None:
+    """Delete a file written here and its integrity record."""
+    Path(path).unlink(missing_ok=True)
+    integrity_path(path).unlink(missing_ok=True)
+
+
+DEFAULT_FIX = "delete it and rerun snakemake, which will rebuild it and what depends on it"
+
+
+def corrupt(path, fix: str | None = None) -> CorruptFileError:
+    return CorruptFileError(f"{path} is truncated or corrupt: {fix or DEFAULT_FIX}.")
+
+
+def verified(path, fix: str | None = None) -> Path:
+    """``path`` if it is exactly what this pipeline wrote (size and sha256 of its record)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GlannError(f"{path} is missing: rerun snakemake, which will rebuild it.")
+    try:
+        want = json.loads(integrity_path(path).read_text())
+    except (OSError, ValueError):
+        raise CorruptFileError(
+            f"{path} has no integrity record ({integrity_path(path).name}): it was not written by this "
+            f"pipeline (or by an older version of it): {fix or DEFAULT_FIX}.") from None
+    if path.stat().st_size != want.get("size") or sha256_of(path) != want.get("sha256"):
+        raise corrupt(path, fix)
+    return path
+
+
+def load_torch(path, fix: str | None = None):
+    """torch.load of a verified file (CPU tensors)."""
+    import torch
+
+    verified(path, fix)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise corrupt(path, fix) from exc
+
+
+@contextlib.contextmanager
+def load_npz(path, fix: str | None = None):
+    """np.load of a verified file, as a context manager."""
+    import numpy as np
+
+    verified(path, fix)
+    try:
+        z = np.load(path)
+    except Exception as exc:
+        raise corrupt(path, fix) from exc
+    with z:
+        yield z

@@ -14,6 +14,10 @@ class DataError(GlannError):
     """Missing, corrupt or unreadable dataset files."""
 
 
+class CorruptFileError(GlannError):
+    """A file an earlier step wrote is truncated, corrupted or not ours."""
+
+
 class WeightsError(GlannError):
     """A pretrained weights file (VGG16, InceptionV3) is missing or unusable."""
 

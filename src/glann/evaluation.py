@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import load_npz
 from .datasets import load_prepared, read_manifest
 from .evaluator import evaluator_outputs, load_evaluator
 from .inception import inception_features, inception_weights_path, load_inception
@@ -45,20 +46,20 @@ def evaluate(samples_path, evaluator_path, stats_evaluator, stats_inception, dat
              seed: int = 0) -> dict:
     from prdc import compute_prdc
 
-    with np.load(samples_path) as z:
+    with load_npz(samples_path) as z:
         fake = z["images"]
         diverged = bool(z["diverged"]) if "diverged" in z else False
         diverged_epoch = int(z["diverged_epoch"]) if diverged else None
     net, ev = load_evaluator(evaluator_path, device)
     feats, pred = evaluator_outputs(net, fake, device)
-    with np.load(stats_evaluator) as z:
+    with load_npz(stats_evaluator) as z:
         mu_r, sigma_r, real_feats = z["mu"], z["sigma"], z["features"].astype(np.float64)
     mu_f, sigma_f = gaussian_stats(feats)
     metrics = {"n_samples": int(len(fake)), "evaluator_task": ev["task"],
                "evaluator_test_accuracy": ev["test_accuracy"],
                "fid_domain": frechet_distance(mu_f, sigma_f, mu_r, sigma_r)}
 
-    with np.load(stats_inception) as z:
+    with load_npz(stats_inception) as z:
         if bool(z["available"]):
             model = load_inception(Path(str(z["weights"])), device)
             n = min(cfg["fid"]["num_samples"], len(fake))

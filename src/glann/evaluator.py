@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .atomic import load_torch
 from .datasets import load_prepared, read_manifest
 from .models import to_float_images
 
@@ -137,7 +138,7 @@ def train_evaluator(data_dir, out_path, cfg: dict, seed: int, device, tracker=No
 
 
 def load_evaluator(path, device) -> tuple[nn.Module, dict]:
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = load_torch(path)
     net = make_evaluator(blob["image_shape"], blob["num_classes"], blob["arch"])
     net.load_state_dict(blob["state"])
     return net.to(device).eval(), blob

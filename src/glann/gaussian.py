@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import torch
 
-from .atomic import torch_save
+from .atomic import load_torch, torch_save
 
 
 def fit_gaussian(glo_path, out_path, seed: int = 0) -> dict:
     """Mean and covariance of GLO's codes (no retraining), saved as the method's checkpoint."""
-    glo = torch.load(glo_path, map_location="cpu", weights_only=False)
+    glo = load_torch(glo_path)
     codes = glo["codes"].double()
     model = {"kind": "glo_gauss", "seed": seed, "epochs": 0, "diverged": False, "diverged_epoch": None,
              "config": {}, "history": [], "mean": codes.mean(0), "cov": torch.cov(codes.T),

@@ -24,6 +24,7 @@ import logging
 
 import torch
 
+from .atomic import load_torch
 from .models import IMLEMapping, make_generator, to_float_images
 from .nn_search import search
 from .runtime import autocast
@@ -39,7 +40,7 @@ def map_in_chunks(fn, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
 
 def train_imle(glo_path, out_path, cfg: dict, seed: int, device: torch.device, tracker=None,
                csv_path=None, fault: dict | None = None) -> dict:
-    glo = torch.load(glo_path, map_location="cpu", weights_only=False)
+    glo = load_torch(glo_path)
     codes = glo["codes"].to(device)
     n, latent_dim = codes.shape
     gen = seeded(seed + 1)

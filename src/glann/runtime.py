@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import torch_save
+from .atomic import load_torch, remove, torch_save
 from .errors import GlannError
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,41 @@ def set_rng_state(state: dict, gen: torch.Generator | None = None) -> None:
         gen.set_state(state["generator"])
 
 
+@contextlib.contextmanager
+def training_lock(output):
+    """Hold an exclusive lock on ``output`` for a whole training job: one model, one trainer.
+
+    ``fcntl.flock`` on ``.<name>.lock`` beside the output; the OS releases it when the
+    process exits or dies, so a crash never leaves a stale lock. A second process asked
+    to train the same output stops at once with one line naming the first one.
+    """
+    import fcntl
+    import socket
+
+    output = Path(output)
+    lock = output.with_name(f".{output.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(lock, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        owner = fh.read().strip() or "another process"
+        fh.close()
+        raise GlannError(
+            f"{output} is being trained right now by process {owner} (lock {lock}): wait for it to "
+            "finish, or stop it, then rerun snakemake. Two processes never train one model.") from None
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()} on {socket.gethostname()}")
+        fh.flush()
+        yield
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
 class Checkpointer:
     """Per-epoch resume file next to a job's final output."""
 
@@ -93,11 +128,7 @@ class Checkpointer:
     def load(self):
         if not self.path.exists():
             return None
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a torn file cannot happen (atomic), but a foreign one can
-            log.warning("ignoring unreadable resume file %s (%s); starting from scratch", self.path, exc)
-            return None
+        state = load_torch(self.path, "delete it and rerun snakemake (training then restarts from epoch 1)")
         log.info("resuming from %s (epoch %d finished)", self.path, state["epoch"])
         return state
 
@@ -106,4 +137,4 @@ class Checkpointer:
 
     def finish(self, final: dict) -> None:
         torch_save(self.output, final)
-        self.path.unlink(missing_ok=True)
+        remove(self.path)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import save_npz
+from .atomic import load_torch, save_npz
 from .datasets import load_prepared
 from .gaussian import gaussian_sampler
 from .glo import load_glo_generator, project_to_sphere
@@ -41,7 +41,7 @@ class Sampler:
     def __init__(self, method: str, paths: dict, device):
         self.device = device
         self.kind = get(method).sampler
-        blobs = {role: torch.load(p, map_location="cpu", weights_only=False)
+        blobs = {role: load_torch(p)
                  for role, p in paths.items() if p}
         if self.kind in ("glann", "glo_gauss"):
             glo = blobs["glo"]

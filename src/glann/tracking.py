@@ -129,7 +129,7 @@ def start_invocation(datasets, configured_uri: str | None, invocation_id: str) -
             exp_id = get_or_create_experiment(client, ds, uri)
             run = _with_retry(client.create_run, exp_id, run_name=f"snakemake {invocation_id}", tags={
                 "glann.invocation": invocation_id, "glann.dataset": ds, "glann.step": "pipeline",
-                "mlflow.source.git.commit": git_commit()})
+                "mlflow.source.git.commit": git_commit(), **_owner()})
             parents[ds] = run.info.run_id
         return parents
     except Exception as exc:
@@ -150,12 +150,59 @@ def end_invocation(parents: dict, configured_uri: str | None, status: str = "FIN
         log.warning("could not close MLflow parent runs (%s)", exc)
 
 
+def _owner() -> dict:
+    """Tags that say which process on which host runs a run (to close it if that process dies)."""
+    return {"glann.pid": str(os.getpid()), "glann.host": socket.gethostname()}
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_orphaned_runs(datasets, configured_uri: str | None) -> int:
+    """Mark KILLED every RUNNING run of these datasets' experiments whose process, on this host,
+    no longer exists (a killed job, or the parent run of a killed snakemake). Runs of other hosts
+    and of live processes are left alone. Returns how many were closed; never raises."""
+    uri = tracking_uri(configured_uri)
+    if not _reachable(uri):
+        return 0
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        host, closed = socket.gethostname(), 0
+        for ds in datasets:
+            exp = _with_retry(client.get_experiment_by_name, experiment_name(ds))
+            if exp is None:
+                continue
+            for run in _with_retry(client.search_runs, [exp.experiment_id], "attributes.status = 'RUNNING'",
+                                   max_results=10000):
+                tags = run.data.tags
+                pid = tags.get("glann.pid", "")
+                if tags.get("glann.host") == host and pid.isdigit() and not _process_alive(int(pid)):
+                    _with_retry(client.set_terminated, run.info.run_id, "KILLED")
+                    closed += 1
+        if closed:
+            log.warning("closed %d MLflow run(s) left RUNNING by killed processes (now KILLED)", closed)
+        return closed
+    except Exception as exc:
+        log.warning("could not check for runs left RUNNING (%s)", exc)
+        return 0
+
+
 def on_start(cfg: dict, datasets, invocation_id: str) -> None:
-    """The Snakefile's ``onstart``: environment for the jobs, leftover journals, parent runs."""
+    """The Snakefile's ``onstart``: environment for the jobs, leftover journals and runs, parent runs."""
     os.environ[INVOCATION_ENV] = invocation_id
     os.environ.setdefault(JOURNAL_ENV, os.path.abspath(DEFAULT_JOURNAL))
-    if cfg["enabled"]:
+    if cfg["enabled"] and _tracking_on():
         import_journals()  # deferred runs left by an invocation that was killed
+        close_orphaned_runs(datasets, cfg["uri"])  # live runs left by one
         os.environ[PARENT_ENV] = json.dumps(start_invocation(datasets, cfg["uri"], invocation_id))
 
 
@@ -179,7 +226,7 @@ class Tracker:
         self.uri = tracking_uri(uri)
         tags = {"glann.dataset": dataset, "glann.method": method, "glann.seed": str(seed),
                 "glann.step": step, "mlflow.source.git.commit": git_commit(),
-                "glann.invocation": os.environ.get(INVOCATION_ENV, "manual")}
+                "glann.invocation": os.environ.get(INVOCATION_ENV, "manual"), **_owner()}
         parent = json.loads(os.environ.get(PARENT_ENV, "{}") or "{}").get(dataset)
         if parent:
             tags["mlflow.parentRunId"] = parent
@@ -259,6 +306,15 @@ class Tracker:
         if ms and self.run_id:
             self._safe(lambda: self.client.log_batch(self.run_id, metrics=ms))
 
+    def set_tags(self, tags: dict) -> None:
+        if not self.enabled:
+            return
+        if self.journal:
+            self._safe(self._event, "tags", tags={k: str(v) for k, v in tags.items()})
+        elif self.run_id:
+            for k, v in tags.items():
+                self._safe(self.client.set_tag, self.run_id, k, str(v))
+
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
         if self.enabled and self.journal and Path(path).exists():
             self._safe(self._event, "artifact", path=str(Path(path).resolve()), artifact_path=artifact_path)
@@ -312,6 +368,9 @@ def _replay(client, events: list[dict]) -> str:
         elif ev["e"] == "artifact":
             if Path(ev["path"]).exists():
                 _with_retry(client.log_artifact, run_id, ev["path"], ev.get("artifact_path"))
+        elif ev["e"] == "tags":
+            for k, v in ev["tags"].items():
+                _with_retry(client.set_tag, run_id, k, v)
         elif ev["e"] == "end":
             end = ev
     items = [Param(k, v) for k, v in sorted(params.items())]

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from .atomic import write_text
 from .datasets import load_prepared
 from .errors import DivergedError
-from .runtime import Checkpointer, rng_state, set_rng_state
+from .runtime import Checkpointer, rng_state, set_rng_state, training_lock
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,13 @@ def fit(task: str, kind: str, out_path, cfg: dict, seed: int, state: dict, gen: 
     object's weights of the last finished epoch, record ``diverged`` and stop training.
     ``final()`` returns the method's tensors for the final checkpoint.
     """
+    with training_lock(out_path):
+        return _fit(task, kind, out_path, cfg, seed, state, gen, step, final, tracker, csv_path, fault, watch,
+                    hint, rollback)
+
+
+def _fit(task, kind, out_path, cfg, seed, state, gen, step, final, tracker, csv_path, fault, watch, hint,
+         rollback) -> dict:
     epochs = cfg["epochs"]
     ckpt = Checkpointer(out_path)
     saved = ckpt.load()
@@ -120,6 +127,11 @@ def fit(task: str, kind: str, out_path, cfg: dict, seed: int, state: dict, gen: 
             obj.load_state_dict(saved["state"][name])
         set_rng_state(saved["rng"], gen)
         start, history = saved["epoch"], saved["history"]
+        if tracker is not None:  # one model, one history: the earlier epochs, and the run they came from
+            if saved.get("run_id"):
+                tracker.set_tags({"glann.resumed_from_run": saved["run_id"]})
+            for row in history:
+                tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
     elog = EpochLog(csv_path, tracker, history)
     last_good = copy.deepcopy(state[rollback].state_dict()) if rollback else None
     diverged_at = None
@@ -142,7 +154,8 @@ def fit(task: str, kind: str, out_path, cfg: dict, seed: int, state: dict, gen: 
             last_good = copy.deepcopy(state[rollback].state_dict())
         elog.log(epoch, **metrics)
         ckpt.save({"epoch": epoch, "state": {k: o.state_dict() for k, o in state.items()},
-                   "rng": rng_state(gen), "history": elog.rows, "config": cfg})
+                   "rng": rng_state(gen), "history": elog.rows, "config": cfg,
+                   "run_id": getattr(tracker, "run_id", None)})
 
     result = {"kind": kind, "seed": seed, "epochs": epochs, "config": cfg, "history": elog.rows,
               "diverged": diverged_at is not None, "diverged_epoch": diverged_at, **final()}

@@ -36,7 +36,7 @@ BUGS = [  # (name, file under src/glann, old text, new text, tests)
      "return -F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))",
      [f"{T_SCI}::test_gan_objectives_match_hand_computed_values", f"{T_SCI}::test_nsgan_generator_gradient_does_not_saturate"]),
     ("critic stepping with every G step", "gans.py",
-     "if (step + 1) % n_critic == 0:", "if True:",
+     "if (i + 1) % n_critic == 0:", "if True:",
      [f"{T_SCI}::test_gan_training_uses_the_configured_objective"]),
     ("BN in the WGAN critic", "gans.py",
      "batchnorm=(kind != \"wgan_gp\") and cfg[\"d_batchnorm\"]", "batchnorm=cfg[\"d_batchnorm\"]",

@@ -1,0 +1,193 @@
+"""Reliability: every file a step reads is verified, one process trains one model, and no
+MLflow run is left RUNNING by a killed process (README, "What happens when...")."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from glann.atomic import integrity_path, load_npz, load_torch, save_npz, torch_save
+from glann.config import fill_defaults, load_schema
+from glann.errors import CorruptFileError, DataError
+
+BIN = Path(sys.executable).parent
+SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+CFG = fill_defaults({"datasets": ["digits"], "methods": ["glann"], "seeds": [0]}, SCHEMA)
+CPU = torch.device("cpu")
+FIX = "is truncated or corrupt: delete it and rerun snakemake, which will rebuild it and what depends on it."
+
+
+def _truncate(path, size=64):
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[:size])
+
+
+def _flip(path, offset=-40):
+    data = bytearray(Path(path).read_bytes())
+    data[offset] ^= 0xFF
+    Path(path).write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip])
+def test_checkpoints_and_npz_are_verified(tmp_path, damage):
+    ckpt, arr = tmp_path / "imle.pt", tmp_path / "samples.npz"
+    torch_save(ckpt, {"w": torch.arange(1000.0)})
+    save_npz(arr, images=np.arange(1000, dtype=np.uint8))
+    assert torch.equal(load_torch(ckpt)["w"], torch.arange(1000.0))
+    damage(ckpt)
+    damage(arr)
+    with pytest.raises(CorruptFileError) as e:
+        load_torch(ckpt)
+    assert str(e.value) == f"{ckpt} {FIX}"
+    with pytest.raises(CorruptFileError, match="samples.npz is truncated or corrupt"):
+        with load_npz(arr):
+            pass
+
+
+def test_a_foreign_file_is_named(tmp_path):
+    foreign = tmp_path / "glo.pt"
+    torch.save({"codes": torch.zeros(3, 2)}, foreign)  # not written by the pipeline: no record
+    with pytest.raises(CorruptFileError, match=r"glo\.pt has no integrity record \(\.glo\.pt\.sha256\)"):
+        load_torch(foreign)
+
+
+def test_each_step_checks_what_it_reads(digits_dir, tmp_path):
+    """Trained model (IMLE reads GLO), resume file, samples and stats (evaluate), prepared data."""
+    from glann.evaluation import evaluate
+    from glann.glo import train_glo
+    from glann.imle import train_imle
+
+    glo = tmp_path / "glo.pt"
+    train_glo(digits_dir, glo, {**CFG["glo"], "loss": "l1", "epochs": 1}, 0, CPU)
+    assert integrity_path(glo).exists()
+    _truncate(glo, 5000)
+    with pytest.raises(CorruptFileError, match=f"{glo} is truncated or corrupt"):
+        train_imle(glo, tmp_path / "imle.pt", {**CFG["imle"], "epochs": 1}, 0, CPU)
+    assert not (tmp_path / "imle.pt").exists() and not (tmp_path / "imle.pt.resume").exists()
+
+    resume = tmp_path / "g2.pt.resume"
+    torch_save(resume, {"epoch": 1})
+    _flip(resume)
+    with pytest.raises(CorruptFileError, match=r"g2\.pt\.resume is truncated or corrupt: delete it and rerun "
+                                               r"snakemake \(training then restarts from epoch 1\)"):
+        train_glo(digits_dir, tmp_path / "g2.pt", {**CFG["glo"], "loss": "l1", "epochs": 1}, 0, CPU)
+
+    save_npz(tmp_path / "samples.npz", images=np.zeros((10, 16, 16, 1), np.uint8))
+    _truncate(tmp_path / "samples.npz", 30)
+    with pytest.raises(CorruptFileError, match="samples.npz is truncated or corrupt"):
+        evaluate(tmp_path / "samples.npz", None, None, None, digits_dir, {}, CPU)
+
+    import shutil
+
+    data = tmp_path / "prepared"
+    shutil.copytree(digits_dir, data)
+    _flip(data / "train.npz")
+    with pytest.raises(DataError, match="train.npz does not match its manifest"):
+        from glann.datasets import load_prepared
+
+        load_prepared(data, "train")
+
+
+def test_cli_names_a_truncated_checkpoint_in_one_line(tmp_path):
+    """`glann sample` on a truncated imle.pt: exit 2, one line with the file and the fix, no outputs."""
+    glo, imle = tmp_path / "glo.pt", tmp_path / "imle.pt"
+    torch_save(glo, {"codes": torch.zeros(2, 2)})
+    torch_save(imle, {"mapping": {}, "pad": torch.zeros(5000)})
+    _truncate(imle, 5000)
+    job = json.dumps({"dataset": "digits", "method": "glann", "seed": 0, "device": "cpu",
+                      "tracking": {"enabled": False}, "params": {"num_samples": 16, "batch_size": 16}})
+    proc = subprocess.run([str(BIN / "glann"), "sample", "--job", job, "--data", str(tmp_path), "--out-dir",
+                           str(tmp_path / "out"), "--glo", str(glo), "--imle", str(imle)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {imle} {FIX}"
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_one_model_one_trainer(digits_dir, tmp_path):
+    """Two real processes asked to train one output: the second stops at once, naming the first."""
+    out = tmp_path / "glo.pt"
+
+    def cmd(epochs=50):
+        job = json.dumps({"dataset": "digits", "seed": 0, "device": "cpu", "tracking": {"enabled": False},
+                          "params": {**CFG["glo"], "loss": "l1", "epochs": epochs}})
+        return [str(BIN / "glann"), "train-glo", "--job", job, "--threads", "1", "--data", str(digits_dir),
+                "--out", str(out), "--csv", str(tmp_path / "l.csv"), "--recon", str(tmp_path / "r.png")]
+
+    env = {**os.environ, "GLANN_TRACKING": "0"}
+    first = subprocess.Popen(cmd(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not Path(f"{out}.resume").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, "the first trainer ended too early"
+        second = subprocess.run(cmd(), env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2
+        last = second.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: {out} is being trained right now by process {first.pid} on "), last
+        assert first.poll() is None, "the first trainer must be untouched"
+    finally:
+        first.kill()
+        first.wait()
+    # the OS released the dead process's lock: training can go on (and resumes)
+    rerun = subprocess.run(cmd(epochs=2), env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+
+
+def test_runs_left_running_by_dead_processes_are_closed(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from glann import tracking
+
+    monkeypatch.setenv("GLANN_TRACKING", "1")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = tracking.get_or_create_experiment(client, "digits", uri)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = __import__("socket").gethostname()
+    orphan = client.create_run(exp, tags={"glann.pid": str(dead.pid), "glann.host": host}).info.run_id
+    alive = client.create_run(exp, tags={"glann.pid": str(os.getpid()), "glann.host": host}).info.run_id
+    remote = client.create_run(exp, tags={"glann.pid": str(dead.pid), "glann.host": "elsewhere"}).info.run_id
+    assert tracking.close_orphaned_runs(["digits"], uri) == 1
+    status = {r: client.get_run(r).info.status for r in (orphan, alive, remote)}
+    assert status == {orphan: "KILLED", alive: "RUNNING", remote: "RUNNING"}
+
+
+def test_a_resumed_job_links_to_the_killed_run_and_keeps_one_history(digits_dir, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from glann import tracking
+    from glann.glo import train_glo
+    from glann.training import EpochLog
+
+    monkeypatch.setenv("GLANN_TRACKING", "1")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = {**CFG["glo"], "loss": "l1", "epochs": 3}
+    original = EpochLog.log
+
+    def killed_in_epoch_3(self, epoch, **m):
+        if epoch == 3:
+            raise KeyboardInterrupt
+        return original(self, epoch, **m)
+
+    first = tracking.Tracker("digits", "glann", 0, "train_glo", uri=uri)
+    monkeypatch.setattr(EpochLog, "log", killed_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_glo(digits_dir, tmp_path / "glo.pt", cfg, 0, CPU, tracker=first)
+    first.finish("KILLED")
+    monkeypatch.setattr(EpochLog, "log", original)
+    second = tracking.Tracker("digits", "glann", 0, "train_glo", uri=uri)
+    train_glo(digits_dir, tmp_path / "glo.pt", cfg, 0, CPU, tracker=second)
+    second.finish()
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(second.run_id)
+    assert run.data.tags["glann.resumed_from_run"] == first.run_id
+    assert [m.step for m in client.get_metric_history(second.run_id, "loss")] == [1, 2, 3]
