@@ -33,8 +33,11 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
+def atomic_path(path: str | os.PathLike, record: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    ``record``: also write the integrity record (off for end products no step reads,
+    e.g. the summary's DVC plot folders, where an extra file would be read as a plot)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,9 +56,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         # mkstemp creates 0600; give the output the mode a plain open() would
         # (readable by the group on a shared cluster, by DVC's cache, ...).
         os.chmod(tmp, 0o666 & ~_umask())
-        record = json.dumps({"size": tmp.stat().st_size, "sha256": sha256_of(tmp)})
+        digest = json.dumps({"size": tmp.stat().st_size, "sha256": sha256_of(tmp)}) if record else None
         os.replace(tmp, path)
-        _write_record(path, record)
+        if digest:
+            _write_record(path, digest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise GlannError(
@@ -67,17 +71,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_bytes(path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def write_bytes(path, data: bytes, record: bool = True) -> None:
+    with atomic_path(path, record) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text(path, text: str) -> None:
-    write_bytes(path, text.encode("utf-8"))
+def write_text(path, text: str, record: bool = True) -> None:
+    write_bytes(path, text.encode("utf-8"), record)
 
 
-def write_json(path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+def write_json(path, obj: Any, record: bool = True) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n", record)
 
 
 def _json_default(obj):
@@ -108,9 +112,9 @@ def torch_save(path, obj: Any) -> None:
     write_bytes(path, buf.getbuffer())
 
 
-def save_with(path, writer: Callable[[Path], None]) -> None:
+def save_with(path, writer: Callable[[Path], None], record: bool = True) -> None:
     """Atomically write ``path`` with ``writer(tmp_path)`` (e.g. an image saver)."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, record) as tmp:
         writer(tmp)
 
 

@@ -1,5 +1,7 @@
 """The Table-1 style summary: methods as rows, datasets as columns, mean ± std over seeds.
 
+Its files are end products (no step reads them), written without integrity records.
+
 Published Inception FIDs are GLANN's Table 1 (Hoshen, Li & Malik, CVPR 2019),
 whose GAN/VAE rows are the best-of-study numbers of Lucic et al. 2018; they sit
 beside ours only where we measured Inception FID (never beside fid_domain,
@@ -153,7 +155,7 @@ def write_curves(loss_csvs, out_dir) -> list[Path]:
             value = float(r[col])
             buf.write(f"{int(float(r['epoch']))},{-value if col == 'elbo' else value:.6g}\n")
         target = out_dir / curve_name(path)
-        write_text(target, buf.getvalue())
+        write_text(target, buf.getvalue(), record=False)
         written.append(target)
     return written
 
@@ -164,14 +166,14 @@ def summarize(metric_files, sample_grids: dict, out_dir, datasets, methods, loss
         write_curves(loss_csvs, out_dir / "curves")
     rows = collect(metric_files)
     agg = aggregate(rows)
-    write_text(out_dir / "table.md", render_markdown(agg, datasets, methods))
-    write_text(out_dir / "table.csv", render_csv(agg))
+    write_text(out_dir / "table.md", render_markdown(agg, datasets, methods), record=False)
+    write_text(out_dir / "table.csv", render_csv(agg), record=False)
     flat = {f"{d}/{m}/{k}": cell[k][0] for (d, m), cell in agg.items() for k, _, _ in METRICS
             if cell[k][0] is not None}
-    write_json(out_dir / "summary.json", flat)
+    write_json(out_dir / "summary.json", flat, record=False)
     fid_rows = [{"dataset": d, "method": m, "fid_domain": cell["fid_domain"][0]}
                 for (d, m), cell in sorted(agg.items()) if cell["fid_domain"][0] is not None]
-    write_json(out_dir / "fid.json", fid_rows)
+    write_json(out_dir / "fid.json", fid_rows, record=False)
     _plots(agg, sample_grids, out_dir, datasets, methods)
     return flat
 
@@ -193,7 +195,7 @@ def _plots(agg, sample_grids, out_dir, datasets, methods):
         ax.set_title(f"{d}: fid_domain (lower is better)")
         ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
-    save_with(out_dir / "fid.png", lambda p: fig.savefig(p, format="png", dpi=100))
+    save_with(out_dir / "fid.png", lambda p: fig.savefig(p, format="png", dpi=100), record=False)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
@@ -208,7 +210,7 @@ def _plots(agg, sample_grids, out_dir, datasets, methods):
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{d}: precision vs recall (k=5)")
     fig.tight_layout()
-    save_with(out_dir / "precision_recall.png", lambda p: fig.savefig(p, format="png", dpi=100))
+    save_with(out_dir / "precision_recall.png", lambda p: fig.savefig(p, format="png", dpi=100), record=False)
     plt.close(fig)
 
     fig, axes = plt.subplots(len(datasets), len(methods), figsize=(2.6 * len(methods), 2.9 * len(datasets)),
@@ -222,5 +224,5 @@ def _plots(agg, sample_grids, out_dir, datasets, methods):
                 ax.imshow(np.asarray(Image.open(path)), cmap="gray")
             ax.set_title(f"{m}\n{d}", fontsize=9)
     fig.tight_layout()
-    save_with(out_dir / "samples.png", lambda p: fig.savefig(p, format="png", dpi=110))
+    save_with(out_dir / "samples.png", lambda p: fig.savefig(p, format="png", dpi=110), record=False)
     plt.close(fig)
