@@ -139,6 +139,12 @@ def test_every_final_checkpoint_carries_the_same_keys(name, digits_dir, tmp_path
     blob = torch.load(out, weights_only=False)
     assert {"kind", "seed", "epochs", "diverged", "diverged_epoch", "config", "history"} <= blob.keys()
     assert blob["seed"] == 3 and blob["epochs"] == 1 and blob["diverged"] is False
+    # compute is recorded: seconds and training examples per epoch, totals in the checkpoint
+    assert blob["train_seconds"] > 0 and blob["device"] == "cpu"
+    n = 200 if name == "imle" else 1437
+    expected = {"glo": n, "evaluator": n, "imle": 200 - 200 % 128, "imle_pixel": n - n % 128,
+                "nsgan": n - n % 64, "vae": n - n % 64}[name]
+    assert blob["images_processed"] == expected == blob["history"][0]["images"]
 
 
 def test_no_dead_code():

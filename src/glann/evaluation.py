@@ -50,6 +50,7 @@ def evaluate(samples_path, evaluator_path, stats_evaluator, stats_inception, dat
         fake = z["images"]
         diverged = bool(z["diverged"]) if "diverged" in z else False
         diverged_epoch = int(z["diverged_epoch"]) if diverged else None
+        compute = {k: z[k].item() for k in ("train_seconds", "images_processed", "train_device") if k in z}
     net, ev = load_evaluator(evaluator_path, device)
     feats, pred = evaluator_outputs(net, fake, device)
     with load_npz(stats_evaluator) as z:
@@ -91,4 +92,5 @@ def evaluate(samples_path, evaluator_path, stats_evaluator, stats_inception, dat
     metrics["duplicate_threshold"] = tau
     metrics["diverged"] = diverged
     metrics["diverged_epoch"] = diverged_epoch
+    metrics.update(compute)  # the method's training seconds, images processed and device
     return metrics

@@ -117,7 +117,7 @@ def train_evaluator(data_dir, out_path, cfg: dict, seed: int, device, tracker=No
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
-        return {"loss": total / len(x)}
+        return {"loss": total / len(x), "images": len(x)}
 
     def final() -> dict:
         net.eval()
@@ -133,7 +133,7 @@ def train_evaluator(data_dir, out_path, cfg: dict, seed: int, device, tracker=No
                 "image_shape": manifest["image_shape"]}
 
     out = fit("train_evaluator", "evaluator", out_path, cfg, seed, {"net": net, "opt": opt}, gen, step, final,
-              tracker=tracker, fault=fault, hint="Lower evaluator.lr.")
+              tracker=tracker, fault=fault, hint="Lower evaluator.lr.", device=device)
     return {key: out[key] for key in ("task", "num_classes", "test_accuracy", "arch", "image_shape", "epochs")}
 
 

@@ -114,11 +114,12 @@ def train_gan(kind: str, data_dir, out_path, cfg: dict, seed: int, device: torch
                 opt_g.step()
                 sums["g_loss"] += loss_g.item()
                 steps["g_loss"] += 1
-        return {k: sums[k] / max(steps[k], 1) for k in sums}
+        return {**{k: sums[k] / max(steps[k], 1) for k in sums}, "images": steps["d_loss"] * cfg["batch_size"]}
 
     def final() -> dict:
         return {"generator": G.state_dict(), "noise_dim": cfg["latent_dim"], "image_shape": [h, w, c]}
 
     return fit(f"train_{kind}", kind, out_path, cfg, seed,
                {"generator": G, "discriminator": D, "opt_g": opt_g, "opt_d": opt_d}, gen, step, final,
-               tracker=tracker, csv_path=csv_path, fault=fault, watch=("d_loss", "g_loss"), rollback="generator")
+               tracker=tracker, csv_path=csv_path, fault=fault, watch=("d_loss", "g_loss"), rollback="generator",
+               device=device)

@@ -64,7 +64,7 @@ def train_glo(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
             total += loss.item() * len(idx)
         with torch.no_grad():  # GLO's constraint ||z|| = 1, enforced once per epoch (released code)
             codes.data = project_to_sphere(codes.data)
-        return {"loss": total / n, "lr_generator": opt_g.param_groups[0]["lr"],
+        return {"loss": total / n, "images": n, "lr_generator": opt_g.param_groups[0]["lr"],
                 "lr_codes": opt_z.param_groups[0]["lr"]}
 
     def final() -> dict:
@@ -73,7 +73,7 @@ def train_glo(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
 
     return fit("train_glo", "glo", out_path, cfg, seed,
                {"generator": G, "codes": Slot(codes), "opt_g": opt_g, "opt_z": opt_z}, gen, step, final,
-               tracker=tracker, csv_path=csv_path, fault=fault,
+               tracker=tracker, csv_path=csv_path, fault=fault, device=device,
                hint="Lower glo.lr_generator / glo.lr_codes, or check the data.")
 
 

@@ -66,7 +66,7 @@ def train_imle(glo_path, out_path, cfg: dict, seed: int, device: torch.device, t
             opt.step()
             total += loss.item() * len(b)
             count += len(b)
-        return {"loss": total / max(count, 1), "nn_distance": dist.sqrt().mean().item(),
+        return {"loss": total / max(count, 1), "images": count, "nn_distance": dist.sqrt().mean().item(),
                 "lr": opt.param_groups[0]["lr"]}
 
     def final() -> dict:
@@ -74,7 +74,8 @@ def train_imle(glo_path, out_path, cfg: dict, seed: int, device: torch.device, t
         return {"mapping": T.state_dict(), "noise_dim": cfg["noise_dim"], "latent_dim": latent_dim}
 
     return fit("train_imle", "imle", out_path, cfg, seed, {"mapping": T, "opt": opt}, gen, step, final,
-               tracker=tracker, csv_path=csv_path, fault=fault, hint="Lower imle.lr, or check the GLO codes.")
+               tracker=tracker, csv_path=csv_path, fault=fault, device=device,
+               hint="Lower imle.lr, or check the GLO codes.")
 
 
 @torch.no_grad()
@@ -144,7 +145,7 @@ def train_imle_pixel(data_dir, out_path, cfg: dict, seed: int, device: torch.dev
             opt.step()
             total += loss.item() * len(b)
             count += len(b)
-        return {"loss": total / max(count, 1), "nn_distance": nn_dist}
+        return {"loss": total / max(count, 1), "images": count, "nn_distance": nn_dist}
 
     def final() -> dict:
         recalibrate_batchnorm(G, torch.randn(min(m, 8192), cfg["noise_dim"], generator=gen).to(device))
@@ -152,4 +153,4 @@ def train_imle_pixel(data_dir, out_path, cfg: dict, seed: int, device: torch.dev
 
     return fit("train_imle_pixel", "imle_pixel", out_path, cfg, seed,
                {"generator": G, "opt": opt, "matched": matched}, gen, step, final,
-               tracker=tracker, csv_path=csv_path, fault=fault, hint="Lower imle_pixel.lr.")
+               tracker=tracker, csv_path=csv_path, fault=fault, device=device, hint="Lower imle_pixel.lr.")

@@ -65,7 +65,11 @@ class Sampler:
             self.G = self.G.to(device).eval()
             self.image_shape = final["image_shape"]
             self.noise_dim = final["noise_dim"]
-        self.meta = {"diverged": bool(final.get("diverged")), "diverged_epoch": final.get("diverged_epoch")}
+        # Compute of the whole method: GLANN = GLO + IMLE, glo_gauss = GLO + its fit.
+        self.meta = {"diverged": bool(final.get("diverged")), "diverged_epoch": final.get("diverged_epoch"),
+                     "train_seconds": float(sum(b.get("train_seconds", 0.0) for b in blobs.values())),
+                     "images_processed": int(sum(b.get("images_processed", 0) for b in blobs.values())),
+                     "train_device": ",".join(sorted({str(b["device"]) for b in blobs.values() if b.get("device")}))}
 
     def noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
         if self.kind == "glo_gauss":
@@ -98,8 +102,10 @@ def sample(method: str, paths: dict, data_dir, out_dir, n: int, seed: int, devic
     sampler = Sampler(method, paths, device)
     images = sampler.generate(n, seed, batch_size)
     # diverged travels with the samples: evaluate needs no second look at the model
-    save_npz(out_dir / "samples.npz", images=images, diverged=np.array(sampler.meta["diverged"]),
-             diverged_epoch=np.array(sampler.meta["diverged_epoch"] or 0))
+    meta = sampler.meta
+    save_npz(out_dir / "samples.npz", images=images, diverged=np.array(meta["diverged"]),
+             diverged_epoch=np.array(meta["diverged_epoch"] or 0), train_seconds=np.array(meta["train_seconds"]),
+             images_processed=np.array(meta["images_processed"]), train_device=np.array(meta["train_device"]))
     save_grid(images[:64], out_dir / "samples.png", nrow=8)
     save_grid(interpolation(sampler, seed), out_dir / "interpolation.png", nrow=10)
     train, _ = load_prepared(data_dir, "train")

@@ -39,6 +39,7 @@ METRICS = [  # (key, heading, lower is better?)
     ("class_kl", "KL(class hist ‖ train) ↓", True),
     ("duplicates_per_batch", "duplicate pairs per batch ↓", True),
     ("support_estimate", "estimated support (birthday) ↑", False),
+    ("train_seconds", "training seconds (GLANN = GLO + IMLE; glo_gauss = GLO + fit)", True),
 ]
 
 
@@ -79,6 +80,7 @@ def aggregate(rows: list[dict]) -> dict:
         cell = {m: mean_std([r.get(m) for r in group]) for m, _, _ in METRICS}
         cell["diverged"] = [r.get("diverged_epoch") for r in group if r.get("diverged")]
         cell["seeds"] = sorted(r["seed"] for r in group)
+        cell["device"] = ",".join(sorted({str(r["train_device"]) for r in group if r.get("train_device")}))
         out[key] = cell
     return out
 
@@ -106,6 +108,8 @@ def render_markdown(agg: dict, datasets: list[str], methods: list[str]) -> str:
                 text = format_cell(*cell[key])
                 if cell["diverged"]:
                     text += f" (diverged, epoch {', '.join(str(e) for e in cell['diverged'])})"
+                if key == "train_seconds" and cell.get("device"):
+                    text += f" ({cell['device']})"
                 if key == "inception_fid" and cell[key][0] is not None:
                     paper = PAPER_FID.get(d, {}).get(m)
                     text += f" (paper {paper})" if paper is not None else ""

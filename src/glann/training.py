@@ -101,7 +101,8 @@ class EpochLog:
 
 def fit(task: str, kind: str, out_path, cfg: dict, seed: int, state: dict, gen: torch.Generator,
         step: Callable[[int, bool], dict], final: Callable[[], dict], *, tracker=None, csv_path=None,
-        fault: dict | None = None, watch=("loss",), hint: str = "", rollback: str | None = None) -> dict:
+        fault: dict | None = None, watch=("loss",), hint: str = "", rollback: str | None = None,
+        device="cpu") -> dict:
     """Train for ``cfg['epochs']`` epochs with resume, logging, checkpoints and the divergence policy.
 
     ``state``: name -> object with ``state_dict``/``load_state_dict`` (saved every epoch,
@@ -109,15 +110,18 @@ def fit(task: str, kind: str, out_path, cfg: dict, seed: int, state: dict, gen: 
     that must stay finite. ``rollback``: None = a non-finite loss raises DivergedError
     (the last finished epoch stays in the resume file); a key of ``state`` = restore that
     object's weights of the last finished epoch, record ``diverged`` and stop training.
-    ``final()`` returns the method's tensors for the final checkpoint.
+    ``final()`` returns the method's tensors for the final checkpoint. Compute is recorded:
+    each epoch's ``seconds`` and ``images`` (training examples through a backward pass, as
+    the step reports them) go to the CSV and MLflow; the final checkpoint carries
+    ``train_seconds``, ``images_processed`` and ``device``.
     """
     with training_lock(out_path):
         return _fit(task, kind, out_path, cfg, seed, state, gen, step, final, tracker, csv_path, fault, watch,
-                    hint, rollback)
+                    hint, rollback, device)
 
 
 def _fit(task, kind, out_path, cfg, seed, state, gen, step, final, tracker, csv_path, fault, watch, hint,
-         rollback) -> dict:
+         rollback, device) -> dict:
     epochs = cfg["epochs"]
     ckpt = Checkpointer(out_path)
     saved = ckpt.load()
@@ -158,7 +162,10 @@ def _fit(task, kind, out_path, cfg, seed, state, gen, step, final, tracker, csv_
                    "run_id": getattr(tracker, "run_id", None)})
 
     result = {"kind": kind, "seed": seed, "epochs": epochs, "config": cfg, "history": elog.rows,
-              "diverged": diverged_at is not None, "diverged_epoch": diverged_at, **final()}
+              "diverged": diverged_at is not None, "diverged_epoch": diverged_at,
+              "train_seconds": sum(r["seconds"] for r in elog.rows),
+              "images_processed": int(sum(r.get("images", 0) for r in elog.rows)), "device": str(device),
+              **final()}
     elog.write()  # the CSV exists even when the first epoch diverged
     ckpt.finish(result)
     return result

@@ -81,12 +81,12 @@ def train_vae(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
             tot_nll += nll.sum().item()
             tot_kl += kl.sum().item()
         seen = n - n % cfg["batch_size"]
-        return {"elbo": -(tot_nll + tot_kl) / seen, "nll": tot_nll / seen, "kl": tot_kl / seen}
+        return {"elbo": -(tot_nll + tot_kl) / seen, "nll": tot_nll / seen, "kl": tot_kl / seen, "images": seen}
 
     def final() -> dict:
         return {"generator": dec.state_dict(), "encoder": enc.state_dict(), "noise_dim": d,
                 "image_shape": [h, w, c]}
 
     return fit("train_vae", "vae", out_path, cfg, seed, {"encoder": enc, "generator": dec, "opt": opt}, gen,
-               step, final, tracker=tracker, csv_path=csv_path, fault=fault, watch=("elbo",),
+               step, final, tracker=tracker, csv_path=csv_path, fault=fault, watch=("elbo",), device=device,
                hint="Lower vae.lr.")
