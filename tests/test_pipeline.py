@@ -117,7 +117,8 @@ def test_mlflow_runs_recorded(quick_run):
     for name in ("train_glo:glann:seed0", "train_imle:glann:seed0", "evaluate:vae:seed0", "sample:glo_gauss:seed0"):
         assert name in finished, name
     parent_of = dict(con.execute("select run_uuid, value from tags where key='mlflow.parentRunId'").fetchall())
-    parents = {r for r, n, _ in runs if n.startswith("snakemake")}
+    step_of = dict(con.execute("select run_uuid, value from tags where key='glann.step'").fetchall())
+    parents = {r for r, _, _ in runs if step_of.get(r) == "pipeline"}
     assert len(parents) == 2, "one parent run per snakemake invocation (interrupted + rerun)"
     assert set(parent_of.values()) <= parents and len(parent_of) >= 20
     n_metric = con.execute("select count(*) from metrics where key='loss'").fetchone()[0]

@@ -69,8 +69,20 @@ def test_mlflow_server_rest_api_lists_the_pipeline_runs(quick_run, tmp_path):
         tags = {t["key"]: t["value"] for t in glo["data"]["tags"]}
         assert tags["glann.dataset"] == "digits" and tags["glann.method"] == "glann" and tags["glann.seed"] == "0"
         assert tags["glann.step"] == "train_glo" and "mlflow.source.git.commit" in tags
-        parents = {r["info"]["run_id"] for n, rs in by_name.items() if n.startswith("snakemake") for r in rs}
+        parent_runs = [r for rs in by_name.values() for r in rs
+                       if {t["key"]: t["value"] for t in r["data"]["tags"]}.get("glann.step") == "pipeline"]
+        parents = {r["info"]["run_id"] for r in parent_runs}
         assert tags["mlflow.parentRunId"] in parents
+        # 1. the experiment opens on the runs table (MLflow 3's model-training kind)
+        exp_tags = {t["key"]: t["value"] for t in exp.get("tags", [])}
+        assert exp_tags["mlflow.experimentKind"] == "custom_model_development"
+        # 3. the parent run is named after what ran and carries who won
+        done = [r for r in parent_runs if r["info"]["status"] == "FINISHED"]
+        assert done and all(r["info"]["run_name"].startswith("config.yaml · digits · ") for r in done)
+        won = {m["key"]: m["value"] for m in done[-1]["data"]["metrics"]}
+        assert {"fid_domain.glann", "recall.nsgan", "train_seconds.vae"} <= won.keys()
+        arts = _get(base, "/api/2.0/mlflow/artifacts/list", run_id=done[-1]["info"]["run_id"], path="summary")
+        assert {"summary/table.md", "summary/fid.png"} <= {f["path"] for f in arts.get("files", [])}
         params = {p["key"]: p["value"] for p in glo["data"]["params"]}
         assert params["epochs"] == "6" and params["loss"] == "lap1" and params["latent_dim"] == "64"
         hist = _get(base, "/api/2.0/mlflow/metrics/get-history", run_id=glo["info"]["run_id"], metric_key="loss")
@@ -81,6 +93,13 @@ def test_mlflow_server_rest_api_lists_the_pipeline_runs(quick_run, tmp_path):
         names = {f["path"] for f in arts.get("files", [])}
         assert "checkpoint" in names and "glo_losses.csv" in names, names
         ev = next(r for r in by_name["evaluate:glann:seed0"] if r["info"]["status"] == "FINISHED")
+        ev_tags = {t["key"]: t["value"] for t in ev["data"]["tags"]}
+        assert (ev_tags["method"], ev_tags["dataset"], ev_tags["seed"]) == ("glann", "digits", "0")  # 4.
+        # 2. the dataset input: name, the manifest's digest, split sizes
+        inputs = ev["inputs"]["dataset_inputs"]
+        assert inputs and inputs[0]["dataset"]["name"] == "digits"
+        assert len(inputs[0]["dataset"]["digest"]) == 16 and '"train": 1437' in inputs[0]["dataset"]["profile"]
+        assert glo["inputs"]["dataset_inputs"][0]["dataset"]["name"] == "digits"
         ev_metrics = {m["key"]: m["value"] for m in ev["data"]["metrics"]}
         assert ev_metrics["fid_domain"] > 0 and 0 <= ev_metrics["precision"] <= 1
         arts = _get(base, "/api/2.0/mlflow/artifacts/list", run_id=ev["info"]["run_id"])

@@ -43,8 +43,9 @@ TRACKING_ENV = "GLANN_TRACKING_CONFIG"  # the Snakefile's tracking section, as J
 
 
 @contextlib.contextmanager
-def tracked_run(job: dict, step: str):
-    """An MLflow run (or journal) for one step: FINISHED on success, FAILED on any exception."""
+def tracked_run(job: dict, step: str, data=None, context: str = "training"):
+    """An MLflow run (or journal) for one step: FINISHED on success, FAILED on any exception.
+    ``data``: the prepared dataset folder, logged as the run's dataset input."""
     from .tracking import Tracker
 
     tr = {**json.loads(os.environ.get(TRACKING_ENV) or "{}"), **job.get("tracking", {})}
@@ -52,6 +53,8 @@ def tracked_run(job: dict, step: str):
                       params={**job["params"], "device": job["device"], "runtime": job["runtime"]},
                       uri=tr.get("uri"), enabled=tr.get("enabled", True), live=tr.get("live", True))
     try:
+        if data:
+            tracker.log_dataset(data, context)
         yield tracker
     except BaseException:
         tracker.finish("FAILED")
@@ -73,7 +76,7 @@ def cmd_train_glo(args):
 
     job = _job(args)
     device = _setup(job, args.threads)
-    with tracked_run(job, "train_glo") as tracker:
+    with tracked_run(job, "train_glo", args.data) as tracker:
         glo = train_glo(args.data, args.out, job["params"], int(job["seed"]), device, tracker,
                         args.csv, job["runtime"].get("amp", "auto"), job.get("fault"))
         save_grid(reconstructions(glo, args.data, device).cpu().numpy(), args.recon, nrow=8)
@@ -112,7 +115,7 @@ def cmd_train_baseline(args):
     if method.trainer is None:
         raise GlannError(f"method {method.name!r} is not trained by train-baseline (rule {method.rule})")
     train = method.train_function()
-    with tracked_run(job, f"train_{method.name}") as tracker:
+    with tracked_run(job, f"train_{method.name}", args.data) as tracker:
         train(args.data, args.out, job["params"], int(job["seed"]), device, tracker=tracker, csv_path=args.csv,
               amp=job["runtime"].get("amp", "auto"), fault=job.get("fault"))
         tracker.log_artifact(args.csv)
@@ -139,7 +142,7 @@ def cmd_train_evaluator(args):
 
     job = _job(args)
     device = _setup(job, args.threads)
-    with tracked_run(job, "train_evaluator") as tracker:
+    with tracked_run(job, "train_evaluator", args.data) as tracker:
         info = train_evaluator(args.data, args.out, job["params"], int(job["seed"]), device, tracker,
                                job.get("fault"))
         write_json(args.metrics, info)
@@ -164,7 +167,7 @@ def cmd_evaluate(args):
 
     job = _job(args)
     device = _setup(job, args.threads)
-    with tracked_run(job, "evaluate") as tracker:
+    with tracked_run(job, "evaluate", args.data, "evaluation") as tracker:
         metrics = evaluate(args.samples, args.evaluator, args.stats_evaluator, args.stats_inception,
                            args.data, job["params"], device, int(job["seed"]))
         write_json(args.out, metrics)

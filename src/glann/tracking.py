@@ -45,6 +45,11 @@ JOURNAL_ENV = "GLANN_TRACKING_JOURNAL"  # folder of deferred-tracking journals
 DEFAULT_JOURNAL = ".glann/tracking"
 PARENT_ENV = "GLANN_PARENT_RUNS"        # json {dataset: parent run id}; our own variable, not MLFLOW_RUN_ID
 INVOCATION_ENV = "GLANN_INVOCATION_ID"
+# MLflow 3 records an experiment's kind in this tag; without it `mlflow ui` opens the GenAI
+# (traces) view. custom_model_development = the model-training view, which lands on the runs table.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+HEADLINE = ("fid_domain", "inception_fid", "precision", "recall", "coverage", "classes_covered", "train_seconds")
 
 # Fail fast against an unreachable server instead of MLflow's minutes of retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -100,11 +105,13 @@ def get_or_create_experiment(client, dataset: str, uri: str) -> str:
     name = experiment_name(dataset)
     exp = _with_retry(client.get_experiment_by_name, name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # e.g. made by an older version
+            _with_retry(client.set_experiment_tag, exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     try:
         # experimentKind: MLflow 3's UI then opens on the training-runs table, not the GenAI view.
         return _with_retry(client.create_experiment, name, artifact_location=_artifact_root(uri),
-                           tags={"mlflow.experimentKind": "custom_model_development"})
+                           tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except Exception:
         exp = _with_retry(client.get_experiment_by_name, name)  # another process won the race
         if exp is None:
@@ -112,7 +119,7 @@ def get_or_create_experiment(client, dataset: str, uri: str) -> str:
         return exp.experiment_id
 
 
-def start_invocation(datasets, configured_uri: str | None, invocation_id: str) -> dict:
+def start_invocation(datasets, configured_uri: str | None, invocation_id: str, label: str = "") -> dict:
     """Create the store, experiments and one parent run per dataset; returns {dataset: run id}."""
     if not _tracking_on():
         return {}
@@ -127,7 +134,9 @@ def start_invocation(datasets, configured_uri: str | None, invocation_id: str) -
         parents = {}
         for ds in datasets:
             exp_id = get_or_create_experiment(client, ds, uri)
-            run = _with_retry(client.create_run, exp_id, run_name=f"snakemake {invocation_id}", tags={
+            name = f"{label or 'pipeline'} · {ds} · {time.strftime('%Y-%m-%d %H:%M')}"
+            run = _with_retry(client.create_run, exp_id, run_name=name, tags={
+                "glann.config": label,
                 "glann.invocation": invocation_id, "glann.dataset": ds, "glann.step": "pipeline",
                 "mlflow.source.git.commit": git_commit(), **_owner()})
             parents[ds] = run.info.run_id
@@ -137,14 +146,30 @@ def start_invocation(datasets, configured_uri: str | None, invocation_id: str) -
         return {}
 
 
-def end_invocation(parents: dict, configured_uri: str | None, status: str = "FINISHED") -> None:
+def end_invocation(parents: dict, configured_uri: str | None, status: str = "FINISHED",
+                   summary_dir: str | os.PathLike | None = None) -> None:
+    """Close the parent runs; with a summary, attach it and its headline metrics (who won)."""
     if not parents:
         return
     try:
+        from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=tracking_uri(configured_uri))
-        for run_id in parents.values():
+        summary = Path(summary_dir) if summary_dir else None
+        flat = {}
+        if summary is not None and (summary / "summary.json").is_file():
+            flat = json.loads((summary / "summary.json").read_text())
+        for ds, run_id in parents.items():
+            ts = int(time.time() * 1000)
+            ms = [Metric(f"{metric}.{method}", float(v), ts, 0) for key, v in flat.items()
+                  for d, method, metric in [key.split("/")] if d == ds and metric in HEADLINE]
+            if ms:
+                _with_retry(client.log_batch, run_id, metrics=ms)
+                for name in ("table.md", "table.csv", "summary.json", "fid.png", "precision_recall.png",
+                             "samples.png"):
+                    if (summary / name).is_file():
+                        _with_retry(client.log_artifact, run_id, str(summary / name), "summary")
             _with_retry(client.set_terminated, run_id, status)
     except Exception as exc:
         log.warning("could not close MLflow parent runs (%s)", exc)
@@ -196,20 +221,22 @@ def close_orphaned_runs(datasets, configured_uri: str | None) -> int:
         return 0
 
 
-def on_start(cfg: dict, datasets, invocation_id: str) -> None:
+def on_start(cfg: dict, datasets, invocation_id: str, label: str = "") -> None:
     """The Snakefile's ``onstart``: environment for the jobs, leftover journals and runs, parent runs."""
     os.environ[INVOCATION_ENV] = invocation_id
     os.environ.setdefault(JOURNAL_ENV, os.path.abspath(DEFAULT_JOURNAL))
     if cfg["enabled"] and _tracking_on():
         import_journals()  # deferred runs left by an invocation that was killed
         close_orphaned_runs(datasets, cfg["uri"])  # live runs left by one
-        os.environ[PARENT_ENV] = json.dumps(start_invocation(datasets, cfg["uri"], invocation_id))
+        os.environ[PARENT_ENV] = json.dumps(start_invocation(datasets, cfg["uri"], invocation_id, label))
 
 
-def on_end(cfg: dict, status: str = "FINISHED") -> None:
-    """The Snakefile's ``onsuccess`` / ``onerror``: import the jobs' journals, close the parent runs."""
+def on_end(cfg: dict, status: str = "FINISHED", summary_dir="results/summary") -> None:
+    """The Snakefile's ``onsuccess`` / ``onerror``: import the jobs' journals, close the parent runs
+    (with the summary and headline metrics when the invocation succeeded)."""
     import_journals()
-    end_invocation(json.loads(os.environ.get(PARENT_ENV, "{}")), cfg["uri"], status)
+    end_invocation(json.loads(os.environ.get(PARENT_ENV, "{}")), cfg["uri"], status,
+                   summary_dir if status == "FINISHED" else None)
 
 
 class Tracker:
@@ -224,7 +251,8 @@ class Tracker:
         if not self.enabled:
             return
         self.uri = tracking_uri(uri)
-        tags = {"glann.dataset": dataset, "glann.method": method, "glann.seed": str(seed),
+        tags = {"dataset": dataset, "method": method, "seed": str(seed),  # plain names: group by them in the UI
+                "glann.dataset": dataset, "glann.method": method, "glann.seed": str(seed),
                 "glann.step": step, "mlflow.source.git.commit": git_commit(),
                 "glann.invocation": os.environ.get(INVOCATION_ENV, "manual"), **_owner()}
         parent = json.loads(os.environ.get(PARENT_ENV, "{}") or "{}").get(dataset)
@@ -306,6 +334,28 @@ class Tracker:
         if ms and self.run_id:
             self._safe(lambda: self.client.log_batch(self.run_id, metrics=ms))
 
+    def log_dataset(self, data_dir, context: str) -> None:
+        """The prepared dataset as an MLflow dataset input (the runs table's Dataset column)."""
+        if not self.enabled:
+            return
+        path = Path(data_dir) / "manifest.json"
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        import hashlib
+
+        ds = {"name": manifest.get("dataset", Path(data_dir).name),
+              "digest": hashlib.sha256(path.read_bytes()).hexdigest()[:16], "source_type": "local",
+              "source": str(manifest.get("source", path.parent)),
+              "schema": json.dumps({"image_shape": manifest.get("image_shape"),
+                                    "num_classes": manifest.get("num_classes")}),
+              "profile": json.dumps({"splits": {k: v[0] for k, v in manifest.get("shapes", {}).items()}})}
+        if self.journal:
+            self._safe(self._event, "dataset", dataset=ds, context=context)
+        elif self.run_id:
+            self._safe(_log_dataset, self.client, self.run_id, ds, context)
+
     def set_tags(self, tags: dict) -> None:
         if not self.enabled:
             return
@@ -332,6 +382,12 @@ class Tracker:
 
 
 # --------------------------------------------------------------------------- deferred tracking
+def _log_dataset(client, run_id: str, ds: dict, context: str) -> None:
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    client.log_inputs(run_id, datasets=[DatasetInput(Dataset(**ds), tags=[InputTag("mlflow.data.context", context)])])
+
+
 def _tracking_on() -> bool:
     return os.environ.get("GLANN_TRACKING", "1") != "0"
 
@@ -368,6 +424,8 @@ def _replay(client, events: list[dict]) -> str:
         elif ev["e"] == "artifact":
             if Path(ev["path"]).exists():
                 _with_retry(client.log_artifact, run_id, ev["path"], ev.get("artifact_path"))
+        elif ev["e"] == "dataset":
+            _with_retry(_log_dataset, client, run_id, ev["dataset"], ev["context"])
         elif ev["e"] == "tags":
             for k, v in ev["tags"].items():
                 _with_retry(client.set_tag, run_id, k, v)

@@ -142,7 +142,7 @@ os.environ["GLANN_TRACKING_CONFIG"] = json.dumps(config["tracking"], sort_keys=T
 onstart:
     from glann.tracking import on_start
 
-    on_start(config["tracking"], DATASETS, _INVOCATION)
+    on_start(config["tracking"], DATASETS, _INVOCATION, " + ".join(Path(f).name for f in workflow.configfiles))
 
 
 onsuccess:
