@@ -49,10 +49,15 @@ def tracked_run(job: dict, step: str, data=None, context: str = "training"):
     from .tracking import Tracker
 
     tr = {**json.loads(os.environ.get(TRACKING_ENV) or "{}"), **job.get("tracking", {})}
+    run_dir = None
+    if job.get("dataset") and job.get("method") not in (None, "-", "evaluator"):
+        run_dir = Path("results") / job["dataset"] / job["method"] / f"seed{job['seed']}"
     tracker = Tracker(job.get("dataset", "?"), job.get("method", "-"), job["seed"], step,
                       params={**job["params"], "device": job["device"], "runtime": job["runtime"]},
                       uri=tr.get("uri"), enabled=tr.get("enabled", True), live=tr.get("live", True))
     try:
+        if run_dir is not None and run_dir.is_dir():  # where `glann generate --run-id` finds the model
+            tracker.set_tags({"glann.run_dir": str(run_dir.resolve())})
         if data:
             tracker.log_dataset(data, context)
         yield tracker
@@ -189,6 +194,12 @@ def cmd_summarize(args):
               loss_csvs=args.losses)
 
 
+def cmd_generate(args):
+    from .generate import main as generate
+
+    generate(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="glann", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -212,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("train-evaluator", cmd_train_evaluator, "data", "out", "metrics")
     add("real-stats", cmd_real_stats, "data", "evaluator", "out-evaluator", "out-inception")
     add("evaluate", cmd_evaluate, "samples", "evaluator", "stats-evaluator", "stats-inception", "data", "out")
+    g = sub.add_parser("generate", help="sample a trained method without Snakemake (see glann.generate)")
+    from .generate import add_arguments
+
+    add_arguments(g)
+    g.set_defaults(fn=cmd_generate)
     p = add("summarize", cmd_summarize, "out-dir")
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--grids", nargs="*")
