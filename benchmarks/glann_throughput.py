@@ -31,7 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from glann.atomic import save_npz, write_json  # noqa: E402
-from glann.datasets import load_prepared, sha256_file  # noqa: E402
+from glann.atomic import sha256_of as sha256_file  # noqa: E402
+from glann.datasets import load_prepared  # noqa: E402
 from glann.gans import train_gan  # noqa: E402
 from glann.glo import train_glo  # noqa: E402
 from glann.imle import train_imle  # noqa: E402

@@ -174,7 +174,7 @@ GLO_CFG = {"latent_dim": 64, "batch_size": 128, "lr_codes": 0.01, "lr_generator"
 
 def _prepared(work: Path, tile: int) -> Path:
     from glann.atomic import save_npz, write_json
-    from glann.datasets import sha256_file
+    from glann.atomic import sha256_of as sha256_file
 
     x = _images(5000 * tile)
     y = np.zeros(len(x), dtype=np.int64)

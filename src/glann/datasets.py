@@ -17,7 +17,6 @@ Loaders, all real:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import save_npz, write_json
+from .atomic import save_npz, sha256_of, write_json
 from .config import REGISTRY  # noqa: F401 (re-exported)
 from .errors import DataError, GlannError
 
@@ -36,14 +35,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 # --------------------------------------------------------------------------- helpers
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def stratified_split(labels: np.ndarray, test_size, seed: int):
     """Indices (train, test), stratified by label when labels are present."""
     from sklearn.model_selection import train_test_split
@@ -311,7 +302,7 @@ def prepare(name: str, opts: dict, out_dir) -> dict:
         "num_classes": int(max(ytr.max(), yte.max()) + 1) if (ytr >= 0).any() else 0,
         "shapes": {"train": list(xtr.shape), "test": list(xte.shape)},
         "class_counts": {"train": counts(ytr), "test": counts(yte)},
-        "sha256": {f: sha256_file(out_dir / f) for f in ("train.npz", "test.npz")},
+        "sha256": {f: sha256_of(out_dir / f) for f in ("train.npz", "test.npz")},
     }
     write_json(out_dir / "manifest.json", manifest)
     return manifest
@@ -336,7 +327,7 @@ def load_prepared(data_dir, split: str, verify: bool = True):
         raise DataError(f"{path} is missing: delete {data_dir} and rerun snakemake to prepare it again.")
     if verify:
         expected = manifest.get("sha256", {}).get(path.name)
-        actual = sha256_file(path)
+        actual = sha256_of(path)
         if expected != actual:
             raise DataError(
                 f"{path} does not match its manifest (sha256 {actual[:12]}... != {str(expected)[:12]}...): "

@@ -87,7 +87,7 @@ def _rotate_batch(x: torch.Tensor, gen: torch.Generator):
 def train_evaluator(data_dir, out_path, cfg: dict, seed: int, device, tracker=None, fault=None) -> dict:
     """Train the offline evaluator (resumable, through the one training loop); returns
     {task, num_classes, test_accuracy, ...} and saves the net with it."""
-    from .training import fit, seeded
+    from .training import descend, fit, seeded
 
     manifest = read_manifest(data_dir)
     xtr, ytr = load_prepared(data_dir, "train")
@@ -110,13 +110,7 @@ def train_evaluator(data_dir, out_path, cfg: dict, seed: int, device, tracker=No
             xb, yb = to_float_images(x[idx]), y[idx]
             if task == "rotation":
                 xb, yb = _rotate_batch(xb, gen)
-            loss = F.cross_entropy(net(xb), yb)
-            if poison:
-                loss = loss * float("nan")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
+            total += descend(F.cross_entropy(net(xb), yb), poison, opt) * len(idx)
         return {"loss": total / len(x), "images": len(x)}
 
     def final() -> dict:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .models import Discriminator, make_generator, to_float_images
 from .runtime import autocast
-from .training import epoch_batches, fit, load_train_images, seeded
+from .training import descend, epoch_batches, fit, load_train_images, seeded
 
 log = logging.getLogger(__name__)
 
@@ -97,22 +97,13 @@ def train_gan(kind: str, data_dir, out_path, cfg: dict, seed: int, device: torch
             if kind == "wgan_gp":
                 alpha = torch.rand(len(idx), 1, 1, 1, generator=gen).to(device)
                 loss_d = loss_d + cfg["gp_lambda"] * gradient_penalty(D, real, fake.detach(), alpha)
-            if poison:
-                loss_d = loss_d * float("nan")
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            sums["d_loss"] += loss_d.item()
+            sums["d_loss"] += descend(loss_d, poison, opt_d)
             steps["d_loss"] += 1
             if (i + 1) % n_critic == 0:
                 z = torch.randn(len(idx), cfg["latent_dim"], generator=gen).to(device)
                 with autocast(device, amp):
                     fake_logits = discriminate(real, G(z).float())[1]
-                loss_g = g_loss(kind, fake_logits)
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-                sums["g_loss"] += loss_g.item()
+                sums["g_loss"] += descend(g_loss(kind, fake_logits), False, opt_g)
                 steps["g_loss"] += 1
         return {**{k: sums[k] / max(steps[k], 1) for k in sums}, "images": steps["d_loss"] * cfg["batch_size"]}
 

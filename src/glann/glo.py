@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .losses import make_loss
 from .models import make_generator, to_float_images, to_uint8_images
 from .runtime import autocast
-from .training import Slot, epoch_batches, fit, load_train_images, seeded
+from .training import Slot, descend, epoch_batches, fit, load_train_images, seeded
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,7 @@ def train_glo(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
             with autocast(device, amp):
                 rec = G(codes[idx])
             loss = loss_fn(rec.float(), to_float_images(images[idx]))
-            if poison:
-                loss = loss * float("nan")
-            opt_g.zero_grad(set_to_none=True)
-            opt_z.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_g.step()
-            opt_z.step()
-            total += loss.item() * len(idx)
+            total += descend(loss, poison, opt_g, opt_z) * len(idx)
         with torch.no_grad():  # GLO's constraint ||z|| = 1, enforced once per epoch (released code)
             codes.data = project_to_sphere(codes.data)
         return {"loss": total / n, "images": n, "lr_generator": opt_g.param_groups[0]["lr"],

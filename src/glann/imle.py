@@ -28,7 +28,7 @@ from .atomic import load_torch
 from .models import IMLEMapping, make_generator, to_float_images
 from .nn_search import search
 from .runtime import autocast
-from .training import Slot, epoch_batches, fit, load_train_images, seeded
+from .training import Slot, descend, epoch_batches, fit, load_train_images, seeded
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,7 @@ def train_imle(glo_path, out_path, cfg: dict, seed: int, device: torch.device, t
         total, count = 0.0, 0
         for b in epoch_batches(n, cfg["batch_size"], gen, device, drop_last=True):
             loss = (T(matched_noise[b]) - codes[b]).pow(2).sum(1).mean()
-            if poison:
-                loss = loss * float("nan")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(b)
+            total += descend(loss, poison, opt) * len(b)
             count += len(b)
         return {"loss": total / max(count, 1), "images": count, "nn_distance": dist.sqrt().mean().item(),
                 "lr": opt.param_groups[0]["lr"]}
@@ -138,12 +133,7 @@ def train_imle_pixel(data_dir, out_path, cfg: dict, seed: int, device: torch.dev
             with autocast(device, amp):
                 out = G(matched.value[b]).float()
             loss = (out - to_float_images(images[b])).pow(2).flatten(1).sum(1).mean()
-            if poison:
-                loss = loss * float("nan")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(b)
+            total += descend(loss, poison, opt) * len(b)
             count += len(b)
         return {"loss": total / max(count, 1), "images": count, "nn_distance": nn_dist}
 

@@ -171,6 +171,19 @@ def _fit(task, kind, out_path, cfg, seed, state, gen, step, final, tracker, csv_
     return result
 
 
+def descend(loss: torch.Tensor, poison: bool, *optimisers) -> float:
+    """One gradient step of every optimiser on ``loss``; returns its value. ``poison``
+    (fault injection) makes the loss NaN first, as a diverging run would."""
+    if poison:
+        loss = loss * float("nan")
+    for opt in optimisers:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for opt in optimisers:
+        opt.step()
+    return loss.item()
+
+
 def epoch_batches(n: int, batch_size: int, gen: torch.Generator, device, drop_last: bool = False):
     """Shuffled index batches for one epoch, drawn from ``gen`` (saved in checkpoints)."""
     perm = torch.randperm(n, generator=gen).to(device)

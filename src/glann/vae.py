@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .models import Discriminator, make_generator, to_float_images
 from .runtime import autocast
-from .training import epoch_batches, fit, load_train_images, seeded
+from .training import descend, epoch_batches, fit, load_train_images, seeded
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,7 @@ def train_vae(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
             x = to_float_images(images[idx])
             with autocast(device, amp):
                 nll, kl = elbo_terms(enc, dec, x, cfg["likelihood"], cfg["sigma"], gen)
-            loss = (nll + kl).mean()
-            if poison:
-                loss = loss * float("nan")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            descend((nll + kl).mean(), poison, opt)
             tot_nll += nll.sum().item()
             tot_kl += kl.sum().item()
         seen = n - n % cfg["batch_size"]
