@@ -167,8 +167,8 @@ t.log_artifact({str(tmp_path / "art.txt")!r}, "files")
 if {finish!r}:
     t.finish()
 else:
-    t.journal.write('{{"e": "metrics", "time_ms": 1, "st')  # a half-written line, as kill -9 leaves it
-    t.journal.flush()
+    t.backend.file.write('{{"e": "metrics", "time_ms": 1, "st')  # a half-written line, as kill -9 leaves it
+    t.backend.file.flush()
 print("mlflow" in sys.modules)
 """
     env = {**os.environ, "GLANN_TRACKING": "1", "GLANN_TRACKING_JOURNAL": str(journal),

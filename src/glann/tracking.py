@@ -239,18 +239,93 @@ def on_end(cfg: dict, status: str = "FINISHED", summary_dir="results/summary") -
                    summary_dir if status == "FINISHED" else None)
 
 
+class _LiveRun:
+    """Writes a run to the MLflow store as the job goes (``tracking.live: true``)."""
+
+    def __init__(self, uri: str, dataset: str, run_name: str, tags: dict):
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+        exp_id = get_or_create_experiment(self.client, dataset, uri)
+        self.run_id = _with_retry(self.client.create_run, exp_id, run_name=run_name, tags=tags).info.run_id
+
+    def params(self, flat: dict):
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in sorted(flat.items())]
+        for i in range(0, len(items), 100):
+            _with_retry(self.client.log_batch, self.run_id, params=items[i:i + 100])
+
+    def metrics(self, numeric: dict, step: int):
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        _with_retry(self.client.log_batch, self.run_id, metrics=[Metric(k, v, ts, step) for k, v in numeric.items()])
+
+    def tags(self, tags: dict):
+        for k, v in tags.items():
+            _with_retry(self.client.set_tag, self.run_id, k, v)
+
+    def dataset(self, ds: dict, context: str):
+        _with_retry(_log_dataset, self.client, self.run_id, ds, context)
+
+    def artifact(self, path: str, artifact_path: str | None):
+        _with_retry(self.client.log_artifact, self.run_id, path, artifact_path)
+
+    def finish(self, status: str):
+        _with_retry(self.client.set_terminated, self.run_id, status)
+
+
+class _JournalRun:
+    """Appends the run's events to a JSON-lines journal, replayed into MLflow later
+    (``tracking.live: false``): the job never imports MLflow."""
+
+    run_id = None
+
+    def __init__(self, uri: str, dataset: str, run_name: str, tags: dict, label: str):
+        folder = journal_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{int(time.time() * 1000)}-{label}-{os.getpid()}.jsonl"
+        self.file = open(path, "a", encoding="utf-8")
+        self._event("start", uri=uri, dataset=dataset, run_name=run_name, tags=tags)
+
+    def _event(self, kind: str, **fields):
+        # One line per event, flushed: a job killed mid-way leaves every event before the kill.
+        self.file.write(json.dumps({"e": kind, "time_ms": int(time.time() * 1000), **fields}) + "\n")
+        self.file.flush()
+
+    def params(self, flat: dict):
+        self._event("params", params=flat)
+
+    def metrics(self, numeric: dict, step: int):
+        self._event("metrics", step=step, metrics=numeric)
+
+    def tags(self, tags: dict):
+        self._event("tags", tags=tags)
+
+    def dataset(self, ds: dict, context: str):
+        self._event("dataset", dataset=ds, context=context)
+
+    def artifact(self, path: str, artifact_path: str | None):
+        self._event("artifact", path=str(Path(path).resolve()), artifact_path=artifact_path)
+
+    def finish(self, status: str):
+        try:
+            self._event("end", status=status)
+        finally:
+            self.file.close()
+
+
 class Tracker:
-    """A job's MLflow run; every method is a no-op once tracking has failed."""
+    """A job's MLflow run, live or journalled; every method is a no-op once tracking has failed."""
 
     def __init__(self, dataset: str, method: str, seed, step: str, params: dict | None = None,
                  uri: str | None = None, enabled: bool = True, live: bool = True):
-        self.run_id = None
-        self.client = None
-        self.journal = None
+        self.backend = self.run_id = None
         self.enabled = enabled and _tracking_on()
         if not self.enabled:
             return
-        self.uri = tracking_uri(uri)
+        uri = tracking_uri(uri)
         tags = {"dataset": dataset, "method": method, "seed": str(seed),  # plain names: group by them in the UI
                 "glann.dataset": dataset, "glann.method": method, "glann.seed": str(seed),
                 "glann.step": step, "mlflow.source.git.commit": git_commit(),
@@ -259,26 +334,17 @@ class Tracker:
         if parent:
             tags["mlflow.parentRunId"] = parent
         run_name = f"{step}:{method}:seed{seed}"
-        if not live:
-            self._safe(self._open_journal, dataset, run_name, tags, f"{step}-{dataset}-{method}-seed{seed}")
-            if params:
-                self.log_params(params)
+        if live and not _reachable(uri):
+            self._disable(f"tracking server {uri} is unreachable")
             return
-        if not _reachable(self.uri):
-            self._disable(f"tracking server {self.uri} is unreachable")
-            return
-
-        def start():
-            from mlflow.tracking import MlflowClient
-
-            self.client = MlflowClient(tracking_uri=self.uri)
-            exp_id = get_or_create_experiment(self.client, dataset, self.uri)
-            run = _with_retry(self.client.create_run, exp_id, run_name=run_name, tags=tags)
-            self.run_id = run.info.run_id
-            if params:
-                self.log_params(params)
-
-        self._safe(start)
+        if live:
+            self.backend = self._safe(_LiveRun, uri, dataset, run_name, tags)
+        else:
+            self.backend = self._safe(_JournalRun, uri, dataset, run_name, tags,
+                                      f"{step}-{dataset}-{method}-seed{seed}")
+        self.run_id = getattr(self.backend, "run_id", None)
+        if params:
+            self.log_params(params)
 
     def _disable(self, why: str):
         if self.enabled:
@@ -294,91 +360,54 @@ class Tracker:
             self._disable(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             return None
 
-    def _open_journal(self, dataset, run_name, tags, label):
-        folder = journal_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{int(time.time() * 1000)}-{label}-{os.getpid()}.jsonl"
-        self.journal = open(path, "a", encoding="utf-8")
-        self._event("start", uri=self.uri, dataset=dataset, run_name=run_name, tags=tags)
-
-    def _event(self, kind: str, **fields):
-        # One line per event, flushed: a job killed mid-way leaves every event before the kill.
-        self.journal.write(json.dumps({"e": kind, "time_ms": int(time.time() * 1000), **fields}) + "\n")
-        self.journal.flush()
+    def _call(self, name: str, *args):
+        if self.enabled and self.backend is not None:
+            self._safe(getattr(self.backend, name), *args)
 
     def log_params(self, params: dict) -> None:
-        if not self.enabled:
-            return
-        flat = _flatten(params)
-        if self.journal:
-            self._safe(self._event, "params", params={k: str(v)[:6000] for k, v in sorted(flat.items())})
-            return
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:6000]) for k, v in sorted(flat.items())]
-        for i in range(0, len(items), 100):
-            self._safe(lambda chunk=items[i:i + 100]: self.client.log_batch(self.run_id, params=chunk))
+        self._call("params", {k: str(v)[:6000] for k, v in _flatten(params).items()})
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        if not self.enabled:
-            return
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
-        if self.journal:
-            if numeric:
-                self._safe(self._event, "metrics", step=step or 0, metrics=numeric)
-            return
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        ms = [Metric(k, v, ts, step or 0) for k, v in numeric.items()]
-        if ms and self.run_id:
-            self._safe(lambda: self.client.log_batch(self.run_id, metrics=ms))
+        if numeric:
+            self._call("metrics", numeric, step or 0)
 
     def log_dataset(self, data_dir, context: str) -> None:
         """The prepared dataset as an MLflow dataset input (the runs table's Dataset column)."""
         if not self.enabled:
             return
+        import hashlib
+
         path = Path(data_dir) / "manifest.json"
         try:
             manifest = json.loads(path.read_text())
         except (OSError, ValueError):
             return
-        import hashlib
-
         ds = {"name": manifest.get("dataset", Path(data_dir).name),
               "digest": hashlib.sha256(path.read_bytes()).hexdigest()[:16], "source_type": "local",
               "source": str(manifest.get("source", path.parent)),
               "schema": json.dumps({"image_shape": manifest.get("image_shape"),
                                     "num_classes": manifest.get("num_classes")}),
               "profile": json.dumps({"splits": {k: v[0] for k, v in manifest.get("shapes", {}).items()}})}
-        if self.journal:
-            self._safe(self._event, "dataset", dataset=ds, context=context)
-        elif self.run_id:
-            self._safe(_log_dataset, self.client, self.run_id, ds, context)
+        self._call("dataset", ds, context)
 
     def set_tags(self, tags: dict) -> None:
-        if not self.enabled:
-            return
-        if self.journal:
-            self._safe(self._event, "tags", tags={k: str(v) for k, v in tags.items()})
-        elif self.run_id:
-            for k, v in tags.items():
-                self._safe(self.client.set_tag, self.run_id, k, str(v))
+        self._call("tags", {k: str(v) for k, v in tags.items()})
 
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
-        if self.enabled and self.journal and Path(path).exists():
-            self._safe(self._event, "artifact", path=str(Path(path).resolve()), artifact_path=artifact_path)
-        elif self.run_id and Path(path).exists():
-            self._safe(self.client.log_artifact, self.run_id, str(path), artifact_path)
+        if Path(path).exists():
+            self._call("artifact", str(path), artifact_path)
 
     def finish(self, status: str = "FINISHED") -> None:
-        if self.journal:
-            if self.enabled:
-                self._safe(self._event, "end", status=status)
-            self.journal.close()
-            self.journal = None
-        elif self.run_id:
-            self._safe(self.client.set_terminated, self.run_id, status)
+        if self.backend is not None:
+            backend, self.backend = self.backend, None
+            if isinstance(backend, _JournalRun) and not self.enabled:
+                backend.file.close()
+            elif self.enabled:
+                try:
+                    _with_retry(backend.finish, status)
+                except Exception as exc:
+                    self._disable(f"{type(exc).__name__}: {exc}")
 
 
 # --------------------------------------------------------------------------- deferred tracking
