@@ -9,3 +9,4 @@ code_hash, on_start, on_end  # workflow/rules/common.smk
 Method.checkpoint_paths, Method.loss_csv_paths  # common.smk's input functions
 _.forward  # torch modules
 _.benchmark, _.allow_tf32  # torch.backends switches
+_.params, _.metrics, _.tags, _.dataset, _.artifact  # tracking backends, called through Tracker._call
