@@ -39,7 +39,7 @@ def train_glo(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg["lr_generator"], betas=tuple(cfg["betas"]))
     opt_z = torch.optim.Adam([codes], lr=cfg["lr_codes"], betas=tuple(cfg["betas"]))
     loss_fn = make_loss(cfg["loss"], h, cfg.get("vgg_weights"), cfg.get("lap_levels"),
-                        cfg.get("lap_weighting", "sum"))
+                        cfg.get("lap_weighting", "mean"))
     if isinstance(loss_fn, torch.nn.Module):
         loss_fn = loss_fn.to(device)
 

@@ -73,7 +73,7 @@ LAP_WEIGHTINGS = ("sum", "mean")
 
 
 def lap1_loss(x: torch.Tensor, y: torch.Tensor, levels: int | None = None,
-              weighting: str = "sum") -> torch.Tensor:
+              weighting: str = "mean") -> torch.Tensor:
     """Batch mean of sum_j 2^(-2j) |L^j(x) - L^j(y)|_1 / (C*H*W) (``sum``), or of
     sum_j mean|L^j(x) - L^j(y)| (``mean``: every level weighted equally per pixel)."""
     if weighting not in LAP_WEIGHTINGS:
@@ -183,7 +183,7 @@ class VGGLoss(nn.Module):
 
 
 def make_loss(name: str, image_size: int, vgg_weights: str | None = None, lap_levels=None,
-              lap_weighting: str = "sum"):
+              lap_weighting: str = "mean"):
     if name == "lap1":
         return lambda x, y: lap1_loss(x, y, lap_levels, lap_weighting)
     if name == "l1":
