@@ -61,7 +61,7 @@ def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
 
 
 def default_levels(size: int) -> int:
-    """Band-pass levels until the residual is about 4 pixels wide (28 -> 3, 32 -> 3, 64 -> 4)."""
+    """Band-pass levels until the residual is under 8 pixels wide (16 -> 2, 28 -> 2, 32 -> 3, 64 -> 4)."""
     levels, s = 0, size
     while s >= 8:
         s //= 2

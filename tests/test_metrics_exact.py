@@ -1,0 +1,115 @@
+"""Metric and summary helpers against hand computations (written from mutation-testing survivors)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from glann.losses import default_levels
+from glann.metrics import birthday_test, duplicate_threshold, max_f_beta, prd_curve
+from glann.summary import aggregate, format_cell, mean_std, render_csv
+
+
+def test_prd_curve_is_sajjadis_definition():
+    """alpha(l) = sum_i min(l p_ref(i), p_eval(i)), beta(l) = alpha(l) / l, for l = tan(angle)."""
+    ref, ev = np.array([0.5, 0.3, 0.2, 0.0]), np.array([0.1, 0.1, 0.4, 0.4])
+    p, r = prd_curve(ref, ev, num_angles=7, eps=1e-10)
+    assert p.shape == r.shape == (7,)
+    angles = np.linspace(1e-10, math.pi / 2 - 1e-10, 7)
+    for k, a in enumerate(angles):
+        lam = math.tan(a)
+        alpha = sum(min(lam * x, y) for x, y in zip(ref, ev))
+        assert p[k] == pytest.approx(min(alpha, 1.0), abs=1e-9)
+        assert r[k] == pytest.approx(min(alpha / lam, 1.0), abs=1e-9)
+    assert p[0] == pytest.approx(0, abs=1e-8) and r[-1] == pytest.approx(0, abs=1e-8)
+    # the largest precision is the shared mass: sum min(ref, eval) at lambda -> inf
+    assert p.max() == pytest.approx(np.minimum(ref * 1e12, ev).sum(), abs=1e-6)
+
+
+def test_max_f_beta_is_zero_where_both_are_zero():
+    assert max_f_beta(np.array([0.0, 0.5]), np.array([0.0, 0.5]), 8.0) == pytest.approx(0.5)
+    assert max_f_beta(np.array([0.0]), np.array([0.0]), 8.0) == 0.0
+
+
+def test_duplicate_threshold_by_hand_with_and_without_subsampling():
+    rng = np.random.default_rng(3)
+    feats = rng.normal(size=(60, 4))
+    d = ((feats[:, None] - feats[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert duplicate_threshold(feats, 0.25) == pytest.approx(np.quantile(d.min(1), 0.25), rel=1e-9)
+    sub = feats[np.random.default_rng(7).choice(60, 40, replace=False)]
+    ds = ((sub[:, None] - sub[None]) ** 2).sum(-1)
+    np.fill_diagonal(ds, np.inf)
+    assert duplicate_threshold(feats, 0.5, max_n=40, seed=7) == pytest.approx(np.quantile(ds.min(1), 0.5), rel=1e-9)
+
+
+def test_birthday_counts_by_hand():
+    feats = np.repeat(np.arange(5.0)[:, None] * 10, 4, axis=0)  # 5 modes, 4 copies each
+    out = birthday_test(feats, threshold=1.0, batch_size=6, num_batches=3, seed=2)
+    rng = np.random.default_rng(2)
+    pairs = []
+    for _ in range(3):
+        idx = rng.choice(20, 6, replace=False)
+        modes = idx // 4
+        pairs.append(sum(modes[i] == modes[j] for i in range(6) for j in range(i + 1, 6)))
+    assert out["duplicates_per_batch"] == pytest.approx(np.mean(pairs))
+    assert out["duplicate_batch_rate"] == pytest.approx(np.mean([p > 0 for p in pairs]))
+    assert out["support_estimate"] == pytest.approx(15 * 3 / max(sum(pairs), 1))
+    assert out["birthday_batch_size"] == 6 and out["birthday_batches"] == 3
+    assert out["support_is_lower_bound"] == (sum(pairs) == 0)
+
+
+def test_mean_std_and_cells():
+    assert mean_std([1.0, None, float("nan"), 3.0]) == (2.0, pytest.approx(math.sqrt(2)), 2)
+    assert mean_std([5.0]) == (5.0, 0.0, 1)
+    assert mean_std([None]) == (None, None, 0)
+    assert format_cell(None, None, 0) == "n/a"
+    assert format_cell(12.345, 0.0, 1) == "12.3"
+    assert format_cell(12.345, 1.234, 3) == "12.3 ± 1.2"
+    assert format_cell(12345.0, 678.0, 2) == "1.23e+04 ± 6.8e+02"
+    assert format_cell(12345.0, 0.0, 1) == "1.23e+04"
+
+
+def test_aggregate_and_csv_by_hand():
+    rows = [{"dataset": "a", "method": "m", "seed": 1, "fid_domain": 4.0, "train_device": "cpu"},
+            {"dataset": "a", "method": "m", "seed": 0, "fid_domain": 2.0, "diverged": True, "diverged_epoch": 3,
+             "train_device": "cpu"},
+            {"dataset": "b", "method": "m", "seed": 0, "fid_domain": 10.0}]
+    agg = aggregate(rows)
+    assert set(agg) == {("a", "m"), ("b", "m")}
+    assert agg[("a", "m")]["fid_domain"] == (3.0, pytest.approx(math.sqrt(2)), 2)
+    assert agg[("a", "m")]["seeds"] == [0, 1] and agg[("a", "m")]["diverged"] == [3]
+    assert agg[("a", "m")]["device"] == "cpu" and agg[("b", "m")]["device"] == ""
+    assert agg[("b", "m")]["fid_domain"] == (10.0, 0.0, 1) and agg[("b", "m")]["diverged"] == []
+    lines = render_csv(agg).splitlines()
+    assert lines[0] == "dataset,method,metric,mean,std,n_seeds,diverged_epochs"
+    assert "a,m,fid_domain,3,1.41421,2,3" in lines and "b,m,fid_domain,10,0,1," in lines
+    assert "a,m,precision,,,0,3" in lines
+
+
+@pytest.mark.parametrize("size,levels", [(4, 1), (8, 1), (16, 2), (28, 2), (32, 3), (64, 4)])
+def test_default_pyramid_levels(size, levels):
+    assert default_levels(size) == levels
+
+
+def test_loss_curves_for_dvc_plots(tmp_path):
+    """One epoch,loss CSV per training job; the VAE's -ELBO so that lower is better everywhere."""
+    from glann.summary import curve_name, write_curves
+
+    run = tmp_path / "results/digits/vae/seed1"
+    run.mkdir(parents=True)
+    (run / "losses.csv").write_text("epoch,elbo,nll,kl,seconds\n1,-120.5,100,20.5,1\n2,-100.25,90,10.25,1\n")
+    glo = tmp_path / "results/digits/glann/seed0"
+    glo.mkdir(parents=True)
+    (glo / "glo_losses.csv").write_text("epoch,loss,lr_codes\n1,0.5,0.01\n")
+    gan = tmp_path / "results/digits/nsgan/seed0"
+    gan.mkdir(parents=True)
+    (gan / "losses.csv").write_text("epoch,d_loss,g_loss,images\n1,1.3,0.7,1408\n")
+    assert curve_name(run / "losses.csv") == "digits_vae_seed1_train.csv"
+    assert curve_name(glo / "glo_losses.csv") == "digits_glann_seed0_glo.csv"
+    out = write_curves([run / "losses.csv", glo / "glo_losses.csv", gan / "losses.csv"], tmp_path / "curves")
+    assert [p.name for p in out] == ["digits_vae_seed1_train.csv", "digits_glann_seed0_glo.csv",
+                                     "digits_nsgan_seed0_train.csv"]
+    assert out[0].read_text() == "epoch,loss\n1,120.5\n2,100.25\n"
+    assert out[1].read_text() == "epoch,loss\n1,0.5\n"
+    assert out[2].read_text() == "epoch,loss\n1,0.7\n"  # a GAN's curve is its generator loss
