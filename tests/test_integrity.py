@@ -21,7 +21,9 @@ BIN = Path(sys.executable).parent
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
 CFG = fill_defaults({"datasets": ["digits"], "methods": ["glann"], "seeds": [0]}, SCHEMA)
 CPU = torch.device("cpu")
-FIX = "is truncated or corrupt: delete it and rerun snakemake, which will rebuild it and what depends on it."
+def FIX(path):
+    return (f"{path} is truncated or corrupt: delete it, rebuild it with `snakemake {path} --cores all`, "
+            "then run `snakemake --cores all` to update what depends on it.")
 
 
 def _truncate(path, size=64):
@@ -45,7 +47,7 @@ def test_checkpoints_and_npz_are_verified(tmp_path, damage):
     damage(arr)
     with pytest.raises(CorruptFileError) as e:
         load_torch(ckpt)
-    assert str(e.value) == f"{ckpt} {FIX}"
+    assert str(e.value) == FIX(ckpt)
     with pytest.raises(CorruptFileError, match="samples.npz is truncated or corrupt"):
         with load_npz(arr):
             pass
@@ -107,7 +109,7 @@ def test_cli_names_a_truncated_checkpoint_in_one_line(tmp_path):
                            str(tmp_path / "out"), "--glo", str(glo), "--imle", str(imle)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == f"error: {imle} {FIX}"
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {FIX(imle)}"
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
 

@@ -147,11 +147,15 @@ def remove(path) -> None:
     integrity_path(path).unlink(missing_ok=True)
 
 
-DEFAULT_FIX = "delete it and rerun snakemake, which will rebuild it and what depends on it"
+def default_fix(path) -> str:
+    # Snakemake does not rebuild a missing intermediate file whose dependents look up to date:
+    # ask for the file itself, then the plain run redoes what depends on it (mtime).
+    return (f"delete it, rebuild it with `snakemake {path} --cores all`, then run `snakemake --cores all` "
+            "to update what depends on it")
 
 
 def corrupt(path, fix: str | None = None) -> CorruptFileError:
-    return CorruptFileError(f"{path} is truncated or corrupt: {fix or DEFAULT_FIX}.")
+    return CorruptFileError(f"{path} is truncated or corrupt: {fix or default_fix(path)}.")
 
 
 def verified(path, fix: str | None = None) -> Path:
@@ -164,7 +168,7 @@ def verified(path, fix: str | None = None) -> Path:
     except (OSError, ValueError):
         raise CorruptFileError(
             f"{path} has no integrity record ({integrity_path(path).name}): it was not written by this "
-            f"pipeline (or by an older version of it): {fix or DEFAULT_FIX}.") from None
+            f"pipeline (or by an older version of it): {fix or default_fix(path)}.") from None
     if path.stat().st_size != want.get("size") or sha256_of(path) != want.get("sha256"):
         raise corrupt(path, fix)
     return path
