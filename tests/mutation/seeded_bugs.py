@@ -1,7 +1,7 @@
 """Seeded science bugs: each must make at least one named test fail.
 
 Run by hand (about 5 minutes on 2 CPU cores):
-    python tests/mutation/seeded_bugs.py
+    python tests/mutation/seeded_bugs.py [name substring ...]
 Each bug is applied to a scratch copy of src/ (never to the checkout), the named
 tests run against that copy, and the script prints KILLED or SURVIVED per bug;
 it exits non-zero if any bug survives. Patches are exact text replacements, so a
@@ -94,10 +94,12 @@ BUGS = [  # (name, file under src/glann, old text, new text, tests)
 ]
 
 
-def main() -> int:
+def main(only=()) -> int:
+    """``only``: substrings of bug names to run (default: all)."""
     survived = []
     py = sys.executable
-    for name, rel, old, new, tests in BUGS:
+    bugs = [b for b in BUGS if not only or any(o in b[0] for o in only)]
+    for name, rel, old, new, tests in bugs:
         with tempfile.TemporaryDirectory() as tmp:
             src = Path(tmp) / "src"
             shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -116,9 +118,9 @@ def main() -> int:
             print(f"{verdict:9} {name}: {', '.join(failed) or proc.stdout.strip().splitlines()[-1]}", flush=True)
             if proc.returncode == 0:
                 survived.append(name)
-    print(f"{len(BUGS) - len(survived)}/{len(BUGS)} seeded bugs killed")
+    print(f"{len(bugs) - len(survived)}/{len(bugs)} seeded bugs killed")
     return 1 if survived else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
