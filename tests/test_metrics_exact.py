@@ -113,3 +113,58 @@ def test_loss_curves_for_dvc_plots(tmp_path):
     assert out[0].read_text() == "epoch,loss\n1,120.5\n2,100.25\n"
     assert out[1].read_text() == "epoch,loss\n1,0.5\n"
     assert out[2].read_text() == "epoch,loss\n1,0.7\n"  # a GAN's curve is its generator loss
+
+
+GOLDEN_ROWS = [
+    {"dataset": "mnist", "method": "glann", "seed": 0, "fid_domain": 10.0, "inception_fid": 9.0, "precision": 0.5,
+     "train_seconds": 100.0, "train_device": "cpu"},
+    {"dataset": "mnist", "method": "glann", "seed": 1, "fid_domain": 14.0, "inception_fid": 11.0, "precision": 0.7,
+     "train_seconds": 120.0, "train_device": "cpu"},
+    {"dataset": "mnist", "method": "nsgan", "seed": 0, "fid_domain": 3000.0, "diverged": True, "diverged_epoch": 4},
+]
+
+
+def test_results_table_matches_the_checked_golden_file():
+    """The whole table text, checked by hand once: means, sample stds (12 ± 2.8: sqrt(8)), the paper's
+    number beside Inception FID only, diverged marks, missing cells, training seconds with the device."""
+    from pathlib import Path
+
+    golden = (Path(__file__).parent / "data" / "summary_golden.md").read_text()
+    assert render_markdown_for(GOLDEN_ROWS) == golden
+    assert "| glann | 10 ± 1.4 (paper 8.6) |" in golden and "| glann | 110 ± 14 (cpu) |" in golden
+
+
+def render_markdown_for(rows):
+    from glann.summary import render_markdown
+
+    return render_markdown(aggregate(rows), ["mnist"], ["glann", "nsgan", "vae"])
+
+
+def test_inception_not_measured_is_said_once():
+    md = render_markdown_for([{**r, "inception_fid": None} for r in GOLDEN_ROWS])
+    assert "## Inception FID ↓\n\nNot measured: Inception weights unavailable" in md
+    assert "(paper" not in md
+
+
+def test_summarize_writes_every_file(tmp_path):
+    import json
+
+    from glann.summary import summarize
+
+    files = []
+    for r in GOLDEN_ROWS:
+        p = tmp_path / "results" / r["dataset"] / r["method"] / f"seed{r['seed']}" / "metrics.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps({k: v for k, v in r.items() if k not in ("dataset", "method", "seed")}))
+        files.append(p)
+    out = tmp_path / "summary"
+    flat = summarize(files, {}, out, ["mnist"], ["glann", "nsgan"], loss_csvs=[])
+    assert flat["mnist/glann/fid_domain"] == 12.0 and flat["mnist/glann/train_seconds"] == 110.0
+    assert "mnist/nsgan/precision" not in flat  # not measured: left out, not written as null
+    assert json.loads((out / "fid.json").read_text()) == [
+        {"dataset": "mnist", "method": "glann", "fid_domain": 12.0},
+        {"dataset": "mnist", "method": "nsgan", "fid_domain": 3000.0}]
+    assert "| nsgan | 3e+03 (diverged, epoch 4) |" in (out / "table.md").read_text()
+    for name in ("table.md", "table.csv", "summary.json", "fid.png", "precision_recall.png", "samples.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "curves").is_dir()

@@ -205,7 +205,7 @@ def _plots(agg, sample_grids, out_dir, datasets, methods):
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
     for ax, d in zip(axes[0], datasets):
         for m in methods:
-            if (d, m) in agg and agg[(d, m)]["precision"][0] is not None:
+            if (d, m) in agg and None not in (agg[(d, m)]["precision"][0], agg[(d, m)]["recall"][0]):
                 ax.scatter(agg[(d, m)]["recall"][0], agg[(d, m)]["precision"][0], s=40)
                 ax.annotate(m, (agg[(d, m)]["recall"][0], agg[(d, m)]["precision"][0]), fontsize=8)
         ax.set_xlabel("recall")
