@@ -167,4 +167,3 @@ def test_summarize_writes_every_file(tmp_path):
     assert "| nsgan | 3e+03 (diverged, epoch 4) |" in (out / "table.md").read_text()
     for name in ("table.md", "table.csv", "summary.json", "fid.png", "precision_recall.png", "samples.png"):
         assert (out / name).stat().st_size > 0, name
-    assert (out / "curves").is_dir()
