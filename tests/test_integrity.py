@@ -193,3 +193,51 @@ def test_a_resumed_job_links_to_the_killed_run_and_keeps_one_history(digits_dir,
     run = client.get_run(second.run_id)
     assert run.data.tags["glann.resumed_from_run"] == first.run_id
     assert [m.step for m in client.get_metric_history(second.run_id, "loss")] == [1, 2, 3]
+
+
+@pytest.mark.pipeline
+def test_kill9_of_snakemake_with_live_tracking_leaves_no_running_run(tmp_path):
+    """kill -9 of the snakemake process (not its group) during train_vae, then of the orphaned job;
+    the rerun closes both runs left RUNNING as KILLED, resumes the model and logs its epochs as one
+    history in a run linked to the killed one."""
+    import signal
+    import sqlite3
+
+    from conftest import _glann_job, _wait, copy_workflow, quick_config, snakemake
+
+    wf = copy_workflow(tmp_path / "wf")
+    (wf / "config/config.yaml").write_text(quick_config({
+        "methods": ["vae"], "vae": {"epochs": 8}, "tracking": {"live": True}}))
+    env = {**os.environ, "GLANN_TRACKING": "1"}
+    exe = str(Path(sys.executable).with_name("snakemake"))
+    with open(wf / "first.log", "w") as fh:
+        proc = subprocess.Popen([exe, "--cores", "2"], cwd=wf, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    resume = wf / "results/digits/vae/seed0/model.pt.resume"
+    try:
+        _wait("train_vae to checkpoint an epoch", lambda: resume.exists() and integrity_path(resume).exists())
+        job = _wait("the train_vae process", lambda: _glann_job(wf, "train-baseline"), timeout=10)
+        proc.send_signal(signal.SIGKILL)  # snakemake only: the job is orphaned and keeps training
+        proc.wait()
+        assert job.is_running()
+        job.send_signal(signal.SIGKILL)  # then the orphan too (power loss of the whole node)
+        job.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = torch.load(resume, weights_only=False)["epoch"]
+    assert 1 <= killed_at < 8
+    snakemake(wf, "--unlock", "--cores", "1", env=env)
+    snakemake(wf, "--cores", "2", env=env)
+    con = sqlite3.connect(wf / "mlflow.db")
+    assert con.execute("select count(*) from runs where status = 'RUNNING'").fetchone()[0] == 0
+    runs = con.execute("select run_uuid, status from runs where name = 'train_vae:vae:seed0' "
+                       "order by start_time").fetchall()
+    assert [s for _, s in runs] == ["KILLED", "FINISHED"]
+    tags = dict(con.execute("select key, value from tags where run_uuid = ?", (runs[1][0],)).fetchall())
+    assert tags["glann.resumed_from_run"] == runs[0][0]
+    steps = [s for (s,) in con.execute("select step from metrics where run_uuid = ? and key = 'elbo' "
+                                       "order by step", (runs[1][0],)).fetchall()]
+    assert steps == list(range(1, 9))  # one history: the killed epochs re-logged, then the rest
+    parents = con.execute("select r.status from runs r join tags t on r.run_uuid = t.run_uuid "
+                          "where t.key = 'glann.step' and t.value = 'pipeline' order by r.start_time").fetchall()
+    assert [s for (s,) in parents] == ["KILLED", "FINISHED"]
