@@ -187,3 +187,13 @@ def test_profiles_parse():
     for cfg in sorted((REPO / "workflow" / "profiles").glob("*/config.yaml")):
         data = yaml.safe_load(cfg.read_text())
         assert isinstance(data, dict) and data, cfg
+
+
+@pytest.mark.parametrize("device,expect", [("cuda", 1), ("cpu", 0), ("auto", None)])
+def test_gpu_resource_is_declared_only_where_jobs_use_one(wf, device, expect):
+    """device: auto resolves once at parse time: no CUDA here, so no job asks for a GPU."""
+    if expect is None:
+        expect = 1 if Path("/proc/driver/nvidia/version").exists() else 0
+    proc = snakemake(wf, "-n", "--cores", "1", "--config", f"device={device}")
+    train = [b for b in proc.stdout.split("\n\n") if "rule train_glo:" in b]
+    assert train and f"gpu={expect}" in train[0], train

@@ -113,9 +113,22 @@ def train_threads():
     return min(want, cores) if isinstance(cores, int) and cores > 0 else want
 
 
+def cuda_visible():
+    """Whether this machine has an NVIDIA GPU, without importing torch (every start pays for it)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        return False
+    return Path("/proc/driver/nvidia/version").exists()
+
+
+# device: auto is resolved once, here: a machine without CUDA declares no GPU for any job, so a
+# CPU-only partition is never asked for one. On a cluster whose submit host has no GPU, say
+# device: cuda (the paper presets do).
+USES_GPU = config["device"] == "cuda" or (config["device"] == "auto" and cuda_visible())
+
+
 def gpu(wildcards=None):
-    """GPU resource only for GPU jobs: counted by --resources gpu=N and the SLURM profile."""
-    return 0 if config["device"] == "cpu" else 1
+    """GPU resource only for jobs that will use one: counted by --resources gpu=N and the SLURM profile."""
+    return 1 if USES_GPU else 0
 
 
 def get_final_output():
