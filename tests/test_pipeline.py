@@ -9,6 +9,7 @@ nsgan's loss is made NaN in its only epoch: it must be marked diverged and the
 rest must still finish.
 """
 
+import csv
 import json
 import os
 import re
@@ -53,6 +54,23 @@ def test_quick_pipeline_outputs(quick_run):
     assert (wf / "results/digits/glann/seed0/reconstructions.png").exists()
     assert not list(wf.rglob("*.resume")), "resume files must be removed after success"
     assert not list(wf.rglob(".tmp-*")), "no temporary files may be left behind"
+    # quality against compute: every method's snapshots scored, drawn, and in MLflow by images processed
+    curve_rows = list(csv.DictReader((wf / "results/summary/fid_vs_compute.csv").open()))
+    assert {r["method"] for r in curve_rows} == set(METHODS) - {"nsgan"}  # nsgan diverged in epoch 1
+    assert (wf / "results/summary/fid_vs_compute.png").stat().st_size > 1000
+    for m in METHODS:
+        curve = json.loads((wf / "results/digits" / m / "seed0/snapshots.json").read_text())
+        pts = curve["points"]
+        assert all(np.isfinite(p["fid_domain"]) and p["n_samples"] == 100 for p in pts)
+        assert [p["images_processed"] for p in pts] == sorted(p["images_processed"] for p in pts)
+        if m == "nsgan":  # diverged in its only epoch: no snapshot, the curve says so
+            assert curve["diverged"] and curve["diverged_epoch"] == 1 and pts == []
+        else:
+            assert len(pts) == 2 and pts[0]["train_seconds"] < pts[1]["train_seconds"]
+        if m == "glann":  # GLANN's compute includes the whole GLO stage
+            glo = torch.load(wf / "results/digits/glann/seed0/glo.pt", weights_only=False)
+            assert pts[0]["train_seconds"] > glo["train_seconds"]
+            assert pts[0]["images_processed"] > glo["images_processed"]
     for bench in ("train_glo", "train_imle", "evaluate"):
         assert list((wf / "logs").rglob(f"{bench}.bench.tsv")), bench
 
@@ -80,8 +98,8 @@ def test_kill9_of_a_job_resumes_from_its_checkpoint_under_snakemake(quick_run, t
                if "glann train-glo" in line)
     ref = tmp_path / "ref"
     ref.mkdir()
-    cmd = re.sub(r"--out \S+ --csv \S+ --recon \S+ > \S+",
-                 f"--out {ref}/glo.pt --csv {ref}/l.csv --recon {ref}/r.png > {ref}/log", cmd)
+    cmd = re.sub(r"--out \S+ --csv \S+ --recon \S+ --snapshots \S+ > \S+",
+                 f"--out {ref}/glo.pt --csv {ref}/l.csv --recon {ref}/r.png --snapshots {ref}/s.pt > {ref}/log", cmd)
     bindir = str(Path(sys.executable).parent)
     subprocess.run(cmd, shell=True, cwd=wf, check=True, env={**os.environ, "GLANN_TRACKING": "0",
                                                               "PATH": bindir + os.pathsep + os.environ["PATH"]})
@@ -91,6 +109,14 @@ def test_kill9_of_a_job_resumes_from_its_checkpoint_under_snakemake(quick_run, t
     for k in a["generator"]:
         assert torch.equal(a["generator"][k], b["generator"][k]), k
     assert [r["epoch"] for r in b["history"]] == [1, 2, 3, 4, 5, 6]
+    # the snapshots kept across the kill are the uninterrupted run's (count 2: epochs 3 and 6)
+    sa = torch.load(ref / "s.pt", weights_only=False)["snapshots"]
+    sb = torch.load(wf / "results/digits/glann/seed0/glo_snapshots.pt", weights_only=False)["snapshots"]
+    assert [s["epoch"] for s in sa] == [s["epoch"] for s in sb] == [3, 6]
+    for x, y in zip(sa, sb):
+        assert torch.equal(x["codes"], y["codes"])
+        assert all(torch.equal(x["generator"][k], y["generator"][k]) for k in x["generator"])
+    assert torch.equal(sb[-1]["codes"], b["codes"])  # the last snapshot is the final model
 
 
 @pytest.mark.pipeline
@@ -123,6 +149,10 @@ def test_mlflow_runs_recorded(quick_run):
     assert set(parent_of.values()) <= parents and len(parent_of) >= 20
     n_metric = con.execute("select count(*) from metrics where key='loss'").fetchone()[0]
     assert n_metric >= 2
+    # the quality-vs-compute points, with images processed as the step
+    steps = {s for (s,) in con.execute("select step from metrics where key='snapshot_fid_domain'")}
+    curve = json.loads((wf / "results/digits/vae/seed0/snapshots.json").read_text())
+    assert {p["images_processed"] for p in curve["points"]} <= steps
 
 
 @pytest.mark.pipeline
@@ -141,5 +171,6 @@ def test_cache_keys_are_exact(quick_run, tmp_path):
         fh.write("\n# an edit\n")
     out = snakemake(wf, "-n", *QUICK).stdout
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M))
-    assert {k for k in jobs if k not in ("all", "total")} == {"sample", "evaluate", "summarize"}, jobs
-    assert jobs["sample"] == "7" and jobs["evaluate"] == "7"
+    assert {k for k in jobs if k not in ("all", "total")} == {"sample", "evaluate", "evaluate_snapshots",
+                                                               "summarize"}, jobs
+    assert jobs["sample"] == "7" and jobs["evaluate"] == "7" and jobs["evaluate_snapshots"] == "7"

@@ -67,6 +67,11 @@ def tracked_run(job: dict, step: str, data=None, context: str = "training"):
     tracker.finish()
 
 
+def _snapshots(job: dict, args) -> dict:
+    """How many generator snapshots a trainer keeps (job's ``snapshots``) and where (--snapshots)."""
+    return {"snapshots": int(job.get("snapshots") or 0), "snapshot_path": args.snapshots}
+
+
 def cmd_prepare(args):
     from .datasets import prepare
 
@@ -83,7 +88,7 @@ def cmd_train_glo(args):
     device = _setup(job, args.threads)
     with tracked_run(job, "train_glo", args.data) as tracker:
         glo = train_glo(args.data, args.out, job["params"], int(job["seed"]), device, tracker,
-                        args.csv, job["runtime"].get("amp", "auto"), job.get("fault"))
+                        args.csv, job["runtime"].get("amp", "auto"), job.get("fault"), **_snapshots(job, args))
         save_grid(reconstructions(glo, args.data, device).cpu().numpy(), args.recon, nrow=8)
         for p in (args.recon, args.csv):
             tracker.log_artifact(p)
@@ -97,7 +102,7 @@ def cmd_train_imle(args):
     device = _setup(job, args.threads)
     with tracked_run(job, "train_imle") as tracker:
         train_imle(args.glo, args.out, job["params"], int(job["seed"]), device, tracker, args.csv,
-                   job.get("fault"))
+                   job.get("fault"), **_snapshots(job, args))
         tracker.log_artifact(args.csv)
         tracker.log_artifact(args.out, "checkpoint")
 
@@ -122,7 +127,7 @@ def cmd_train_baseline(args):
     train = method.train_function()
     with tracked_run(job, f"train_{method.name}", args.data) as tracker:
         train(args.data, args.out, job["params"], int(job["seed"]), device, tracker=tracker, csv_path=args.csv,
-              amp=job["runtime"].get("amp", "auto"), fault=job.get("fault"))
+              amp=job["runtime"].get("amp", "auto"), fault=job.get("fault"), **_snapshots(job, args))
         tracker.log_artifact(args.csv)
         tracker.log_artifact(args.out, "checkpoint")
 
@@ -182,6 +187,23 @@ def cmd_evaluate(args):
     log.info("metrics: %s", {k: v for k, v in metrics.items() if k != "class_histogram"})
 
 
+def cmd_evaluate_snapshots(args):
+    from .atomic import write_json
+    from .snapshots import score_snapshots
+
+    job = _job(args)
+    device = _setup(job, args.threads)
+    p = job["params"]
+    fixed = dict(kv.split("=", 1) for kv in args.fixed or [])
+    with tracked_run(job, "evaluate_snapshots", args.data, "evaluation") as tracker:
+        curve = score_snapshots(job["method"], args.snapshots, fixed, args.evaluator, args.stats_evaluator,
+                                args.data, int(p["num_samples"]), int(job["seed"]), device,
+                                float(p["min_class_share"]), tracker)
+        write_json(args.out, curve)
+        tracker.log_artifact(args.out)
+    log.info("scored %d snapshots of %s", len(curve["points"]), job["method"])
+
+
 def cmd_summarize(args):
     from .summary import summarize
 
@@ -191,7 +213,7 @@ def cmd_summarize(args):
         p = Path(path)
         grids[(p.parent.parent.parent.name, p.parent.parent.name)] = p
     summarize(args.metrics, grids, args.out_dir, job["params"]["datasets"], job["params"]["methods"],
-              loss_csvs=args.losses)
+              loss_csvs=args.losses, snapshot_files=args.snapshots)
 
 
 def cmd_generate(args):
@@ -210,19 +232,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--job", default="{}", help="the step's config slice as JSON")
         p.add_argument("--threads", type=int, default=None)
         for o in opts:
-            p.add_argument(f"--{o}", required=o not in ("imle", "glo", "model"))
+            p.add_argument(f"--{o}", required=o not in ("imle", "glo", "model", "snapshots"))
         p.set_defaults(fn=fn)
         return p
 
     add("prepare", cmd_prepare, "out-dir")
-    add("train-glo", cmd_train_glo, "data", "out", "csv", "recon")
-    add("train-imle", cmd_train_imle, "glo", "out", "csv")
+    add("train-glo", cmd_train_glo, "data", "out", "csv", "recon", "snapshots")
+    add("train-imle", cmd_train_imle, "glo", "out", "csv", "snapshots")
     add("fit-gaussian", cmd_fit_gaussian, "glo", "out")
-    add("train-baseline", cmd_train_baseline, "data", "out", "csv")
+    add("train-baseline", cmd_train_baseline, "data", "out", "csv", "snapshots")
     add("sample", cmd_sample, "data", "out-dir", "glo", "imle", "model")
     add("train-evaluator", cmd_train_evaluator, "data", "out", "metrics")
     add("real-stats", cmd_real_stats, "data", "evaluator", "out-evaluator", "out-inception")
     add("evaluate", cmd_evaluate, "samples", "evaluator", "stats-evaluator", "stats-inception", "data", "out")
+    p = add("evaluate-snapshots", cmd_evaluate_snapshots, "data", "snapshots", "evaluator", "stats-evaluator",
+            "out")
+    p.add_argument("--fixed", nargs="*", help="ROLE=PATH checkpoints the snapshots are used with (GLANN's glo)")
     g = sub.add_parser("generate", help="sample a trained method without Snakemake (see glann.generate)")
     from .generate import add_arguments
 
@@ -232,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--grids", nargs="*")
     p.add_argument("--losses", nargs="*", default=None, help="per-epoch loss CSVs -> <out-dir>/curves/")
+    p.add_argument("--snapshots", nargs="*", default=None, help="scored snapshots -> <out-dir>/fid_vs_compute.*")
     return ap
 
 

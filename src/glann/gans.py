@@ -62,7 +62,8 @@ def g_loss(kind: str, d_fake):
 
 
 def train_gan(kind: str, data_dir, out_path, cfg: dict, seed: int, device: torch.device, tracker=None,
-              csv_path=None, amp: str = "auto", fault: dict | None = None) -> dict:
+              csv_path=None, amp: str = "auto", fault: dict | None = None,
+              snapshots: int = 0, snapshot_path=None) -> dict:
     assert kind in GAN_KINDS
     images = load_train_images(data_dir, device)
     n, h, w, c = images.shape
@@ -112,5 +113,7 @@ def train_gan(kind: str, data_dir, out_path, cfg: dict, seed: int, device: torch
 
     return fit(f"train_{kind}", kind, out_path, cfg, seed,
                {"generator": G, "discriminator": D, "opt_g": opt_g, "opt_d": opt_d}, gen, step, final,
-               tracker=tracker, csv_path=csv_path, fault=fault, watch=("d_loss", "g_loss"), rollback="generator",
+               tracker=tracker, csv_path=csv_path, fault=fault,
+               snapshots=snapshots, snapshot_path=snapshot_path,
+               watch=("d_loss", "g_loss"), rollback="generator",
                device=device)

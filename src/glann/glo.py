@@ -29,7 +29,8 @@ def project_to_sphere(codes: torch.Tensor) -> torch.Tensor:
 
 
 def train_glo(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tracker=None,
-              csv_path=None, amp: str = "auto", fault: dict | None = None) -> dict:
+              csv_path=None, amp: str = "auto", fault: dict | None = None,
+              snapshots: int = 0, snapshot_path=None) -> dict:
     images = load_train_images(data_dir, device)
     n, h, w, c = images.shape
     gen = seeded(seed)
@@ -66,7 +67,8 @@ def train_glo(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
 
     return fit("train_glo", "glo", out_path, cfg, seed,
                {"generator": G, "codes": Slot(codes), "opt_g": opt_g, "opt_z": opt_z}, gen, step, final,
-               tracker=tracker, csv_path=csv_path, fault=fault, device=device,
+               tracker=tracker, csv_path=csv_path, fault=fault,
+               snapshots=snapshots, snapshot_path=snapshot_path, device=device,
                hint="Lower glo.lr_generator / glo.lr_codes, or check the data.")
 
 

@@ -39,7 +39,8 @@ def map_in_chunks(fn, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
 
 
 def train_imle(glo_path, out_path, cfg: dict, seed: int, device: torch.device, tracker=None,
-               csv_path=None, fault: dict | None = None) -> dict:
+              csv_path=None, fault: dict | None = None,
+              snapshots: int = 0, snapshot_path=None) -> dict:
     glo = load_torch(glo_path)
     codes = glo["codes"].to(device)
     n, latent_dim = codes.shape
@@ -69,7 +70,8 @@ def train_imle(glo_path, out_path, cfg: dict, seed: int, device: torch.device, t
         return {"mapping": T.state_dict(), "noise_dim": cfg["noise_dim"], "latent_dim": latent_dim}
 
     return fit("train_imle", "imle", out_path, cfg, seed, {"mapping": T, "opt": opt}, gen, step, final,
-               tracker=tracker, csv_path=csv_path, fault=fault, device=device,
+               tracker=tracker, csv_path=csv_path, fault=fault,
+               snapshots=snapshots, snapshot_path=snapshot_path, device=device,
                hint="Lower imle.lr, or check the GLO codes.")
 
 
@@ -104,7 +106,8 @@ def mean_nn_distance(T, codes, noise_dim: int, factor: float, seed: int, backend
 
 
 def train_imle_pixel(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tracker=None,
-                     csv_path=None, amp: str = "auto", fault: dict | None = None) -> dict:
+                     csv_path=None, amp: str = "auto", fault: dict | None = None,
+                     snapshots: int = 0, snapshot_path=None) -> dict:
     images = load_train_images(data_dir, device)
     n, h, w, c = images.shape
     flat_real = to_float_images(images).reshape(n, -1)
@@ -143,4 +146,5 @@ def train_imle_pixel(data_dir, out_path, cfg: dict, seed: int, device: torch.dev
 
     return fit("train_imle_pixel", "imle_pixel", out_path, cfg, seed,
                {"generator": G, "opt": opt, "matched": matched}, gen, step, final,
-               tracker=tracker, csv_path=csv_path, fault=fault, device=device, hint="Lower imle_pixel.lr.")
+               tracker=tracker, csv_path=csv_path, fault=fault,
+               snapshots=snapshots, snapshot_path=snapshot_path, device=device, hint="Lower imle_pixel.lr.")

@@ -24,6 +24,11 @@ class Method:
     sampler: str = "generator"      # how samples are drawn: glann | glo_gauss | generator
     trainer: str | None = None      # "module:function" for `glann train-baseline`
     trainer_args: tuple = ()        # leading positional arguments of the trainer (a GAN's kind)
+    # Quality-vs-compute snapshots (glann.snapshots): the file its training keeps them in, the
+    # sampler role each snapshot stands in for, and the checkpoint roles that stay fixed.
+    snapshots: str = "{method}/seed{seed}/snapshots.pt"
+    snapshot_role: str = "model"
+    snapshot_fixed: tuple = ()
 
     def checkpoint_paths(self, dataset: str, seed) -> dict:
         return {role: f"results/{dataset}/" + p.format(method=self.name, seed=seed)
@@ -31,6 +36,13 @@ class Method:
 
     def loss_csv_paths(self, dataset: str, seed) -> list:
         return [f"results/{dataset}/" + p.format(method=self.name, seed=seed) for p in self.loss_csvs]
+
+    def snapshot_path(self, dataset: str, seed) -> str:
+        return f"results/{dataset}/" + self.snapshots.format(method=self.name, seed=seed)
+
+    def snapshot_fixed_paths(self, dataset: str, seed) -> dict:
+        paths = self.checkpoint_paths(dataset, seed)
+        return {role: paths[role] for role in self.snapshot_fixed}
 
     def train_function(self):
         module, func = self.trainer.split(":")
@@ -60,9 +72,12 @@ _LOSSES = ("{method}/seed{seed}/losses.csv",)
 
 register(Method("glann", "train_imle",
                 {"glo": "glann/seed{seed}/glo.pt", "imle": "glann/seed{seed}/imle.pt"},
-                ("glann/seed{seed}/glo_losses.csv", "glann/seed{seed}/imle_losses.csv"), sampler="glann"))
+                ("glann/seed{seed}/glo_losses.csv", "glann/seed{seed}/imle_losses.csv"), sampler="glann",
+                snapshots="glann/seed{seed}/imle_snapshots.pt", snapshot_role="imle", snapshot_fixed=("glo",)))
+# glo_gauss's snapshots are GLO's: each gets its own Gaussian fit when scored.
 register(Method("glo_gauss", "fit_gaussian",
-                {"glo": "glann/seed{seed}/glo.pt", **_MODEL}, (), sampler="glo_gauss"))
+                {"glo": "glann/seed{seed}/glo.pt", **_MODEL}, (), sampler="glo_gauss",
+                snapshots="glann/seed{seed}/glo_snapshots.pt", snapshot_role="glo"))
 register(Method("imle_pixel", "train_imle_pixel", _MODEL, _LOSSES,
                 trainer="glann.imle:train_imle_pixel"))
 for _gan in ("nsgan", "wgan_gp", "lsgan"):

@@ -38,11 +38,11 @@ class Sampler:
     registry's ``sampler`` field.
     """
 
-    def __init__(self, method: str, paths: dict, device):
+    def __init__(self, method: str, paths: dict, device, blobs: dict | None = None):
         self.device = device
         self.kind = get(method).sampler
-        blobs = {role: load_torch(p)
-                 for role, p in paths.items() if p}
+        # blobs: checkpoints already in memory (a snapshot standing in for one role)
+        blobs = {**{role: load_torch(p) for role, p in paths.items() if p}, **(blobs or {})}
         if self.kind in ("glann", "glo_gauss"):
             glo = blobs["glo"]
             self.G = load_glo_generator(glo, device)

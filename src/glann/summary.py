@@ -164,10 +164,90 @@ def write_curves(loss_csvs, out_dir) -> list[Path]:
     return written
 
 
-def summarize(metric_files, sample_grids: dict, out_dir, datasets, methods, loss_csvs=None) -> dict:
+CURVE_COLUMNS = ("dataset", "method", "seed", "epoch", "train_seconds", "images_processed", "fid_domain",
+                 "classes_covered", "diverged")
+
+
+def collect_snapshots(snapshot_files) -> list[dict]:
+    """One row per scored snapshot (results/D/M/seedS/snapshots.json), in CURVE_COLUMNS."""
+    rows = []
+    for path in snapshot_files or []:
+        path = Path(path)
+        curve = json.loads(path.read_text())
+        dataset = path.parent.parent.parent.name
+        last = len(curve["points"]) - 1
+        for i, pt in enumerate(curve["points"]):
+            rows.append({"dataset": dataset, "method": curve["method"], "seed": curve["seed"], "epoch": pt["epoch"],
+                         "train_seconds": pt["train_seconds"], "images_processed": pt["images_processed"],
+                         "fid_domain": pt["fid_domain"], "classes_covered": pt.get("classes_covered"),
+                         # the last snapshot before a divergence carries the mark
+                         "diverged": bool(curve["diverged"]) and i == last})
+    return rows
+
+
+def write_compute_curves(snapshot_files, out_dir, datasets, methods) -> list[dict]:
+    """fid_vs_compute.csv (a DVC plot) and .png: every method's fid_domain against training seconds."""
+    rows = collect_snapshots(snapshot_files)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CURVE_COLUMNS)
+    w.writeheader()
+    w.writerows(rows)
+    write_text(Path(out_dir) / "fid_vs_compute.csv", buf.getvalue(), record=False)
+    _compute_plot(rows, Path(out_dir) / "fid_vs_compute.png", datasets, methods)
+    return rows
+
+
+def _compute_plot(rows, path, datasets, methods):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.5), squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        for m in methods:
+            runs = {}
+            for r in rows:
+                if r["dataset"] == d and r["method"] == m:
+                    runs.setdefault(r["seed"], []).append(r)
+            if not runs:
+                continue
+            # mean ± std over seeds at each snapshot index (seeds that diverged stop early)
+            n = max(len(v) for v in runs.values())
+            xs, ys, es = [], [], []
+            for i in range(n):
+                pts = [v[i] for v in runs.values() if len(v) > i]
+                xs.append(np.mean([p["train_seconds"] for p in pts]))
+                ys.append(np.mean([p["fid_domain"] for p in pts]))
+                es.append(np.std([p["fid_domain"] for p in pts]) if len(pts) > 1 else 0.0)
+            line = ax.errorbar(xs, ys, yerr=es, marker="o", ms=4, capsize=2, label=m)
+            for v in runs.values():
+                if v[-1]["diverged"]:
+                    ax.plot(v[-1]["train_seconds"], v[-1]["fid_domain"], "x", ms=12, mew=2,
+                            color=line[0].get_color())
+                    ax.annotate(f"{m} diverged after epoch {v[-1]['epoch']}",
+                                (v[-1]["train_seconds"], v[-1]["fid_domain"]), fontsize=7)
+        ax.set_yscale("log")
+        ax.set_xlabel("training seconds (whole method)")
+        ax.set_ylabel("fid_domain (lower is better)")
+        ax.set_title(f"{d}: quality against compute")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no snapshots (snapshots.count: 0)", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    save_with(path, lambda p: fig.savefig(p, format="png", dpi=100), record=False)
+    plt.close(fig)
+
+
+def summarize(metric_files, sample_grids: dict, out_dir, datasets, methods, loss_csvs=None,
+              snapshot_files=None) -> dict:
     out_dir = Path(out_dir)
     if loss_csvs is not None:
         write_curves(loss_csvs, out_dir / "curves")
+    write_compute_curves(snapshot_files, out_dir, datasets, methods)
     rows = collect(metric_files)
     agg = aggregate(rows)
     write_text(out_dir / "table.md", render_markdown(agg, datasets, methods), record=False)

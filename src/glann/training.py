@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from .atomic import write_text
+from .atomic import torch_save, write_text
 from .datasets import load_prepared
 from .errors import DivergedError
 from .runtime import Checkpointer, rng_state, set_rng_state, training_lock
@@ -99,10 +99,43 @@ class EpochLog:
         write_text(self.csv_path, buf.getvalue())
 
 
+def snapshot_epochs(epochs: int, count: int) -> list[int]:
+    """The epochs after which ``count`` snapshots are kept, evenly spaced over ``epochs`` (the last
+    is always the final epoch; images per epoch are constant, so this is even in images too)."""
+    if count <= 0:
+        return []
+    return sorted({max(1, round(k * epochs / count)) for k in range(1, count + 1)})
+
+
+def _cpu_copy(obj):
+    """A detached CPU copy of a (nested) dict of tensors: a snapshot must not follow training."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
+def _snapshot(state: dict, gen: torch.Generator, final: Callable[[], dict]) -> dict:
+    """``final()`` now, without touching training: final() may draw noise (IMLE's BatchNorm
+    recalibration), so every state object and both RNGs are put back afterwards. Training with
+    snapshots on gives the same model as with them off, and the last snapshot is the final model."""
+    before = {k: copy.deepcopy(o.state_dict()) for k, o in state.items()}
+    rng = rng_state(gen)
+    try:
+        return _cpu_copy(final())
+    finally:
+        for k, o in state.items():
+            o.load_state_dict(before[k])
+        set_rng_state(rng, gen)
+
+
 def fit(task: str, kind: str, out_path, cfg: dict, seed: int, state: dict, gen: torch.Generator,
         step: Callable[[int, bool], dict], final: Callable[[], dict], *, tracker=None, csv_path=None,
         fault: dict | None = None, watch=("loss",), hint: str = "", rollback: str | None = None,
-        device="cpu") -> dict:
+        device="cpu", snapshots: int = 0, snapshot_path=None) -> dict:
     """Train for ``cfg['epochs']`` epochs with resume, logging, checkpoints and the divergence policy.
 
     ``state``: name -> object with ``state_dict``/``load_state_dict`` (saved every epoch,
@@ -114,23 +147,29 @@ def fit(task: str, kind: str, out_path, cfg: dict, seed: int, state: dict, gen: 
     each epoch's ``seconds`` and ``images`` (training examples through a backward pass, as
     the step reports them) go to the CSV and MLflow; the final checkpoint carries
     ``train_seconds``, ``images_processed`` and ``device``.
+
+    ``snapshots``: keep that many copies of ``final()`` over the budget (:func:`snapshot_epochs`),
+    each with the training seconds and images processed so far, written to ``snapshot_path``
+    (always written when given: an empty list when ``snapshots`` is 0). They are what the
+    quality-vs-compute curves score (glann.snapshots).
     """
     with training_lock(out_path):
         return _fit(task, kind, out_path, cfg, seed, state, gen, step, final, tracker, csv_path, fault, watch,
-                    hint, rollback, device)
+                    hint, rollback, device, snapshots, snapshot_path)
 
 
 def _fit(task, kind, out_path, cfg, seed, state, gen, step, final, tracker, csv_path, fault, watch, hint,
-         rollback, device) -> dict:
+         rollback, device, snapshots, snapshot_path) -> dict:
     epochs = cfg["epochs"]
     ckpt = Checkpointer(out_path)
     saved = ckpt.load()
-    start, history = 0, []
+    start, history, kept = 0, [], []
+    marks = set(snapshot_epochs(epochs, snapshots))
     if saved is not None:
         for name, obj in state.items():
             obj.load_state_dict(saved["state"][name])
         set_rng_state(saved["rng"], gen)
-        start, history = saved["epoch"], saved["history"]
+        start, history, kept = saved["epoch"], saved["history"], saved.get("snapshots", [])
         if tracker is not None:  # one model, one history: the earlier epochs, and the run they came from
             if saved.get("run_id"):
                 tracker.set_tags({"glann.resumed_from_run": saved["run_id"]})
@@ -157,8 +196,12 @@ def _fit(task, kind, out_path, cfg, seed, state, gen, step, final, tracker, csv_
         if rollback:
             last_good = copy.deepcopy(state[rollback].state_dict())
         elog.log(epoch, **metrics)
+        if epoch in marks:
+            kept.append({"epoch": epoch, "train_seconds": sum(r["seconds"] for r in elog.rows),
+                         "images_processed": int(sum(r.get("images", 0) for r in elog.rows)),
+                         **_snapshot(state, gen, final)})
         ckpt.save({"epoch": epoch, "state": {k: o.state_dict() for k, o in state.items()},
-                   "rng": rng_state(gen), "history": elog.rows, "config": cfg,
+                   "rng": rng_state(gen), "history": elog.rows, "config": cfg, "snapshots": kept,
                    "run_id": getattr(tracker, "run_id", None)})
 
     result = {"kind": kind, "seed": seed, "epochs": epochs, "config": cfg, "history": elog.rows,
@@ -167,6 +210,9 @@ def _fit(task, kind, out_path, cfg, seed, state, gen, step, final, tracker, csv_
               "images_processed": int(sum(r.get("images", 0) for r in elog.rows)), "device": str(device),
               **final()}
     elog.write()  # the CSV exists even when the first epoch diverged
+    if snapshot_path:
+        torch_save(snapshot_path, {k: result[k] for k in ("kind", "seed", "epochs", "config", "diverged",
+                                                           "diverged_epoch", "device")} | {"snapshots": kept})
     ckpt.finish(result)
     return result
 

@@ -54,7 +54,8 @@ def elbo_terms(encoder, decoder, x, likelihood: str, sigma: float, gen=None):
 
 
 def train_vae(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tracker=None,
-              csv_path=None, amp: str = "auto", fault: dict | None = None) -> dict:
+              csv_path=None, amp: str = "auto", fault: dict | None = None,
+              snapshots: int = 0, snapshot_path=None) -> dict:
     images = load_train_images(data_dir, device)
     n, h, w, c = images.shape
     gen = seeded(seed)
@@ -83,5 +84,6 @@ def train_vae(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
                 "image_shape": [h, w, c]}
 
     return fit("train_vae", "vae", out_path, cfg, seed, {"encoder": enc, "generator": dec, "opt": opt}, gen,
-               step, final, tracker=tracker, csv_path=csv_path, fault=fault, watch=("elbo",), device=device,
+               step, final, tracker=tracker, csv_path=csv_path, fault=fault,
+               snapshots=snapshots, snapshot_path=snapshot_path, watch=("elbo",), device=device,
                hint="Lower vae.lr.")

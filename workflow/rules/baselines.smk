@@ -27,8 +27,9 @@ rule train_imle_pixel:
     output:
         model="results/{dataset}/imle_pixel/seed{seed}/model.pt",
         losses="results/{dataset}/imle_pixel/seed{seed}/losses.csv",
+        snapshots="results/{dataset}/imle_pixel/seed{seed}/snapshots.pt",
     params:
-        job=lambda w: job(w, "imle_pixel", "imle_pixel"),
+        job=lambda w: job(w, "imle_pixel", "imle_pixel", snapshots=True),
         code=trainer_code("imle_pixel"),
     log:
         "logs/{dataset}/imle_pixel/seed{seed}/train_imle_pixel.log",
@@ -41,7 +42,7 @@ rule train_imle_pixel:
         gpu=gpu,
     shell:
         "glann train-baseline --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
-        " --out {output.model} --csv {output.losses} > {log} 2>&1"
+        " --out {output.model} --csv {output.losses} --snapshots {output.snapshots} > {log} 2>&1"
 
 
 rule train_gan:
@@ -50,10 +51,11 @@ rule train_gan:
     output:
         model="results/{dataset}/{method}/seed{seed}/model.pt",
         losses="results/{dataset}/{method}/seed{seed}/losses.csv",
+        snapshots="results/{dataset}/{method}/seed{seed}/snapshots.pt",
     wildcard_constraints:
         method="|".join(m for m in METHODS if REGISTRY[m].rule == "train_gan") or "none",
     params:
-        job=lambda w: job(w, w.method),
+        job=lambda w: job(w, w.method, snapshots=True),
         code=trainer_code(),
     log:
         "logs/{dataset}/{method}/seed{seed}/train_gan.log",
@@ -66,7 +68,7 @@ rule train_gan:
         gpu=gpu,
     shell:
         "glann train-baseline --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
-        " --out {output.model} --csv {output.losses} > {log} 2>&1"
+        " --out {output.model} --csv {output.losses} --snapshots {output.snapshots} > {log} 2>&1"
 
 
 rule train_vae:
@@ -75,8 +77,9 @@ rule train_vae:
     output:
         model="results/{dataset}/vae/seed{seed}/model.pt",
         losses="results/{dataset}/vae/seed{seed}/losses.csv",
+        snapshots="results/{dataset}/vae/seed{seed}/snapshots.pt",
     params:
-        job=lambda w: job(w, "vae", "vae"),
+        job=lambda w: job(w, "vae", "vae", snapshots=True),
         code=trainer_code("vae"),
     log:
         "logs/{dataset}/vae/seed{seed}/train_vae.log",
@@ -89,4 +92,4 @@ rule train_vae:
         gpu=gpu,
     shell:
         "glann train-baseline --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
-        " --out {output.model} --csv {output.losses} > {log} 2>&1"
+        " --out {output.model} --csv {output.losses} --snapshots {output.snapshots} > {log} 2>&1"

@@ -65,7 +65,7 @@ def dataset_options(dataset):
     return dict(config["data"].get(dataset) or {})
 
 
-def job(wildcards, section, method=None, params=None):
+def job(wildcards, section, method=None, params=None, snapshots=False):
     """The JSON config slice handed to `glann <step> --job`: only what changes a result.
 
     Bookkeeping (tracking, threads) stays out, so switching it reruns nothing: threads
@@ -83,6 +83,7 @@ def job(wildcards, section, method=None, params=None):
             "runtime": runtime,
             "params": params if params is not None else config[section],
             "fault": {"nan_at_epoch": fault} if fault else None,
+            **({"snapshots": config["snapshots"]["count"]} if snapshots else {}),
         },
         sort_keys=True,
     )
@@ -92,6 +93,27 @@ def sample_inputs(w):
     """The prepared data and the checkpoints the registry lists for this method."""
     return {"data": f"data/prepared/{w.dataset}/manifest.json",
             **REGISTRY[w.method].checkpoint_paths(w.dataset, w.seed)}
+
+
+def snapshot_inputs(w):
+    """A method's snapshot file, the checkpoints they are used with, the evaluator and real stats."""
+    m = REGISTRY[w.method]
+    return {"data": f"data/prepared/{w.dataset}/manifest.json", "snapshots": m.snapshot_path(w.dataset, w.seed),
+            "evaluator": f"results/{w.dataset}/evaluator/model.pt",
+            "stats_evaluator": f"results/{w.dataset}/stats/evaluator.npz",
+            **{f"fixed_{role}": p for role, p in m.snapshot_fixed_paths(w.dataset, w.seed).items()}}
+
+
+def fixed_args(w, input):
+    return " ".join(f"{k[len('fixed_'):]}={input[k]}" for k in input.keys() if k.startswith("fixed_"))
+
+
+def snapshot_curves():
+    """Every run's scored snapshots (none when snapshots.count is 0)."""
+    if not config["snapshots"]["count"]:
+        return []
+    return expand("results/{dataset}/{method}/seed{seed}/snapshots.json", dataset=DATASETS, method=METHODS,
+                  seed=SEEDS)
 
 
 def sample_args(w, input):
@@ -144,7 +166,7 @@ def get_final_output():
         method=METHODS,
         seed=SEEDS,
     )
-    return out
+    return out + snapshot_curves()
 
 
 _INVOCATION = os.environ.get("GLANN_INVOCATION_ID") or uuid.uuid4().hex[:12]

@@ -74,3 +74,27 @@ rule evaluate:
         " --samples {input.samples} --evaluator {input.evaluator}"
         " --stats-evaluator {input.stats_evaluator} --stats-inception {input.stats_inception}"
         " --out {output.metrics} > {log} 2>&1"
+
+
+rule evaluate_snapshots:
+    input:
+        unpack(snapshot_inputs),
+    output:
+        curve="results/{dataset}/{method}/seed{seed}/snapshots.json",
+    params:
+        job=lambda w: job(w, None, params={**config["snapshots"], "min_class_share": config["eval"]["min_class_share"]}),
+        fixed=lambda w, input: fixed_args(w, input),
+        code=code_version("evaluate-snapshots"),
+    log:
+        "logs/{dataset}/{method}/seed{seed}/evaluate_snapshots.log",
+    benchmark:
+        "logs/{dataset}/{method}/seed{seed}/evaluate_snapshots.bench.tsv",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=gpu,
+    shell:
+        "glann evaluate-snapshots --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
+        " --snapshots {input.snapshots} --evaluator {input.evaluator} --stats-evaluator {input.stats_evaluator}"
+        " --fixed {params.fixed} --out {output.curve} > {log} 2>&1"

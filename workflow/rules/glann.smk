@@ -7,13 +7,14 @@ rule train_glo:
     output:
         model="results/{dataset}/glann/seed{seed}/glo.pt",
         losses="results/{dataset}/glann/seed{seed}/glo_losses.csv",
+        snapshots="results/{dataset}/glann/seed{seed}/glo_snapshots.pt",
         recon=report(
             "results/{dataset}/glann/seed{seed}/reconstructions.png",
             category="Reconstructions",
             labels={"dataset": "{dataset}", "seed": "{seed}"},
         ),
     params:
-        job=lambda w: job(w, "glo", "glann"),
+        job=lambda w: job(w, "glo", "glann", snapshots=True),
         code=code_version("train-glo"),
     log:
         "logs/{dataset}/glann/seed{seed}/train_glo.log",
@@ -26,7 +27,7 @@ rule train_glo:
         gpu=gpu,
     shell:
         "glann train-glo --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
-        " --out {output.model} --csv {output.losses} --recon {output.recon} > {log} 2>&1"
+        " --out {output.model} --csv {output.losses} --recon {output.recon} --snapshots {output.snapshots} > {log} 2>&1"
 
 
 rule train_imle:
@@ -35,8 +36,9 @@ rule train_imle:
     output:
         model="results/{dataset}/glann/seed{seed}/imle.pt",
         losses="results/{dataset}/glann/seed{seed}/imle_losses.csv",
+        snapshots="results/{dataset}/glann/seed{seed}/imle_snapshots.pt",
     params:
-        job=lambda w: job(w, "imle", "glann"),
+        job=lambda w: job(w, "imle", "glann", snapshots=True),
         code=code_version("train-imle"),
     log:
         "logs/{dataset}/glann/seed{seed}/train_imle.log",
@@ -49,4 +51,4 @@ rule train_imle:
         gpu=gpu,
     shell:
         "glann train-imle --job {params.job:q} --threads {threads} --glo {input.glo}"
-        " --out {output.model} --csv {output.losses} > {log} 2>&1"
+        " --out {output.model} --csv {output.losses} --snapshots {output.snapshots} > {log} 2>&1"

@@ -17,6 +17,7 @@ rule summarize:
             seed=SEEDS[:1],
         ),
         losses=loss_csvs(),
+        snapshots=snapshot_curves(),
     output:
         table=report("results/summary/table.md", category="Summary", labels={"figure": "table (markdown)"}),
         csv=report("results/summary/table.csv", category="Summary", labels={"figure": "table"}),
@@ -32,6 +33,12 @@ rule summarize:
         samples=report(
             "results/summary/samples.png", category="Summary", labels={"figure": "samples, every method"}
         ),
+        compute=report(
+            "results/summary/fid_vs_compute.png",
+            category="Summary",
+            labels={"figure": "fid_domain against training seconds"},
+        ),
+        compute_csv="results/summary/fid_vs_compute.csv",
     params:
         job=lambda w: json.dumps({"params": {"datasets": DATASETS, "methods": METHODS}}),
         code=code_version("summarize"),
@@ -45,4 +52,4 @@ rule summarize:
         runtime=10,
     shell:
         "glann summarize --job {params.job:q} --out-dir results/summary --metrics {input.metrics}"
-        " --grids {input.grids} --losses {input.losses} > {log} 2>&1"
+        " --grids {input.grids} --losses {input.losses} --snapshots {input.snapshots} > {log} 2>&1"
