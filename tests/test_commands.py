@@ -11,8 +11,10 @@ paper presets' ``fid.require_inception`` check passes; nothing is computed
 with it).
 """
 
+import os
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -184,7 +186,7 @@ def test_documented_command_runs(where, command, wf, inception_home):
 def test_profiles_parse():
     import yaml
 
-    for cfg in sorted((REPO / "workflow" / "profiles").glob("*/config.yaml")):
+    for cfg in sorted((REPO / "profiles").glob("*/config.yaml")):
         data = yaml.safe_load(cfg.read_text())
         assert isinstance(data, dict) and data, cfg
 
@@ -197,3 +199,58 @@ def test_gpu_resource_is_declared_only_where_jobs_use_one(wf, device, expect):
     proc = snakemake(wf, "-n", "--cores", "1", "--config", f"device={device}")
     train = [b for b in proc.stdout.split("\n\n") if "rule train_glo:" in b]
     assert train and f"gpu={expect}" in train[0], train
+
+
+# --------------------------------------------------------------------------- workflow conventions
+def test_snakemake_lint_is_clean():
+    """`snakemake --lint` flags nothing but the per-rule conda/container advice (config/README.md:
+    the workflow runs in one environment, environment.yml or the README's .venv)."""
+    proc = subprocess.run(["snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep
+                               + os.environ["PATH"]})
+    text = proc.stdout + proc.stderr
+    lints = [line.strip() for line in text.splitlines() if line.startswith("    * ")]
+    assert lints, text  # the linter ran (it always gives the conda advice)
+    others = [lint for lint in lints if not lint.startswith("* Specify a conda environment or container")]
+    assert not others, others
+
+
+def test_catalogue_conventions():
+    import yaml
+
+    meta = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())
+    assert meta["usage"]["mandatory-flags"]["flags"] and meta["usage"]["report"] is True
+    assert set(meta["usage"]["software-stack-deployment"]) == {"conda", "singularity", "singularity+conda"}
+    assert (REPO / "profiles").is_dir() and not (REPO / "profiles").is_symlink()
+    assert (REPO / "profiles/default/config.yaml").exists() and (REPO / "profiles/slurm/config.yaml").exists()
+    assert (REPO / "config/README.md").exists()
+    # every report() output has a caption file that exists; fid_domain's caveat stands beside its figures
+    rules = REPO / "workflow/rules"
+    for smk in rules.glob("*.smk"):
+        text = smk.read_text()
+        calls = re.findall(r"report\(\s*([^)]*?)\)", text, re.S)
+        for call in calls:
+            cap = re.search(r'caption="([^"]+)"', call)
+            assert cap, f"{smk.name}: report() without a caption: {call[:80]}"
+            assert (rules / cap.group(1)).resolve().exists(), cap.group(1)
+    for name in ("fid.rst", "table.rst", "fid_vs_compute.rst"):
+        text = " ".join((REPO / "workflow/report" / name).read_text().replace("**", "").split())
+        assert "not comparable with Inception FID" in text or "not Inception FID" in text, name
+    # input functions live in common.smk only: the other rule files hold rules
+    for smk in rules.glob("*.smk"):
+        if smk.name != "common.smk":
+            assert not re.search(r"(?m)^def ", smk.read_text()), f"{smk.name} defines a function"
+
+
+def test_device_cuda_without_cuda_stops_before_any_job(tmp_path):
+    """device: cuda on a machine without CUDA: one line, no job, no folder, no MLflow run."""
+    wf = copy_workflow(tmp_path / "wf")
+    proc = snakemake(wf, "--cores", "1", "--configfile", "config/quick.yaml", "--config", "device=cuda",
+                     check=False, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if "config error" in ln]
+    assert len(lines) == 1 and "device: cuda" in lines[0] and "device=cpu" in lines[0], proc.stderr[-2000:]
+    assert not (wf / "results").exists() and not (wf / "data").exists() and not (wf / "mlflow.db").exists()
+    # a dry run (and a cluster executor, which submits the jobs to GPU nodes) is not stopped
+    assert snakemake(wf, "-n", "--cores", "1", "--config", "device=cuda",
+                     env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}).returncode == 0

@@ -86,3 +86,43 @@ def test_paper_presets_pin_the_papers_values(name, glo_epochs, halve, imle_epoch
     assert cfg["wgan_gp"]["critic_steps"] == 5 and cfg["wgan_gp"]["gp_lambda"] == 10
     assert cfg["fid"]["inception"] and cfg["fid"]["require_inception"] and cfg["fid"]["num_samples"] == 10000
     assert cfg["sample"]["num_samples"] == 10000
+
+
+def _schema_paths(props, defs, prefix=()):
+    """(section, key path under it) for every leaf key of the schema."""
+    for key, spec in props.items():
+        if "$ref" in spec:
+            spec = {**defs[spec["$ref"].split("/")[-1]], **{k: v for k, v in spec.items() if k != "$ref"}}
+        nested = spec.get("properties")
+        if nested is None and isinstance(spec.get("additionalProperties"), dict):
+            nested = spec["additionalProperties"].get("properties")  # data.<name>.*
+        if nested:
+            yield from _schema_paths(nested, defs, prefix + (key,))
+        else:
+            yield prefix + (key,)
+
+
+def test_config_readme_explains_every_schema_key():
+    """config/README.md (the catalogue's usage page) has a row for every key, under its section."""
+    import re
+
+    import yaml
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    doc = (REPO / "config/README.md").read_text()
+    sections = {}
+    for block in re.split(r"(?m)^### ", doc)[1:]:
+        heading, body = block.split("\n", 1)
+        names = re.findall(r"`(\w+)`", heading) or ["top level"]
+        for name in names:
+            sections[name] = body
+    missing = []
+    for path in _schema_paths(schema["properties"], schema["definitions"]):
+        section, rest = (path[0], path[1:]) if len(path) > 1 else ("top level", path)
+        body = sections.get(section, "")
+        row = ".".join(rest)
+        if not re.search(rf"^\| [^|]*`{re.escape(row)}`", body, re.M):
+            missing.append(".".join(path))
+    assert not missing, f"config/README.md does not explain: {missing}"
+    for preset in [p.relative_to(REPO) for p in (REPO / "config").rglob("*.yaml")]:
+        assert f"`{preset}`" in doc or f"`{preset.name}`" in doc, preset

@@ -39,13 +39,13 @@ def _setup(job: dict, threads: int | None):
     return resolve_device(job["device"])
 
 
-TRACKING_ENV = "GLANN_TRACKING_CONFIG"  # the Snakefile's tracking section, as JSON (not a job param)
 
 
 @contextlib.contextmanager
 def tracked_run(job: dict, step: str, data=None, context: str = "training"):
     """An MLflow run (or journal) for one step: FINISHED on success, FAILED on any exception.
     ``data``: the prepared dataset folder, logged as the run's dataset input."""
+    from .config import TRACKING_ENV  # the Snakefile's tracking section, as JSON
     from .tracking import Tracker
 
     tr = {**json.loads(os.environ.get(TRACKING_ENV) or "{}"), **job.get("tracking", {})}

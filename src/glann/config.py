@@ -9,6 +9,8 @@ missing keys, creating missing sections.
 from __future__ import annotations
 
 import copy
+import json
+import os
 from pathlib import Path
 
 import yaml
@@ -16,6 +18,21 @@ import yaml
 # Dataset kinds prepare_data knows (glann.datasets implements each). Here, not there, so that
 # checking a config (the Snakefile does it at every start, no-op included) does not import numpy.
 REGISTRY = ("mnist5k", "digits", "mnist", "fashion", "cifar10", "celeba64", "folder")
+
+
+TRACKING_ENV = "GLANN_TRACKING_CONFIG"  # the tracking section, handed to every job (not a job param)
+
+
+def export_tracking(tracking: dict) -> None:
+    """Hand the tracking section to the jobs through the environment: changing it reruns nothing."""
+    os.environ[TRACKING_ENV] = json.dumps(tracking, sort_keys=True)
+
+
+def cuda_visible() -> bool:
+    """Whether this machine has an NVIDIA GPU, without importing torch (every start pays for it)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        return False
+    return Path("/proc/driver/nvidia/version").exists()
 
 
 def load_schema(path) -> dict:

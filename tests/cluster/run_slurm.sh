@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real SLURM test: install Debian's slurm-wlm and munge, start a one-node
 # cluster on this machine, run config/quick.yaml through
-# `--workflow-profile workflow/profiles/slurm` (snakemake-executor-plugin-slurm),
+# `--workflow-profile profiles/slurm` (snakemake-executor-plugin-slurm),
 # then check that every job went through sbatch and that the outputs equal a
 # local run of the same config.
 #
@@ -100,7 +100,7 @@ echo "== local run"
 
 echo "== SLURM run"
 start=$(date +%s)
-(cd "$WORK/slurm" && snakemake --workflow-profile workflow/profiles/slurm --configfile config/quick.yaml \
+(cd "$WORK/slurm" && snakemake --workflow-profile profiles/slurm --configfile config/quick.yaml \
     --slurm-no-account --slurm-status-command squeue --slurm-init-seconds-before-status-checks 2 \
     --slurm-keep-successful-logs --jobs 4 --quiet rules)
 echo "SLURM run took $(( $(date +%s) - start )) s"

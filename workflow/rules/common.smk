@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from glann.codehash import code_hash  # noqa: E402
-from glann.config import check, coerce, fill_defaults, load_schema  # noqa: E402
+from glann.config import check, coerce, cuda_visible, export_tracking, fill_defaults, load_schema  # noqa: E402
 from glann.methods import METHODS as REGISTRY  # noqa: E402
 
 SCHEMA_PATH = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
@@ -135,13 +135,6 @@ def train_threads():
     return min(want, cores) if isinstance(cores, int) and cores > 0 else want
 
 
-def cuda_visible():
-    """Whether this machine has an NVIDIA GPU, without importing torch (every start pays for it)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
-        return False
-    return Path("/proc/driver/nvidia/version").exists()
-
-
 # device: auto is resolved once, here: a machine without CUDA declares no GPU for any job, so a
 # CPU-only partition is never asked for one. On a cluster whose submit host has no GPU, say
 # device: cuda (the paper presets do).
@@ -171,11 +164,21 @@ def get_final_output():
 
 _INVOCATION = os.environ.get("GLANN_INVOCATION_ID") or uuid.uuid4().hex[:12]
 # Jobs read their tracking settings from the environment, not from params (see job()).
-os.environ["GLANN_TRACKING_CONFIG"] = json.dumps(config["tracking"], sort_keys=True)
+export_tracking(config["tracking"])
 
 
 onstart:
     from glann.tracking import on_start
+
+    # device: cuda on a machine without CUDA: one line before any job (a cluster executor
+    # submits the jobs to GPU nodes, so only jobs run here are checked).
+    if config["device"] == "cuda" and workflow.local_exec and not cuda_visible():
+        sys.stderr.write(
+            "config error at device: cuda, but this machine has no CUDA GPU (no NVIDIA driver, or "
+            "CUDA_VISIBLE_DEVICES hides it): use --config device=auto or device=cpu, or submit the jobs to GPU "
+            "nodes with a cluster profile. Nothing was run.\n"
+        )
+        raise SystemExit(1)
 
     on_start(config["tracking"], DATASETS, _INVOCATION, " + ".join(Path(f).name for f in workflow.configfiles))
 

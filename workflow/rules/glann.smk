@@ -10,6 +10,7 @@ rule train_glo:
         snapshots="results/{dataset}/glann/seed{seed}/glo_snapshots.pt",
         recon=report(
             "results/{dataset}/glann/seed{seed}/reconstructions.png",
+            caption="../report/reconstructions.rst",
             category="Reconstructions",
             labels={"dataset": "{dataset}", "seed": "{seed}"},
         ),

@@ -8,6 +8,7 @@ rule sample:
         samples="results/{dataset}/{method}/seed{seed}/samples.npz",
         grid=report(
             "results/{dataset}/{method}/seed{seed}/samples.png",
+            caption="../report/samples.rst",
             category="Samples",
             labels={"dataset": "{dataset}", "method": "{method}", "seed": "{seed}"},
         ),

@@ -19,22 +19,42 @@ rule summarize:
         losses=loss_csvs(),
         snapshots=snapshot_curves(),
     output:
-        table=report("results/summary/table.md", category="Summary", labels={"figure": "table (markdown)"}),
-        csv=report("results/summary/table.csv", category="Summary", labels={"figure": "table"}),
+        table=report(
+            "results/summary/table.md",
+            caption="../report/table.rst",
+            category="Summary",
+            labels={"figure": "table (markdown)"},
+        ),
+        csv=report(
+            "results/summary/table.csv",
+            caption="../report/table.rst",
+            category="Summary",
+            labels={"figure": "table"},
+        ),
         json="results/summary/summary.json",
         curves=[f"results/summary/curves/{curve_name(f)}" for f in loss_csvs()],
         fid_json="results/summary/fid.json",
-        fid=report("results/summary/fid.png", category="Summary", labels={"figure": "fid_domain per method"}),
+        fid=report(
+            "results/summary/fid.png",
+            caption="../report/fid.rst",
+            category="Summary",
+            labels={"figure": "fid_domain per method"},
+        ),
         pr=report(
             "results/summary/precision_recall.png",
+            caption="../report/precision_recall.rst",
             category="Summary",
             labels={"figure": "precision vs recall"},
         ),
         samples=report(
-            "results/summary/samples.png", category="Summary", labels={"figure": "samples, every method"}
+            "results/summary/samples.png",
+            caption="../report/all_samples.rst",
+            category="Summary",
+            labels={"figure": "samples, every method"},
         ),
         compute=report(
             "results/summary/fid_vs_compute.png",
+            caption="../report/fid_vs_compute.rst",
             category="Summary",
             labels={"figure": "fid_domain against training seconds"},
         ),
