@@ -83,7 +83,8 @@ def test_a_toy_method_added_through_the_registry_alone(digits_dir, tmp_path, mon
     from glann.sampling import Sampler
     from glann.training import fit, seeded
 
-    def train_toy(data_dir, out_path, cfg, seed, device, tracker=None, csv_path=None, amp="auto", fault=None):
+    def train_toy(data_dir, out_path, cfg, seed, device, tracker=None, csv_path=None, amp="auto", fault=None,
+                  snapshots=0, snapshot_path=None):
         gen = seeded(seed)
         G = make_generator(8, (16, 16, 1), "auto", "auto")
 
@@ -92,7 +93,7 @@ def test_a_toy_method_added_through_the_registry_alone(digits_dir, tmp_path, mon
 
         return fit("train_toy", "toy", out_path, cfg, seed, {"generator": G}, gen, step,
                    lambda: {"generator": G.state_dict(), "noise_dim": 8, "image_shape": [16, 16, 1]},
-                   tracker=tracker, csv_path=csv_path, fault=fault)
+                   tracker=tracker, csv_path=csv_path, fault=fault, snapshots=snapshots, snapshot_path=snapshot_path)
 
     module = types.ModuleType("toy_method")
     module.train_toy = train_toy

@@ -153,3 +153,37 @@ def test_celeba_crop_then_resize():
     img = Image.fromarray(np.zeros((218, 178, 3), dtype=np.uint8))
     out = celeba_transform(img)
     assert out.size == (64, 64)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion", "cifar10", "celeba64"])
+def test_loaders_read_the_real_formats(tmp_path, name):
+    """Files in each dataset's own format (tests/formats.py, real digits) -> the prepared splits."""
+    from formats import WRITERS
+
+    WRITERS[name](tmp_path / "root")
+    m = prepare(name, {"root": str(tmp_path / "root")}, tmp_path / "out")
+    x, y = load_prepared(tmp_path / "out", "train")
+    xt, _ = load_prepared(tmp_path / "out", "test")
+    shape = {"mnist": (200, 28, 28, 1), "fashion": (200, 28, 28, 1), "cifar10": (200, 32, 32, 3),
+             "celeba64": (120, 64, 64, 3)}[name]
+    assert x.shape == shape and x.dtype == np.uint8 and len(xt) == 32
+    assert m["shapes"]["train"] == list(shape)
+    if name == "celeba64":
+        assert (y == -1).all()  # unlabelled: the evaluator predicts rotations
+        assert x.std() > 10  # the crop keeps the digit, not only the background
+    else:
+        assert set(np.unique(y)) == set(range(10))
+
+
+def test_celeba_partition_file_errors_name_the_file(tmp_path):
+    from formats import write_celeba
+
+    write_celeba(tmp_path / "root", n_train=4, n_valid=1, n_test=2)
+    part = tmp_path / "root/celeba/list_eval_partition.txt"
+    part.write_text(part.read_text() + "000099.jpg seven\n")
+    with pytest.raises(DataError, match="list_eval_partition.txt line 8"):
+        prepare("celeba64", {"root": str(tmp_path / "root")}, tmp_path / "out")
+    part.write_text("".join(ln for ln in part.read_text().splitlines(True) if "seven" not in ln))
+    (tmp_path / "root/celeba/img_align_celeba/000002.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match="000002.jpg"):
+        prepare("celeba64", {"root": str(tmp_path / "root")}, tmp_path / "out2")

@@ -187,26 +187,51 @@ def celeba_transform(img, crop: int = 160, size: int = 64):
     return img.resize((size, size), Image.BILINEAR)
 
 
+CELEBA_SPLITS = {"train": "0", "valid": "1", "test": "2"}  # list_eval_partition.txt's codes
+
+
 def load_celeba64(opts: dict):
-    import torchvision
+    """CelebA in torchvision's layout (ROOT/celeba/img_align_celeba/ and list_eval_partition.txt),
+    read directly: torchvision's loader also insists on the md5 of every list file, which rejects
+    re-packed copies (e.g. the CSV-converted ones) whose images are the same."""
+    from PIL import Image
 
     root = _require_root("celeba64", opts)
-    out = []
+    base = root / "celeba"
+    if opts.get("download"):
+        import torchvision
+
+        torchvision.datasets.CelebA(str(root), split="all", target_type=[], download=True)
+    partition, images = base / "list_eval_partition.txt", base / "img_align_celeba"
+    if not partition.is_file() or not images.is_dir():
+        raise DataError(
+            f"dataset 'celeba64': cannot open CelebA under {base}: expected img_align_celeba/ and "
+            "list_eval_partition.txt there (torchvision's layout), or set data.celeba64.download: true."
+        )
+    split_of = {}
+    for n, line in enumerate(partition.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or fields[1] not in CELEBA_SPLITS.values():
+            raise DataError(f"dataset 'celeba64': {partition} line {n} is not '<image> <0|1|2>': {line[:80]!r}")
+        split_of[fields[0]] = fields[1]
     limit = opts.get("max_images")
+    out = []
     for split in ("train", "test"):
-        try:
-            ds = torchvision.datasets.CelebA(
-                str(root), split=split, target_type=[], download=bool(opts.get("download", False))
-            )
-        except Exception as exc:
-            raise DataError(
-                f"dataset 'celeba64': cannot open CelebA under {root / 'celeba'} ({exc}). Put "
-                "img_align_celeba/ and list_eval_partition.txt etc. there (torchvision's layout)."
-            ) from exc
-        n = len(ds) if not limit else min(len(ds), int(limit))
-        imgs = np.stack([np.asarray(celeba_transform(ds[i][0].convert("RGB"))) for i in range(n)])
-        out += [imgs, np.full(n, -1, dtype=np.int64)]
-    return (*out, f"torchvision.datasets.CelebA({root}), centre crop 160, resize 64")
+        names = sorted(f for f, code in split_of.items() if code == CELEBA_SPLITS[split])
+        names = names[: int(limit)] if limit else names
+        if not names:
+            raise DataError(f"dataset 'celeba64': {partition} lists no {split} image (code {CELEBA_SPLITS[split]}).")
+        imgs = []
+        for name in names:
+            try:
+                with Image.open(images / name) as im:
+                    imgs.append(np.asarray(celeba_transform(im.convert("RGB"))))
+            except (OSError, ValueError) as exc:
+                raise DataError(f"dataset 'celeba64': cannot read {images / name} ({exc}); restore the file.") from exc
+        out += [np.stack(imgs), np.full(len(imgs), -1, dtype=np.int64)]
+    return (*out, f"CelebA ({base}, torchvision layout), centre crop 160, resize 64")
 
 
 def load_folder(opts: dict):

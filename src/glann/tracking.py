@@ -34,6 +34,7 @@ import os
 import random
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -167,12 +168,22 @@ def end_invocation(parents: dict, configured_uri: str | None, status: str = "FIN
             if ms:
                 _with_retry(client.log_batch, run_id, metrics=ms)
                 for name in ("table.md", "table.csv", "summary.json", "fid.png", "precision_recall.png",
-                             "samples.png"):
+                             "samples.png", "fid_vs_compute.png", "fid_vs_compute.csv"):
                     if (summary / name).is_file():
                         _with_retry(client.log_artifact, run_id, str(summary / name), "summary")
             _with_retry(client.set_terminated, run_id, status)
+            exp_id = client.get_run(run_id).info.experiment_id
+            sys.stderr.write(f"MLflow runs of {ds}: {runs_url(exp_id)} (after `mlflow ui "
+                             f"--backend-store-uri {tracking_uri(configured_uri)}`)\n")
     except Exception as exc:
         log.warning("could not close MLflow parent runs (%s)", exc)
+
+
+def runs_url(experiment_id, host: str = "http://127.0.0.1:5000") -> str:
+    """The runs table of an experiment in `mlflow ui`. MLflow 3.17's UI ignores the experiment's
+    kind tag: a global GenAI / Model training switch (URL parameter ``workflowType``, then the
+    browser's local storage, GenAI by default) decides, so the link names the mode."""
+    return f"{host}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def _owner() -> dict:
