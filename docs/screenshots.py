@@ -6,9 +6,12 @@ Debian's `chromium` and `pip install playwright`:
     mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000 &
     python docs/screenshots.py --out docs/img
 
+    snakemake --report results/report.html && python docs/screenshots.py --report results/report.html
+
 Writes mlflow_landing.png (the experiment as `mlflow ui` first shows it), mlflow_runs.png
 (the runs table through the link the pipeline prints, grouped by the `method` tag) and
-mlflow_parent_artifacts.png (the invocation's parent run: the summary as artifacts).
+mlflow_parent_artifacts.png (the invocation's parent run: the summary as artifacts); with
+--report, report.png (the Snakemake report's results page) instead.
 """
 
 from __future__ import annotations
@@ -32,11 +35,27 @@ def main() -> None:
     ap.add_argument("--experiment", default="glann/mnist5k")
     ap.add_argument("--out", default="docs/img")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--report", help="screenshot this Snakemake report instead of mlflow ui")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     from playwright.sync_api import sync_playwright
+
+    if args.report:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1500, "height": 950})
+            page.goto(Path(args.report).resolve().as_uri(), wait_until="domcontentloaded")
+            page.wait_for_timeout(5000)
+            try:
+                page.get_by_text("Summary", exact=True).first.click(timeout=5000)
+                page.wait_for_timeout(2000)
+            except Exception as exc:
+                print(f"opening the Summary category failed: {exc}")
+            page.screenshot(path=str(out / "report.png"))
+            browser.close()
+        return
 
     with urllib.request.urlopen(f"{args.host}/api/2.0/mlflow/experiments/get-by-name?experiment_name="
                                 f"{urllib.request.quote(args.experiment)}", timeout=30) as r:

@@ -1,4 +1,4 @@
-"""Faithful to GLANN's released code, compare_gan and pytorch-fid (README, Faithfulness)."""
+"""Faithful to GLANN's released code, compare_gan and pytorch-fid (docs/methods.md, Faithfulness)."""
 
 import math
 
@@ -169,7 +169,7 @@ def test_lap1_weightings():
     a, b = torch.rand(2, 1, 16, 16, generator=g), torch.rand(2, 1, 16, 16, generator=g)
     expected = sum((p - q).abs().mean() for p, q in zip(laplacian_pyramid(a, 2), laplacian_pyramid(b, 2)))
     assert lap1_loss(a, b, 2, "mean").item() == pytest.approx(expected.item(), rel=1e-6)
-    assert CFG["glo"]["lap_weighting"] == "mean"  # measured better (README, Faithfulness)
+    assert CFG["glo"]["lap_weighting"] == "mean"  # measured better (docs/methods.md, Faithfulness)
     with pytest.raises(ValueError, match="lap_weighting"):
         lap1_loss(a, b, 2, "median")
 

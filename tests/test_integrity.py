@@ -1,5 +1,5 @@
 """Reliability: every file a step reads is verified, one process trains one model, and no
-MLflow run is left RUNNING by a killed process (README, "What happens when...")."""
+MLflow run is left RUNNING by a killed process (docs/failures.md)."""
 
 import json
 import os

@@ -154,6 +154,12 @@ def test_mlflow_runs_recorded(quick_run):
     assert set(parent_of.values()) <= parents and len(parent_of) >= 20
     n_metric = con.execute("select count(*) from metrics where key='loss'").fetchone()[0]
     assert n_metric >= 2
+    # the invocation ends with the link that opens MLflow 3.17's UI on the runs table
+    link = re.search(r"MLflow runs of digits: (\S+)", quick_run["rerun"])
+    assert link and link.group(1).endswith(f"/#/experiments/{exps['glann/digits']}/runs?workflowType=machine_learning")
+    kind = con.execute("select value from experiment_tags where key='mlflow.experimentKind' and experiment_id=?",
+                       (exps["glann/digits"],)).fetchone()
+    assert kind == ("custom_model_development",)
     # the quality-vs-compute points, with images processed as the step
     steps = {s for (s,) in con.execute("select step from metrics where key='snapshot_fid_domain'")}
     curve = json.loads((wf / "results/digits/vae/seed0/snapshots.json").read_text())

@@ -15,7 +15,7 @@ before saving, so the sample matched to an image is the one sampling produces
 for that noise. Regression (``bn_statistics: batch``, the default) runs in train
 mode on the batch statistics of the matched noise; ``recalibrated`` regresses
 with the re-estimated statistics too (exactly the matched sample), which
-measured far worse on mnist5k (README, Faithfulness).
+measured far worse on mnist5k (docs/methods.md, Faithfulness).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The Snakemake rules' input functions and wildcard constraints, the config check,
 ``glann train-baseline``, the sampler and the summary's loss curves all read
 :data:`METHODS`; adding a method is one module (its trainer) and one
-:func:`register` call (README, "Add a method"). This module imports nothing
+:func:`register` call (docs/development.md). This module imports nothing
 heavy: the Snakefile reads it at every start.
 
 Paths are relative to ``results/{dataset}/`` and may use ``{method}`` and ``{seed}``.
