@@ -254,3 +254,24 @@ def test_device_cuda_without_cuda_stops_before_any_job(tmp_path):
     # a dry run (and a cluster executor, which submits the jobs to GPU nodes) is not stopped
     assert snakemake(wf, "-n", "--cores", "1", "--config", "device=cuda",
                      env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}).returncode == 0
+
+
+def test_readme_is_short_and_every_doc_link_resolves():
+    """README stays a five-minute read; every relative link and image in the docs exists."""
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 180
+    for banned in ("session", "lent", "this development environment"):
+        assert banned not in readme.lower(), banned
+    docs = [REPO / "README.md", REPO / "config/README.md", REPO / "benchmarks/README.md", REPO / "tests/README.md",
+            *sorted((REPO / "docs").glob("*.md"))]
+    broken = []
+    for doc in docs:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+            if re.match(r"[a-z]+://", target):
+                continue
+            if not (doc.parent / target).exists():
+                broken.append(f"{doc.relative_to(REPO)} -> {target}")
+    assert not broken, broken
+    for moved in ("config/README.md", "benchmarks/README.md", "docs/tracking.md", "docs/dvc.md", "docs/cluster.md",
+                  "docs/failures.md", "docs/results.md", "docs/methods.md", "docs/evaluation.md"):
+        assert f"({moved})" in readme, f"README does not link {moved}"
