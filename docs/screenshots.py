@@ -29,6 +29,17 @@ def api(host: str, path: str, body: dict) -> dict:
         return json.loads(r.read())
 
 
+def click_through(page, labels, what: str, settle_ms: int = 2500) -> None:
+    """Click each text label in turn; a UI that moved on still gets its screenshot."""
+    try:
+        for label in labels:
+            page.get_by_text(label, exact=True).first.click(timeout=5000)
+            page.wait_for_timeout(800)
+        page.wait_for_timeout(settle_ms)
+    except Exception as exc:
+        print(f"{what} failed: {exc}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="http://127.0.0.1:5000")
@@ -48,11 +59,7 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1500, "height": 950})
             page.goto(Path(args.report).resolve().as_uri(), wait_until="domcontentloaded")
             page.wait_for_timeout(5000)
-            try:
-                page.get_by_text("Summary", exact=True).first.click(timeout=5000)
-                page.wait_for_timeout(2000)
-            except Exception as exc:
-                print(f"opening the Summary category failed: {exc}")
+            click_through(page, ["Summary"], "opening the Summary category")
             page.screenshot(path=str(out / "report.png"))
             browser.close()
         return
@@ -88,13 +95,7 @@ def main() -> None:
         page.goto(f"{args.host}/#/experiments/{exp_id}/runs/{parent['info']['run_id']}/artifacts?"
                   "workflowType=machine_learning", wait_until="domcontentloaded")
         page.wait_for_timeout(5000)
-        try:
-            page.get_by_text("summary", exact=True).first.click(timeout=5000)
-            page.wait_for_timeout(800)
-            page.get_by_text("table.md", exact=True).first.click(timeout=5000)
-            page.wait_for_timeout(2500)
-        except Exception as exc:
-            print(f"opening the summary artifacts failed: {exc}")
+        click_through(page, ["summary", "table.md"], "opening the summary artifacts")
         page.screenshot(path=str(out / "mlflow_parent_artifacts.png"))
         browser.close()
     print(f"screenshots in {out}")
