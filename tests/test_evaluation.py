@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from glann.inception import inception_features, load_inception
-from glann.metrics import birthday_test, duplicate_threshold, frechet_distance, gaussian_stats, mode_coverage
+from glann.metrics import (birthday_test, duplicate_threshold, frechet_distance, frechet_distance_to_features,
+                          gaussian_stats, mode_coverage)
 from glann.errors import WeightsError
 from glann.summary import aggregate, render_markdown
 
@@ -32,6 +33,43 @@ def test_frechet_matches_scipy_and_pytorch_fid():
     ours = frechet_distance(m1, s1, m2, s2)
     assert ours == pytest.approx(ref, rel=1e-8)
     assert ours == pytest.approx(calculate_frechet_distance(m1, s1, m2, s2), rel=1e-8)
+
+
+def _frechet_by_symmetric_roots(f, mu2, s2):
+    """Independent reference: Tr((S1 S2)^(1/2)) = Tr((S2^(1/2) S1 S2^(1/2))^(1/2)), both by eigh."""
+    m1, s1 = gaussian_stats(f)
+    w, v = np.linalg.eigh(s2)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = np.linalg.eigvalsh(root @ s1 @ root)
+    return np.sum((m1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(inner, 0, None)).sum()
+
+
+@pytest.mark.parametrize("n", [2, 12, 40, 41, 300])
+def test_frechet_to_features_is_exact_for_few_and_many_samples(n):
+    """Fewer samples than dimensions (rank-deficient S1, the CPU case) and more (the papers' case)."""
+    rng = np.random.default_rng(n)
+    d = 40
+    real = rng.normal(size=(500, d)) @ rng.normal(size=(d, d)) * 0.3
+    fake = rng.normal(0.2, 1.0, size=(n, d)) @ rng.normal(size=(d, d)) * 0.3
+    mu2, s2 = gaussian_stats(real)
+    ours = frechet_distance_to_features(fake, mu2, s2)
+    # (the reference takes square roots of rounding-level eigenvalues: ~1e-7 relative)
+    assert ours == pytest.approx(_frechet_by_symmetric_roots(fake, mu2, s2), rel=1e-6)
+    if n > d:  # the full-rank route is pytorch-fid's own computation
+        from pytorch_fid.fid_score import calculate_frechet_distance
+
+        assert ours == pytest.approx(calculate_frechet_distance(*gaussian_stats(fake), mu2, s2), rel=1e-8)
+    assert frechet_distance_to_features(real[:n], *gaussian_stats(real[:n])) == pytest.approx(0, abs=1e-6)
+
+
+def test_frechet_to_features_guards():
+    f = np.random.default_rng(0).normal(size=(5, 8))
+    with pytest.raises(ValueError, match="at least 2"):
+        frechet_distance_to_features(f[:1], np.zeros(8), np.eye(8))
+    with pytest.raises(ValueError, match="8 dimensions"):
+        frechet_distance_to_features(f, np.zeros(7), np.eye(7))
+    with pytest.raises(ValueError, match="eigenvalue"):  # not a covariance: no real square root
+        frechet_distance_to_features(f, np.zeros(8), -np.eye(8))
 
 
 def _random_inception_file(path):

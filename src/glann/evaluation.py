@@ -15,7 +15,7 @@ from .atomic import load_npz
 from .datasets import load_prepared, read_manifest
 from .evaluator import evaluator_outputs, load_evaluator
 from .inception import inception_features, inception_weights_path, load_inception
-from .metrics import (birthday_test, duplicate_threshold, frechet_distance, gaussian_stats, max_f_beta,
+from .metrics import (birthday_test, duplicate_threshold, frechet_distance_to_features, gaussian_stats, max_f_beta,
                       mode_coverage, prd_from_features)
 
 log = logging.getLogger(__name__)
@@ -55,18 +55,16 @@ def evaluate(samples_path, evaluator_path, stats_evaluator, stats_inception, dat
     feats, pred = evaluator_outputs(net, fake, device)
     with load_npz(stats_evaluator) as z:
         mu_r, sigma_r, real_feats = z["mu"], z["sigma"], z["features"].astype(np.float64)
-    mu_f, sigma_f = gaussian_stats(feats)
     metrics = {"n_samples": int(len(fake)), "evaluator_task": ev["task"],
                "evaluator_test_accuracy": ev["test_accuracy"],
-               "fid_domain": frechet_distance(mu_f, sigma_f, mu_r, sigma_r)}
+               "fid_domain": frechet_distance_to_features(feats, mu_r, sigma_r)}
 
     with load_npz(stats_inception) as z:
         if bool(z["available"]):
             model = load_inception(Path(str(z["weights"])), device)
             n = min(cfg["fid"]["num_samples"], len(fake))
             f = inception_features(model, fake[:n], device)
-            mu_i, sigma_i = gaussian_stats(f)
-            metrics["inception_fid"] = frechet_distance(mu_i, sigma_i, z["mu"], z["sigma"])
+            metrics["inception_fid"] = frechet_distance_to_features(f, z["mu"], z["sigma"])
             metrics["inception_fid_reason"] = None
         else:
             metrics["inception_fid"] = None

@@ -55,6 +55,38 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
+def frechet_distance_to_features(features, mu2, sigma2) -> float:
+    """``frechet_distance(*gaussian_stats(features), mu2, sigma2)``, exact for any sample count.
+
+    With no more samples n than feature dimensions d (a few hundred Inception features of
+    2048 dimensions, as on a CPU), S1 = A^T A with A the n x d centred features over
+    sqrt(n - 1), so S1 S2 has rank < n and its nonzero eigenvalues are those of the n x n
+    symmetric positive semi-definite A S2 A^T: Tr((S1 S2)^(1/2)) is the sum of their square
+    roots. That is the same number as the d x d square root computes, without the
+    square root of a singular product (inaccurate, and seconds per call at d = 2048). With
+    more samples than dimensions (the papers' 10,000) it is ``frechet_distance`` itself.
+    """
+    f = np.asarray(features, dtype=np.float64)
+    mu2, sigma2 = np.atleast_1d(mu2).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"Fréchet distance: need at least 2 feature vectors, got an array of shape {f.shape}")
+    n, d = f.shape
+    if n > d:
+        return frechet_distance(*gaussian_stats(f), mu2, sigma2)
+    if mu2.shape != (d,) or sigma2.shape != (d, d):
+        raise ValueError(f"Fréchet distance: features of {d} dimensions against statistics of shapes "
+                         f"{mu2.shape} and {sigma2.shape}")
+    mu1 = f.mean(0)
+    a = (f - mu1) / math.sqrt(n - 1)
+    m = a @ sigma2 @ a.T
+    ev = np.linalg.eigvalsh((m + m.T) / 2)
+    if not np.isfinite(ev).all() or ev.min() < -1e-6 * max(1.0, ev.max()):
+        raise ValueError(f"Fréchet distance: the covariance product has an eigenvalue {ev.min():.3g} < 0 "
+                         "(numerically unstable statistics)")
+    diff = mu1 - mu2
+    return float(diff.dot(diff) + np.sum(a * a) + np.trace(sigma2) - 2 * np.sqrt(np.clip(ev, 0, None)).sum())
+
+
 def gaussian_stats(features: np.ndarray):
     f = np.asarray(features, dtype=np.float64)
     return f.mean(0), np.cov(f, rowvar=False)

@@ -20,7 +20,7 @@ from .atomic import load_npz, load_torch
 from .datasets import read_manifest
 from .evaluator import evaluator_outputs, load_evaluator
 from .methods import get
-from .metrics import frechet_distance, gaussian_stats, mode_coverage
+from .metrics import frechet_distance_to_features, mode_coverage
 from .sampling import Sampler
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,10 @@ def score_snapshots(method: str, snapshot_path, fixed_paths: dict, evaluator_pat
         sampler = Sampler(method, {}, device, blobs=blobs)
         images = sampler.generate(num_samples, seed)
         feats, pred = evaluator_outputs(net, images, device)
-        mu, sigma = gaussian_stats(feats)
         point = {"epoch": int(snap["epoch"]),
                  "train_seconds": offset_s + float(snap["train_seconds"]),
                  "images_processed": offset_n + int(snap["images_processed"]),
-                 "fid_domain": frechet_distance(mu, sigma, mu_r, sigma_r), "n_samples": int(num_samples)}
+                 "fid_domain": frechet_distance_to_features(feats, mu_r, sigma_r), "n_samples": int(num_samples)}
         if train_counts is not None:
             point["classes_covered"] = mode_coverage(pred, train_counts, min_class_share)["classes_covered"]
         points.append(point)
