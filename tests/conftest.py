@@ -159,3 +159,4 @@ def quick_run(tmp_path_factory):
             "finished": finished, "before": before, "killed_at": killed_at}
 
 
+

@@ -161,7 +161,15 @@ def _dry(cmd: list[str]) -> list[str]:
     return out + ["-n"]
 
 
-@pytest.mark.parametrize("where,command", documented_commands())
+def distinct_commands() -> list[tuple[str, str]]:
+    """Each distinct command once, with every place that shows it."""
+    places: dict[str, list[str]] = {}
+    for where, command in documented_commands():
+        places.setdefault(command, []).append(where)
+    return [(", ".join(wheres), command) for command, wheres in places.items()]
+
+
+@pytest.mark.parametrize("where,command", distinct_commands())
 def test_documented_command_runs(where, command, wf, inception_home):
     args = shlex.split(command)
     tool, rest = args[0], args[1:]

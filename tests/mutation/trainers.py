@@ -1,0 +1,146 @@
+"""Mutation testing of the trainers (mutmut), on a seeded random sample of their mutants.
+
+Run by hand, from the checkout's venv (it needs mutmut and the project's dependencies):
+    python tests/mutation/trainers.py [--sample 120] [--seed 0] [--max-children 2] [--all]
+
+The modules mutated are the training science: models.py, glo.py, imle.py, gans.py, vae.py,
+nn_search.py, training.py and gaussian.py; the tests are the in-process ones that train
+and check them (test_science, test_glann, test_baselines, test_faithfulness,
+test_losses_and_search, test_snapshots; Snakefile tests cannot see mutants). Their tests
+train networks for seconds, so every mutant costs seconds to minutes on a CPU and the full
+set takes many hours on 2 cores: by default the script generates every mutant, then runs a
+uniform random sample of them (``--sample``, fixed ``--seed``) and reports the killed share
+with a 95% interval, so the score is an unbiased estimate of the full run's. ``--all`` runs
+every mutant.
+
+Everything happens in a scratch copy of the repository (never in the checkout); the copy is
+kept and printed, so ``mutmut results`` / ``mutmut show <name>`` can be run there. mutmut 3
+must not see the editable install (its import hook would shadow the mutants): the script runs
+mutmut from a venv that has the dependencies but not the project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MODULES = ["models", "glo", "imle", "gans", "vae", "nn_search", "training", "gaussian"]
+TESTS = ["tests/test_science.py", "tests/test_glann.py", "tests/test_baselines.py", "tests/test_faithfulness.py",
+         "tests/test_losses_and_search.py", "tests/test_snapshots.py"]
+def scratch_copy() -> Path:
+    dest = Path(tempfile.mkdtemp(prefix="glann-mutmut-trainers-"))
+    for name in ("src", "tests", "workflow", "config", "benchmarks", "pyproject.toml"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dest / name)
+    text = (dest / "pyproject.toml").read_text()
+    section = text[text.index("[tool.mutmut]"):]
+    end = re.search(r"\n\[(?!tool\.mutmut)", section)
+    section = section[: end.start() + 1] if end else section
+    keep = {f"src/glann/{m}.py" for m in MODULES}
+    skip = sorted(str(p.relative_to(dest)) for p in (dest / "src/glann").glob("*.py")
+                  if str(p.relative_to(dest)) not in keep)
+    new = ("[tool.mutmut]\n"
+           'paths_to_mutate = ["src/glann/"]\n'
+           f"do_not_mutate = {json.dumps(skip)}\n"
+           f"tests_dir = {json.dumps(TESTS)}\n"
+           'pytest_add_cli_args = ["-m", "not pipeline", "-p", "no:cacheprovider", "-q", "-x"]\n'
+           'also_copy = ["tests/", "workflow/", "config/", "benchmarks/"]\n')
+    (dest / "pyproject.toml").write_text(text.replace(section, new))
+    return dest
+
+
+def mutmut_python(work: Path) -> str:
+    """A venv with the checkout's dependencies (a .pth onto its site-packages) but not the project."""
+    venv = work / ".mvenv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    deps = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
+    (site / "deps.pth").write_text("\n".join(deps) + "\n")
+    return str(venv / "bin/python")
+
+
+def all_mutants(work: Path) -> dict[str, int | None]:
+    out = {}
+    for meta in (work / "mutants/src/glann").glob("*.py.meta"):
+        out.update(json.loads(meta.read_text())["exit_code_by_key"])
+    return out
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    c = (p + z * z / (2 * n)) / (1 + z * z / n)
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return c - h, c + h
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sample", type=int, default=120)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-children", type=int, default=2)
+    ap.add_argument("--all", action="store_true")
+    ap.add_argument("--report", type=Path, help="only report on the scratch copy of an earlier (or stopped) run")
+    args = ap.parse_args()
+    if args.report:
+        return report(args.report, args.sample, args.seed, args.all)
+
+    work = scratch_copy()
+    py = mutmut_python(work)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "GLANN_TRACKING": "0"}
+    env.pop("PYTHONPATH", None)
+    print(f"scratch copy: {work}", flush=True)
+    # generate every mutant and collect which tests reach which function: a filter that matches
+    # nothing stops mutmut right after that step
+    subprocess.run([py, "-m", "mutmut", "run", "--max-children", str(args.max_children), "glann.no_such_module.*"],
+                   cwd=work, env=env, capture_output=True)
+    names = sorted(all_mutants(work))
+    if not names:
+        print("mutmut generated no mutants", file=sys.stderr)
+        return 1
+    chosen = names if args.all else sorted(random.Random(args.seed).sample(names, min(args.sample, len(names))))
+    print(f"{len(names)} mutants in {', '.join(MODULES)}; running {len(chosen)}", flush=True)
+    subprocess.run([py, "-m", "mutmut", "run", "--max-children", str(args.max_children), *chosen],
+                   cwd=work, env=env, check=False)
+    return report(work, args.sample, args.seed, args.all)
+
+
+def report(work: Path, sample: int, seed: int, everything: bool) -> int:
+    from mutmut.stats import status_by_exit_code
+
+    codes = all_mutants(work)
+    names = sorted(codes)
+    chosen = names if everything else sorted(random.Random(seed).sample(names, min(sample, len(names))))
+    counts: dict[str, list[str]] = {}
+    for name in chosen:
+        counts.setdefault(status_by_exit_code[codes.get(name)], []).append(name)
+    detected = ("killed", "timeout", "segfault")  # a test failed, ran out of time, or crashed
+    scored = [n for s, ns in counts.items() if s in detected + ("survived",) for n in ns]
+    killed = sum(len(counts.get(s, [])) for s in detected)
+    lo, hi = wilson(killed, len(scored))
+    print("\nper status:", {s: len(ns) for s, ns in sorted(counts.items())})
+    print(f"killed (timeouts and crashes count as killed): {killed} of {len(scored)} = {killed / max(1, len(scored)):.1%} "
+          f"(95% interval {lo:.1%}-{hi:.1%})")
+    for s in ("survived", "no tests"):
+        for name in counts.get(s, []):
+            print(f"{s}: {name}")
+    print(f"\nscratch copy kept: {work} (cd there; {work}/.mvenv/bin/python -m mutmut show <name>)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
