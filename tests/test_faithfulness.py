@@ -187,6 +187,34 @@ def test_frechet_distance_guards():
     assert frechet_distance(mu, s, mu, s) == pytest.approx(0, abs=1e-9)
 
 
+def test_frechet_regularises_a_failed_square_root_as_pytorch_fid_does(monkeypatch):
+    """When sqrtm of the product fails (non-finite), both retry with eps on the diagonals."""
+    import pytorch_fid.fid_score as pf
+    from scipy import linalg
+
+    import glann.metrics as gm
+
+    real_sqrtm, calls = linalg.sqrtm, []
+
+    def failing_once(m, *args, **kwargs):
+        calls.append(m)
+        if len(calls) % 2 == 1:  # the first call of each distance fails
+            return (np.full(m.shape, np.nan), 0.0) if kwargs.get("disp") is False else np.full(m.shape, np.nan)
+        return real_sqrtm(m, *args, **kwargs)
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(30, 6)), rng.normal(0.5, 2.0, size=(25, 6))
+    (m1, s1), (m2, s2) = (a.mean(0), np.cov(a, rowvar=False)), (b.mean(0), np.cov(b, rowvar=False))
+    monkeypatch.setattr(gm.linalg, "sqrtm", failing_once)
+    monkeypatch.setattr(pf.linalg, "sqrtm", failing_once)
+    ours = gm.frechet_distance(m1, s1, m2, s2, eps=1e-3)
+    assert len(calls) == 2
+    offset = np.eye(6) * 1e-3
+    np.testing.assert_allclose(calls[1], (s1 + offset) @ (s2 + offset), rtol=1e-12)
+    ref = pf.calculate_frechet_distance(m1, s1, m2, s2, eps=1e-3)
+    assert len(calls) == 4 and ours == pytest.approx(ref, rel=1e-10)
+
+
 @pytest.mark.parametrize("patch", [{"runtime": {"compile": True}}, {"runtime": {"gpu_mem_mb": 100}},
                                    {"runtime": {"amp": "fp16"}}])
 def test_no_accepted_key_is_ignored(patch):
