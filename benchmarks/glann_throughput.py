@@ -32,21 +32,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from glann.atomic import save_npz, write_json  # noqa: E402
 from glann.atomic import sha256_of as sha256_file  # noqa: E402
+from glann.config import fill_defaults, load_schema  # noqa: E402
 from glann.datasets import load_prepared  # noqa: E402
 from glann.gans import train_gan  # noqa: E402
 from glann.glo import train_glo  # noqa: E402
 from glann.imle import train_imle  # noqa: E402
 from glann.runtime import resolve_device, setup_torch  # noqa: E402
 
-GLO = {"latent_dim": 64, "batch_size": 128, "lr_codes": 0.01, "lr_generator": 0.001, "betas": [0.5, 0.999],
-       "lr_halve_every": 20, "init_std": 0.01, "loss": "lap1", "vgg_weights": None, "lap_levels": None,
-       "generator": {"arch": "auto", "batchnorm": "auto"}}
-GAN = {"batch_size": 64, "lr": 2e-4, "betas": [0.5, 0.999], "latent_dim": 64, "d_batchnorm": True,
-       "critic_steps": 1, "gp_lambda": 10.0, "generator": {"arch": "auto", "batchnorm": "auto"}}
-GAN_KIND = {"nsgan": {}, "lsgan": {},
-            "wgan_gp": {"lr": 1e-4, "betas": [0.5, 0.9], "d_batchnorm": False, "critic_steps": 5}}
-IMLE = {"noise_dim": 32, "hidden": 128, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-5,
-        "samples_factor": 2.0, "nn_backend": "torch"}
+# the schema's defaults (the paper's values), as the pipeline's jobs get them; GLO with lap1
+_CFG = fill_defaults({"datasets": ["mnist5k"], "methods": ["glann", "nsgan", "lsgan", "wgan_gp"], "seeds": [0]},
+                     load_schema(Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"))
+GLO = {**_CFG["glo"], "loss": "lap1"}
+IMLE = _CFG["imle"]
+GAN_CFG = {kind: _CFG[kind] for kind in ("nsgan", "lsgan", "wgan_gp")}
 
 
 def steady_epoch_seconds(result: dict) -> float:
@@ -88,7 +86,7 @@ def one_run(args, work: Path, device, n_images: int) -> dict:
         imle = train_imle(work / "glo.pt", work / "imle.pt", {**IMLE, "epochs": args.imle_epochs}, 0, device)
         res["imle_seconds_per_epoch"] = float(np.median([r["seconds"] for r in imle["history"]]))
     for kind in filter(None, args.gan_kinds.split(",")):
-        cfg = {**GAN, **GAN_KIND[kind], "epochs": args.gan_epochs}
+        cfg = {**GAN_CFG[kind], "epochs": args.gan_epochs}
         out = train_gan(kind, work, work / f"{kind}.pt", cfg, 0, device, amp=args.amp)
         res[f"{kind}_seconds_per_epoch"] = steady_epoch_seconds(out)
         # images through the generator's training step per second (critic steps see the same images)
@@ -100,7 +98,7 @@ def busy_shares(args, work: Path, device, res: dict) -> dict:
     shares = {}
     jobs = {"glo": lambda: train_glo(work, work / "p_glo.pt", {**GLO, "epochs": 1}, 0, device, amp=args.amp)}
     for kind in filter(None, args.gan_kinds.split(",")):
-        jobs[kind] = (lambda k=kind: train_gan(k, work, work / f"p_{k}.pt", {**GAN, **GAN_KIND[k], "epochs": 1},
+        jobs[kind] = (lambda k=kind: train_gan(k, work, work / f"p_{k}.pt", {**GAN_CFG[k], "epochs": 1},
                                                0, device, amp=args.amp))
     for name, fn in jobs.items():
         busy = kernel_seconds(fn, device)

@@ -73,8 +73,8 @@ def train_gan(kind: str, data_dir, out_path, cfg: dict, seed: int, device: torch
     D = Discriminator((h, w, c), batchnorm=(kind != "wgan_gp") and cfg["d_batchnorm"]).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]))
-    n_critic = cfg.get("critic_steps", 1)
-    joint = cfg.get("d_joint_batch", True)
+    n_critic = cfg["critic_steps"]
+    joint = cfg["d_joint_batch"]
 
     def discriminate(real, fake):
         """(D(real), D(fake)): one call on the concatenated batch, or two calls."""

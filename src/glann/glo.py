@@ -39,8 +39,8 @@ def train_glo(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
     codes = torch.nn.Parameter((torch.randn(n, cfg["latent_dim"], generator=gen) * cfg["init_std"]).to(device))
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg["lr_generator"], betas=tuple(cfg["betas"]))
     opt_z = torch.optim.Adam([codes], lr=cfg["lr_codes"], betas=tuple(cfg["betas"]))
-    loss_fn = make_loss(cfg["loss"], h, cfg.get("vgg_weights"), cfg.get("lap_levels"),
-                        cfg.get("lap_weighting", "mean"))
+    loss_fn = make_loss(cfg["loss"], h, cfg["vgg_weights"], cfg["lap_levels"],
+                        cfg["lap_weighting"])
     if isinstance(loss_fn, torch.nn.Module):
         loss_fn = loss_fn.to(device)
 

@@ -46,7 +46,7 @@ def train_imle(glo_path, out_path, cfg: dict, seed: int, device: torch.device, t
     n, latent_dim = codes.shape
     gen = seeded(seed + 1)
     T = IMLEMapping(cfg["noise_dim"], latent_dim, cfg["hidden"]).to(device)
-    opt = torch.optim.Adam(T.parameters(), lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.5, 0.999))),
+    opt = torch.optim.Adam(T.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]),
                            weight_decay=cfg["weight_decay"])
     m = int(round(cfg["samples_factor"] * n))
 
@@ -116,7 +116,7 @@ def train_imle_pixel(data_dir, out_path, cfg: dict, seed: int, device: torch.dev
                        cfg["generator"]["batchnorm"]).to(device)
     opt = torch.optim.Adam(G.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]))
     m = int(round(cfg["samples_factor"] * n))
-    bn_mode = cfg.get("bn_statistics", "batch")
+    bn_mode = cfg["bn_statistics"]
     matched = Slot(None, device)
 
     def step(epoch: int, poison: bool) -> dict:

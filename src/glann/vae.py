@@ -69,14 +69,19 @@ def train_vae(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
         enc.train()
         dec.train()
         tot_nll = tot_kl = 0.0
+        seen = 0
         for idx in epoch_batches(n, cfg["batch_size"], gen, device, drop_last=True):
             x = to_float_images(images[idx])
             with autocast(device, amp):
                 nll, kl = elbo_terms(enc, dec, x, cfg["likelihood"], cfg["sigma"], gen)
-            descend((nll + kl).mean(), poison, opt)
+            loss = descend((nll + kl).mean(), poison, opt)
+            seen += len(idx)
+            if not math.isfinite(loss):
+                # the weights are NaN now: the next batch's decoder output would make the Bernoulli
+                # likelihood raise (on CUDA, a device-side assert) instead of fit's DivergedError
+                return {"elbo": float("nan"), "nll": float("nan"), "kl": float("nan"), "images": seen}
             tot_nll += nll.sum().item()
             tot_kl += kl.sum().item()
-        seen = n - n % cfg["batch_size"]
         return {"elbo": -(tot_nll + tot_kl) / seen, "nll": tot_nll / seen, "kl": tot_kl / seen, "images": seen}
 
     def final() -> dict:

@@ -1,0 +1,124 @@
+"""What every trainer keeps to its contract, beyond its objective (tests/test_science.py).
+
+Found by mutation testing the trainers (tests/mutation/trainers.py): the metadata of each
+final checkpoint (its kind, the metrics it logs), the divergence message that names the
+task and the key to lower, the VAE's reparameterisation noise drawn from the trainer's own
+generator, and the 64x64 DCGAN generator's architecture, which only the CelebA preset uses.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from glann.atomic import torch_save
+from glann.config import fill_defaults, load_schema
+from glann.errors import DivergedError
+from conftest import REPO
+
+SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+CFG = fill_defaults({"datasets": ["digits"], "methods": ["glann"], "seeds": [0]}, SCHEMA)
+CPU = torch.device("cpu")
+
+
+def _codes(tmp_path):
+    torch_save(tmp_path / "g.pt", {"codes": nn.functional.normalize(torch.randn(200, 8), dim=1)})
+    return tmp_path / "g.pt"
+
+
+def _train(name, digits_dir, tmp_path, **kw):
+    from glann import gans, imle
+    from glann.evaluator import train_evaluator
+    from glann.glo import train_glo
+    from glann.vae import train_vae
+
+    out = tmp_path / f"{name}.pt"
+    one = {"epochs": 1}
+    run = {"glo": lambda: train_glo(digits_dir, out, {**CFG["glo"], "loss": "l1", **one}, 3, CPU, **kw),
+           "imle": lambda: imle.train_imle(_codes(tmp_path), out, {**CFG["imle"], **one}, 3, CPU, **kw),
+           "imle_pixel": lambda: imle.train_imle_pixel(digits_dir, out, {**CFG["imle_pixel"], **one,
+                                                                         "samples_factor": 1}, 3, CPU, **kw),
+           "lsgan": lambda: gans.train_gan("lsgan", digits_dir, out, {**CFG["lsgan"], **one}, 3, CPU, **kw),
+           "vae": lambda: train_vae(digits_dir, out, {**CFG["vae"], **one}, 3, CPU, **kw),
+           "evaluator": lambda: train_evaluator(digits_dir, out, {**CFG["evaluator"], **one}, 3, CPU, **kw)}
+    return run[name](), out
+
+
+# the metric each trainer logs per epoch besides seconds and images
+LOGGED = {"glo": {"loss"}, "imle": {"loss"}, "imle_pixel": {"loss", "nn_distance"},
+          "lsgan": {"d_loss", "g_loss"}, "vae": {"elbo"}, "evaluator": {"loss"}}
+
+
+@pytest.mark.parametrize("name", ["glo", "imle", "imle_pixel", "lsgan", "vae"])
+def test_final_checkpoint_names_its_kind_and_logs_its_metrics(name, digits_dir, tmp_path):
+    _, out = _train(name, digits_dir, tmp_path)
+    blob = torch.load(out, weights_only=False)
+    assert blob["kind"] == name and blob["seed"] == 3 and blob["device"] == "cpu"
+    row = blob["history"][0]
+    assert LOGGED[name] | {"epoch", "seconds", "images"} <= row.keys(), row
+
+
+def test_glo_gauss_checkpoint_has_every_method_key(tmp_path):
+    from glann.gaussian import fit_gaussian
+
+    codes = nn.functional.normalize(torch.randn(300, 8, dtype=torch.float64), dim=1)
+    torch_save(tmp_path / "glo.pt", {"codes": codes.float()})
+    fit_gaussian(tmp_path / "glo.pt", tmp_path / "gauss.pt", seed=4)
+    blob = torch.load(tmp_path / "gauss.pt", weights_only=False)
+    assert blob["kind"] == "glo_gauss" and blob["seed"] == 4 and blob["epochs"] == 0
+    assert blob["diverged"] is False and blob["diverged_epoch"] is None and blob["history"] == []
+    torch.testing.assert_close(blob["mean"], codes.float().double().mean(0))
+    torch.testing.assert_close(blob["cov"], torch.cov(codes.float().double().T))
+
+
+@pytest.mark.parametrize("name,hint", [
+    ("glo", "Lower glo.lr_generator / glo.lr_codes"), ("imle", "Lower imle.lr"),
+    ("imle_pixel", "Lower imle_pixel.lr"), ("vae", "Lower vae.lr"), ("evaluator", "Lower evaluator.lr"),
+])
+def test_a_diverging_trainer_names_its_task_and_the_key_to_lower(name, hint, digits_dir, tmp_path):
+    """Fault injection makes epoch 1's loss NaN: the error names the task, the epoch and the fix."""
+    with pytest.raises(DivergedError, match=rf"^train_{name}: .* in epoch 1\. {hint}") as err:
+        _train(name, digits_dir, tmp_path, fault={"nan_at_epoch": 1})
+    assert err.value.epoch == 1
+
+
+def test_vae_noise_comes_from_the_trainers_generator():
+    """The reparameterisation noise is drawn from ``gen`` (saved in checkpoints), not the global RNG."""
+    from glann.vae import elbo_terms
+
+    torch.manual_seed(0)
+    enc, dec = nn.Linear(6, 4), nn.Sequential(nn.Linear(2, 6), nn.Sigmoid())
+    x = torch.rand(5, 6)
+
+    def run(gen_seed, global_seed):
+        torch.manual_seed(global_seed)
+        return elbo_terms(enc, dec, x, "bernoulli", 0.1, gen=torch.Generator().manual_seed(gen_seed))
+
+    a, b, c = run(1, 10), run(1, 20), run(2, 10)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a[0], c[0])
+
+
+def test_dcgan_generator_is_radfords_for_64x64():
+    """fc -> 4x4x512, then four 4x4 stride-2 transposed convolutions 512-256-128-64-C, BN + ReLU
+    between them (none with batchnorm off), a sigmoid at the end (Radford et al. 2016)."""
+    from glann.models import DCGANGenerator, make_generator
+
+    G = make_generator(100, (64, 64, 3), "auto", batchnorm=True, normalize_input=True)
+    assert isinstance(G, DCGANGenerator)
+    assert (G.fc.in_features, G.fc.out_features) == (100, 512 * 4 * 4)
+    deconvs = [(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding)
+               for m in G.net if isinstance(m, nn.ConvTranspose2d)]
+    assert deconvs == [(512, 256, (4, 4), (2, 2), (1, 1)), (256, 128, (4, 4), (2, 2), (1, 1)),
+                       (128, 64, (4, 4), (2, 2), (1, 1)), (64, 3, (4, 4), (2, 2), (1, 1))]
+    kinds = [type(m).__name__ for m in G.net]
+    assert kinds == ["BatchNorm2d", "ReLU"] + ["ConvTranspose2d", "BatchNorm2d", "ReLU"] * 3 + [
+        "ConvTranspose2d", "Sigmoid"]
+    assert [m.num_features for m in G.net if isinstance(m, nn.BatchNorm2d)] == [512, 256, 128, 64]
+    G.eval()
+    z = torch.randn(2, 100)
+    x = G(z)
+    assert x.shape == (2, 3, 64, 64) and x.min() >= 0 and x.max() <= 1
+    torch.testing.assert_close(G(3 * z), x)  # the input is normalised onto the sphere
+    plain = make_generator(100, (64, 64, 3), "auto", batchnorm=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert [type(m).__name__ for m in plain.net].count("Identity") == 4
