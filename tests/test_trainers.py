@@ -122,3 +122,43 @@ def test_dcgan_generator_is_radfords_for_64x64():
     plain = make_generator(100, (64, 64, 3), "auto", batchnorm=False)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
     assert [type(m).__name__ for m in plain.net].count("Identity") == 4
+
+
+@pytest.mark.parametrize("n,batch,drop_last,expected", [
+    (10, 4, False, [4, 4, 2]), (10, 4, True, [4, 4]), (8, 4, True, [4, 4]), (3, 4, True, [3]), (3, 4, False, [3]),
+])
+def test_epoch_batches_cover_the_data_once(n, batch, drop_last, expected):
+    """Every example at most once per epoch; only ``drop_last`` drops the remainder (GLO keeps it:
+    every code is optimised every epoch), and never all of a set smaller than one batch."""
+    from glann.training import epoch_batches
+
+    batches = epoch_batches(n, batch, torch.Generator().manual_seed(0), CPU, drop_last=drop_last)
+    assert [len(b) for b in batches] == expected
+    seen = torch.cat(batches)
+    assert len(set(seen.tolist())) == len(seen) and seen.max() < n
+
+
+def test_gan_logs_the_mean_of_its_d_and_g_step_losses(digits_dir, tmp_path, monkeypatch):
+    from glann import gans
+
+    values, d_first = {"d": [], "g": []}, []
+    real_descend, real_disc = gans.descend, gans.Discriminator
+
+    def disc(*a, **kw):  # remembers D's first parameter, to tell its optimiser apart
+        D = real_disc(*a, **kw)
+        d_first.append(next(D.parameters()))
+        return D
+
+    def spy(loss, poison, *opts):
+        v = real_descend(loss, poison, *opts)
+        params = {id(p) for o in opts for g in o.param_groups for p in g["params"]}
+        values["d" if id(d_first[0]) in params else "g"].append(v)
+        return v
+
+    monkeypatch.setattr(gans, "descend", spy)
+    monkeypatch.setattr(gans, "Discriminator", disc)
+    result, _ = _train("lsgan", digits_dir, tmp_path)
+    row = result["history"][0]
+    assert len(values["d"]) == len(values["g"]) == 1437 // CFG["lsgan"]["batch_size"]
+    assert row["d_loss"] == pytest.approx(sum(values["d"]) / len(values["d"]), rel=1e-12)
+    assert row["g_loss"] == pytest.approx(sum(values["g"]) / len(values["g"]), rel=1e-12)

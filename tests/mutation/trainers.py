@@ -5,8 +5,9 @@ Run by hand, from the checkout's venv (it needs mutmut and the project's depende
 
 The modules mutated are the training science: models.py, glo.py, imle.py, gans.py, vae.py,
 nn_search.py, training.py and gaussian.py; the tests are the in-process ones that train
-and check them (test_science, test_glann, test_baselines, test_faithfulness,
-test_losses_and_search, test_snapshots; Snakefile tests cannot see mutants). Their tests
+and check them (test_science, test_trainers, test_glann, test_baselines, test_faithfulness,
+test_losses_and_search, test_snapshots, test_architecture; Snakefile and subprocess tests
+cannot see mutants). Their tests
 train networks for seconds, so every mutant costs seconds to minutes on a CPU and the full
 set takes many hours on 2 cores: by default the script generates every mutant, then runs a
 uniform random sample of them (``--sample``, fixed ``--seed``) and reports the killed share
@@ -35,8 +36,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES = ["models", "glo", "imle", "gans", "vae", "nn_search", "training", "gaussian"]
-TESTS = ["tests/test_science.py", "tests/test_glann.py", "tests/test_baselines.py", "tests/test_faithfulness.py",
-         "tests/test_losses_and_search.py", "tests/test_snapshots.py"]
+TESTS = ["tests/test_science.py", "tests/test_trainers.py", "tests/test_glann.py", "tests/test_baselines.py",
+         "tests/test_faithfulness.py", "tests/test_losses_and_search.py", "tests/test_snapshots.py",
+         "tests/test_architecture.py"]
+# tests that run the installed glann or read the source files (mutmut's copies differ on purpose)
+DESELECT = ["tests/test_glann.py::test_kill9_then_resume_equals_uninterrupted",
+            "tests/test_architecture.py::test_no_dead_code",
+            "tests/test_architecture.py::test_code_hash_is_the_import_closure_of_the_step",
+            "tests/test_architecture.py::test_src_imports_no_snakemake_and_has_no_cycles"]
+
+
 def scratch_copy() -> Path:
     dest = Path(tempfile.mkdtemp(prefix="glann-mutmut-trainers-"))
     for name in ("src", "tests", "workflow", "config", "benchmarks", "pyproject.toml"):
@@ -56,9 +65,9 @@ def scratch_copy() -> Path:
            'paths_to_mutate = ["src/glann/"]\n'
            f"do_not_mutate = {json.dumps(skip)}\n"
            f"tests_dir = {json.dumps(TESTS)}\n"
-           # subprocess tests run the installed glann, which cannot see mutants
-           'pytest_add_cli_args = ["-m", "not pipeline", "-p", "no:cacheprovider", "-q", "-x", '
-           '"--deselect", "tests/test_glann.py::test_kill9_then_resume_equals_uninterrupted"]\n'
+           "pytest_add_cli_args = "
+           + json.dumps(["-m", "not pipeline", "-p", "no:cacheprovider", "-q", "-x"]
+                        + [a for t in DESELECT for a in ("--deselect", t)]) + "\n"
            'also_copy = ["tests/", "workflow/", "config/", "benchmarks/"]\n')
     (dest / "pyproject.toml").write_text(text.replace(section, new))
     return dest
