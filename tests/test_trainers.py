@@ -162,3 +162,100 @@ def test_gan_logs_the_mean_of_its_d_and_g_step_losses(digits_dir, tmp_path, monk
     assert len(values["d"]) == len(values["g"]) == 1437 // CFG["lsgan"]["batch_size"]
     assert row["d_loss"] == pytest.approx(sum(values["d"]) / len(values["d"]), rel=1e-12)
     assert row["g_loss"] == pytest.approx(sum(values["g"]) / len(values["g"]), rel=1e-12)
+
+
+def test_glo_generator_divides_its_input_by_the_norm(digits_dir, tmp_path, monkeypatch):
+    from glann import glo
+
+    made = []
+    real = glo.make_generator
+
+    def spy(*a, **kw):
+        made.append(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(glo, "make_generator", spy)
+    _train("glo", digits_dir, tmp_path)
+    assert made and all(kw.get("normalize_input") is True for kw in made)
+
+
+def test_imle_mapping_is_glanns_three_layer_mlp():
+    """T: noise -> latent, Linear-BN-ReLU twice, then Linear (GLANN's released mapping)."""
+    from glann.models import IMLEMapping
+
+    T = IMLEMapping(noise_dim=32, latent_dim=64, hidden=128)
+    assert [type(m).__name__ for m in T.net] == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d",
+                                                   "ReLU", "Linear"]
+    assert [(m.in_features, m.out_features) for m in T.net if isinstance(m, nn.Linear)] == [
+        (32, 128), (128, 128), (128, 64)]
+
+
+def test_uint8_images_saturate_at_both_ends():
+    from glann.models import to_uint8_images
+
+    x = torch.tensor([-0.5, 0.0, 0.5, 1.0, 1.5]).view(1, 1, 1, 5)
+    assert to_uint8_images(x).flatten().tolist() == [0, 0, 128, 255, 255]
+
+
+def test_vae_encoder_has_batchnorm_and_logs_the_epochs_mean_elbo(digits_dir, tmp_path, monkeypatch):
+    """The encoder is the InfoGAN discriminator with BN; the logged nll, kl and elbo are means over
+    every image of the epoch."""
+    from glann import vae
+
+    terms = []
+    real = vae.elbo_terms
+
+    def spy(*a, **kw):
+        nll, kl = real(*a, **kw)
+        terms.append((nll.detach().sum().item(), kl.detach().sum().item(), len(nll)))
+        return nll, kl
+
+    monkeypatch.setattr(vae, "elbo_terms", spy)
+    result, out = _train("vae", digits_dir, tmp_path)
+    row = result["history"][0]
+    seen = sum(t[2] for t in terms)
+    assert len(terms) == 1437 // CFG["vae"]["batch_size"] and row["images"] == seen
+    assert row["nll"] == pytest.approx(sum(t[0] for t in terms) / seen, rel=1e-9)
+    assert row["kl"] == pytest.approx(sum(t[1] for t in terms) / seen, rel=1e-9)
+    assert row["elbo"] == pytest.approx(-(row["nll"] + row["kl"]), rel=1e-9)
+    encoder = torch.load(out, weights_only=False)["encoder"]
+    assert sum(k.endswith("running_mean") for k in encoder) == 2  # BN after conv 2 and after the fc
+
+
+@pytest.mark.parametrize("kind", ["nsgan", "wgan_gp"])
+def test_gan_optimisers_use_the_configured_lr_and_betas(kind, digits_dir, tmp_path, monkeypatch):
+    """Both G's and D's Adam get the method's lr and betas (WGAN-GP: 1e-4, (0.5, 0.9))."""
+    from glann import gans
+
+    seen = []
+
+    class SpyAdam(torch.optim.Adam):
+        def __init__(self, params, *a, **kw):
+            super().__init__(params, *a, **kw)
+            seen.append((self.defaults["lr"], self.defaults["betas"]))
+
+    monkeypatch.setattr(gans.torch.optim, "Adam", SpyAdam)
+    cfg = {**CFG[kind], "epochs": 1}
+    gans.train_gan(kind, digits_dir, tmp_path / "g.pt", cfg, 0, CPU)
+    assert seen == [(cfg["lr"], tuple(cfg["betas"]))] * 2
+    if kind == "wgan_gp":
+        assert cfg["lr"] == 1e-4 and cfg["betas"] == [0.5, 0.9]
+
+
+def test_discriminator_is_compare_gans_infogan_d_with_one_logit():
+    """conv 4x4/2 64 - lReLU - conv 4x4/2 128 - BN - lReLU - fc 1024 - BN - lReLU - fc 1 (one logit
+    per image: BCE-with-logits against ones_like would silently accept two)."""
+    from glann.models import Discriminator
+
+    D = Discriminator((28, 28, 1))
+    assert [type(m).__name__ for m in D.net] == ["Conv2d", "LeakyReLU", "Conv2d", "BatchNorm2d", "LeakyReLU",
+                                                   "Flatten", "Linear", "BatchNorm1d", "LeakyReLU", "Linear"]
+    convs = [(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding) for m in D.net
+             if isinstance(m, nn.Conv2d)]
+    assert convs == [(1, 64, (4, 4), (2, 2), (1, 1)), (64, 128, (4, 4), (2, 2), (1, 1))]
+    assert [(m.in_features, m.out_features) for m in D.net if isinstance(m, nn.Linear)] == [
+        (128 * 7 * 7, 1024), (1024, 1)]
+    assert all(m.negative_slope == 0.2 for m in D.net if isinstance(m, nn.LeakyReLU))
+    assert D(torch.rand(3, 1, 28, 28)).shape == (3, 1)
+    assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))
+                   for m in Discriminator((28, 28, 1), batchnorm=False).modules())
