@@ -167,9 +167,13 @@ def bench_fid(args) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- c. GLO vs a bare loop
-GLO_CFG = {"latent_dim": 64, "batch_size": 128, "lr_codes": 0.01, "lr_generator": 0.001,
-           "betas": [0.5, 0.999], "lr_halve_every": 20, "init_std": 0.01, "loss": "lap1",
-           "vgg_weights": None, "lap_levels": None, "generator": {"arch": "auto", "batchnorm": "auto"}}
+def _glo_cfg() -> dict:
+    """The schema's GLO defaults (as jobs get them), with loss lap1."""
+    from glann.config import fill_defaults, load_schema
+
+    cfg = fill_defaults({"datasets": ["mnist5k"], "methods": ["glann"], "seeds": [0]},
+                        load_schema(REPO / "workflow/schemas/config.schema.yaml"))
+    return {**cfg["glo"], "loss": "lap1"}
 
 
 def _prepared(work: Path, tile: int) -> Path:
@@ -230,7 +234,7 @@ def bench_glo(args) -> list[dict]:
     ours, bare = [], []
     for r in range(args.repeats):
         out = work / f"glo{r}.pt"
-        res = train_glo(work, out, {**GLO_CFG, "epochs": epochs}, 0, device, csv_path=work / f"l{r}.csv", amp="off")
+        res = train_glo(work, out, {**_glo_cfg(), "epochs": epochs}, 0, device, csv_path=work / f"l{r}.csv", amp="off")
         ours.append(statistics.median([h["seconds"] for h in res["history"]][1:] or [res["history"][0]["seconds"]]))
         times = bare_glo_epochs(images, epochs, device)
         bare.append(statistics.median(times[1:] or times))

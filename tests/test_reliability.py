@@ -14,12 +14,14 @@ import pytest
 import torch
 
 from conftest import REPO, copy_workflow, snakemake
+from glann.config import fill_defaults, load_schema
 from glann.errors import DataError, DivergedError, GlannError
 
 BIN = Path(sys.executable).parent
-GLO = {"latent_dim": 16, "batch_size": 128, "lr_codes": 0.01, "lr_generator": 0.001, "betas": [0.5, 0.999],
-       "lr_halve_every": 20, "init_std": 0.01, "loss": "l1", "vgg_weights": None, "lap_levels": None,
-       "generator": {"arch": "auto", "batchnorm": "auto"}, "epochs": 2}
+# the schema's defaults, as the Snakefile hands them to jobs, with small budgets
+DEFAULTS = fill_defaults({"datasets": ["digits"], "methods": ["glann"], "seeds": [0]},
+                         load_schema(REPO / "workflow/schemas/config.schema.yaml"))
+GLO = {**DEFAULTS["glo"], "latent_dim": 16, "loss": "l1", "epochs": 2}
 
 
 # --------------------------------------------------------------------------- 3. config errors, through snakemake
@@ -81,8 +83,7 @@ def test_nan_in_imle_stops_with_epoch_and_hint(digits_dir, tmp_path):
     from glann.imle import train_imle
 
     train_glo(digits_dir, tmp_path / "glo.pt", {**GLO, "epochs": 1}, 0, torch.device("cpu"))
-    cfg = {"noise_dim": 8, "hidden": 32, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-5,
-           "samples_factor": 2.0, "nn_backend": "torch", "epochs": 2}
+    cfg = {**DEFAULTS["imle"], "noise_dim": 8, "hidden": 32, "epochs": 2}
     with pytest.raises(DivergedError, match=r"train_imle: loss became nan in epoch 1\. Lower imle\.lr"):
         train_imle(tmp_path / "glo.pt", tmp_path / "imle.pt", cfg, 0, torch.device("cpu"),
                    fault={"nan_at_epoch": 1})
