@@ -171,6 +171,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """Groups for ``-n 2 --dist loadgroup``: each file's tests stay on one worker (its module
     fixtures are built once), except that the users of the shared quick run share one worker
