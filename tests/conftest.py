@@ -161,26 +161,3 @@ def quick_run(tmp_path_factory):
 
 
 
-
-# --------------------------------------------------------------------------- parallel runs (pytest-xdist)
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # One intra-op thread per worker: two workers with two spinning OpenMP threads each on a
-    # 2-core machine run several times slower than one worker.
-    import torch
-
-    torch.set_num_threads(1)
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Groups for ``-n 2 --dist loadgroup``: each file's tests stay on one worker (its module
-    fixtures are built once), except that the users of the shared quick run share one worker
-    (it is built once) and each paper preset's end-to-end run is a group of its own."""
-    for item in items:
-        if "quick_run" in getattr(item, "fixturenames", ()):
-            group = "quick_run"
-        elif item.module.__name__.endswith("test_presets") and "end_to_end" in item.name:
-            group = item.name
-        else:
-            group = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
