@@ -157,7 +157,3 @@ def quick_run(tmp_path_factory):
     rerun = snakemake(wf, *QUICK, "--printshellcmds", env={"GLANN_TRACKING": "1"})
     return {"wf": wf, "first": first, "rerun": rerun.stdout + rerun.stderr, "returncode": proc.returncode,
             "finished": finished, "before": before, "killed_at": killed_at}
-
-
-
-

@@ -1,9 +1,10 @@
 """Seeded science bugs: each must make at least one named test fail.
 
-Run by hand (about 5 minutes on 2 CPU cores):
+Run by hand (about 2 minutes on 2 CPU cores):
     python tests/mutation/seeded_bugs.py [name substring ...]
 Each bug is applied to a scratch copy of src/ (never to the checkout), the named
-tests run against that copy, and the script prints KILLED or SURVIVED per bug;
+tests run against that copy, and the script prints KILLED (a named test failed),
+SURVIVED or BROKEN (the patched code does not even import) per bug;
 it exits non-zero if any bug survives. Patches are exact text replacements, so a
 refactor that moves the code makes the script say which patch no longer applies.
 """
@@ -57,7 +58,7 @@ BUGS = [  # (name, file under src/glann, old text, new text, tests)
      "kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 + logvar).sum(1)",
      [f"{T_SCI}::test_vae_kl_and_likelihoods_match_torch_distributions"]),
     ("GAN rollback to the initial weights", "training.py",
-     "            last_good = copy.deepcopy(state[rollback].state_dict())\n", "",
+     "            last_good = copy.deepcopy(state[rollback].state_dict())\n", "            pass\n",
      [f"{T_SCI}::test_gan_rollback_keeps_the_last_finished_epoch_bit_for_bit"]),
     ("resume without optimiser state (every trainer)", "training.py",
      "        for name, obj in state.items():\n            obj.load_state_dict(saved[\"state\"][name])",
@@ -114,11 +115,13 @@ def main(only=()) -> int:
             proc = subprocess.run([py, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
                                   cwd=REPO, env=env, capture_output=True, text=True)
             failed = [ln.split(" ")[1] for ln in proc.stdout.splitlines() if ln.startswith("FAILED ")]
-            verdict = "KILLED" if proc.returncode != 0 else "SURVIVED"
+            # killed only by a failing test: an error (the patched code does not even import) is a
+            # broken patch, which proves nothing
+            verdict = "KILLED" if failed else "SURVIVED" if proc.returncode == 0 else "BROKEN"
             print(f"{verdict:9} {name}: {', '.join(failed) or proc.stdout.strip().splitlines()[-1]}", flush=True)
-            if proc.returncode == 0:
+            if not failed:
                 survived.append(name)
-    print(f"{len(bugs) - len(survived)}/{len(bugs)} seeded bugs killed")
+    print(f"{len(bugs) - len(survived)}/{len(bugs)} seeded bugs killed by a failing test")
     return 1 if survived else 0
 
 
