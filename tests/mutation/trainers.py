@@ -90,6 +90,11 @@ def all_mutants(work: Path) -> dict[str, int | None]:
     return out
 
 
+def sample_of(names: list[str], sample: int, seed: int, everything: bool) -> list[str]:
+    names = sorted(names)
+    return names if everything else sorted(random.Random(seed).sample(names, min(sample, len(names))))
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     if n == 0:
         return 0.0, 1.0
@@ -123,7 +128,7 @@ def main() -> int:
     if not names:
         print("mutmut generated no mutants", file=sys.stderr)
         return 1
-    chosen = names if args.all else sorted(random.Random(args.seed).sample(names, min(args.sample, len(names))))
+    chosen = sample_of(names, args.sample, args.seed, args.all)
     print(f"{len(names)} mutants in {', '.join(MODULES)}; running {len(chosen)}", flush=True)
     subprocess.run([py, "-m", "mutmut", "run", "--max-children", str(args.max_children), *chosen],
                    cwd=work, env=env, check=False)
@@ -134,8 +139,7 @@ def report(work: Path, sample: int, seed: int, everything: bool) -> int:
     from mutmut.stats import status_by_exit_code
 
     codes = all_mutants(work)
-    names = sorted(codes)
-    chosen = names if everything else sorted(random.Random(seed).sample(names, min(sample, len(names))))
+    chosen = sample_of(list(codes), sample, seed, everything)
     counts: dict[str, list[str]] = {}
     for name in chosen:
         counts.setdefault(status_by_exit_code[codes.get(name)], []).append(name)
