@@ -56,6 +56,23 @@ def snakemake(cwd, *args, env=None, check=True, timeout=900):
     return proc
 
 
+@pytest.fixture(scope="session")
+def job_server(tmp_path_factory):
+    """A ``glann serve`` for pipeline runs whose jobs are mostly imports (glann.jobserver).
+
+    Its socket path, for GLANN_JOB_SERVER; stopped (and checked to have removed its socket)
+    at the end of the session."""
+    path = tmp_path_factory.mktemp("job_server") / "glann.sock"
+    exe = str(Path(sys.executable).with_name("glann"))
+    proc = subprocess.Popen([exe, "serve", "--socket", str(path)], stderr=subprocess.PIPE, text=True)
+    _wait("glann serve to listen", lambda: path.exists() or proc.poll() is not None, timeout=180)
+    assert proc.poll() is None, proc.stderr.read()
+    yield path
+    proc.terminate()
+    proc.wait(timeout=120)
+    assert not path.exists(), "glann serve left its socket behind"
+
+
 # --------------------------------------------------------------------------- the shared quick pipeline run
 QUICK = ["--cores", "2"]
 

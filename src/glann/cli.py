@@ -222,6 +222,12 @@ def cmd_generate(args):
     generate(args)
 
 
+def cmd_serve(args):
+    from .jobserver import serve
+
+    raise SystemExit(serve(args.socket, args.idle_exit))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="glann", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -258,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grids", nargs="*")
     p.add_argument("--losses", nargs="*", default=None, help="per-epoch loss CSVs -> <out-dir>/curves/")
     p.add_argument("--snapshots", nargs="*", default=None, help="scored snapshots -> <out-dir>/fid_vs_compute.*")
+    s = sub.add_parser("serve", help="warm starts: run the steps of GLANN_JOB_SERVER clients (glann.jobserver)")
+    s.add_argument("--socket", required=True, help="Unix socket path; set GLANN_JOB_SERVER to it for the jobs")
+    s.add_argument("--idle-exit", type=float, default=None, help="stop after this many seconds without a job")
+    s.set_defaults(fn=cmd_serve)
     return ap
 
 
@@ -274,6 +284,20 @@ def _batch_key(args) -> str:
 
 
 def main(argv=None) -> int:
+    """``glann <step>``: in a process forked by ``glann serve`` when GLANN_JOB_SERVER names one."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    server = os.environ.get("GLANN_JOB_SERVER")
+    if server and argv[:1] != ["serve"]:
+        from .jobserver import run_on_server
+
+        code = run_on_server(argv, server)
+        if code is not None:
+            return code
+    return run(argv)
+
+
+def run(argv: list[str]) -> int:
+    """Parse and run one step in this process."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     args = build_parser().parse_args(argv)
