@@ -128,7 +128,7 @@ def quick_config(extra: dict) -> str:
 
 
 @pytest.fixture(scope="session")
-def quick_run(tmp_path_factory):
+def quick_run(tmp_path_factory, job_server):
     """See tests/test_pipeline.py: one quick pipeline run, killed and interrupted on the way."""
     import torch
 
@@ -171,6 +171,7 @@ def quick_run(tmp_path_factory):
     first = first_log.read_text()
     finished = sorted(f for f in _finished_outputs(first) if (wf / f).exists())
     before = _fingerprint(wf, finished)
-    rerun = snakemake(wf, *QUICK, "--printshellcmds", env={"GLANN_TRACKING": "1"})
+    # the rerun's jobs start warm (the first run's are real processes: train-glo is found and killed by pid)
+    rerun = snakemake(wf, *QUICK, "--printshellcmds", env={"GLANN_TRACKING": "1", "GLANN_JOB_SERVER": str(job_server)})
     return {"wf": wf, "first": first, "rerun": rerun.stdout + rerun.stderr, "returncode": proc.returncode,
             "finished": finished, "before": before, "killed_at": killed_at}

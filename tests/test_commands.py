@@ -91,10 +91,11 @@ def test_issue_commands_dry_run_the_intended_jobs(wf):
 
 
 @pytest.mark.pipeline
-def test_config_override_reaches_the_job(tmp_path):
+def test_config_override_reaches_the_job(tmp_path, job_server):
     w = copy_workflow(tmp_path / "wf")
     target = "results/digits/glann/seed0/glo.pt"
-    snakemake(w, target, "--cores", "2", "--configfile", "config/quick.yaml", "--config", "glo={epochs: 3}")
+    snakemake(w, target, "--cores", "2", "--configfile", "config/quick.yaml", "--config", "glo={epochs: 3}",
+              env={"GLANN_JOB_SERVER": str(job_server)})
     glo = torch.load(w / target, weights_only=False)
     assert glo["epochs"] == 3 and [r["epoch"] for r in glo["history"]] == [1, 2, 3]
 

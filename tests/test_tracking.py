@@ -133,14 +133,15 @@ def test_unreachable_tracking_server_does_not_fail_training(digits_dir, tmp_path
 
 
 @pytest.mark.pipeline
-def test_parallel_jobs_share_one_sqlite_store_without_losing_runs(tmp_path):
+def test_parallel_jobs_share_one_sqlite_store_without_losing_runs(tmp_path, job_server):
     """Reliability 8 / tracking: --cores 4, four seeds, every run recorded, no 'database is locked'."""
     wf = copy_workflow(tmp_path / "wf")
     # live tracking: every job opens the store itself (quick.yaml defers it to the end of the invocation)
     (wf / "par.yaml").write_text("methods: [vae, nsgan]\nseeds: [0, 1, 2, 3]\nvae: {epochs: 1}\n"
                                  "tracking: {live: true}\n")
     proc = snakemake(wf, "--cores", "4", "--configfile", "config/quick.yaml", "par.yaml",
-                     "--until", "train_vae", "train_gan", env={"GLANN_TRACKING": "1"})
+                     "--until", "train_vae", "train_gan",
+                     env={"GLANN_TRACKING": "1", "GLANN_JOB_SERVER": str(job_server)})
     logs = "".join(p.read_text() for p in (wf / "logs").rglob("*.log"))
     assert "database is locked" not in (logs + proc.stdout + proc.stderr).lower()
     assert "tracking skipped" not in logs
