@@ -225,7 +225,7 @@ def cmd_generate(args):
 def cmd_serve(args):
     from .jobserver import serve
 
-    raise SystemExit(serve(args.socket, args.idle_exit))
+    raise SystemExit(serve(args.socket, run, args.idle_exit))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -286,10 +286,10 @@ def _batch_key(args) -> str:
 def main(argv=None) -> int:
     """``glann <step>``: in a process forked by ``glann serve`` when GLANN_JOB_SERVER names one."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    server = os.environ.get("GLANN_JOB_SERVER")
-    if server and argv[:1] != ["serve"]:
-        from .jobserver import run_on_server
+    from .jobserver import SERVER_ENV, run_on_server  # standard library only: cheap
 
+    server = os.environ.get(SERVER_ENV)
+    if server and argv[:1] != ["serve"]:
         code = run_on_server(argv, server)
         if code is not None:
             return code

@@ -153,7 +153,7 @@ def _exit_status(waitstatus: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def _run_child(request: dict, fds: list[int], import_env: dict) -> int:
+def _run_child(request: dict, fds: list[int], import_env: dict, run) -> int:
     """In the forked process: become the client's process, then run the step."""
     import atexit
     import random
@@ -181,8 +181,6 @@ def _run_child(request: dict, fds: list[int], import_env: dict) -> int:
     except ImportError:
         pass
     sys.argv = ["glann", *request["argv"]]
-    from .cli import run
-
     try:
         code = run(request["argv"])
     except SystemExit as exc:
@@ -205,8 +203,10 @@ def _run_child(request: dict, fds: list[int], import_env: dict) -> int:
     return int(code or 0)
 
 
-def serve(path: str, idle_exit: float | None = None) -> int:
-    """Preload, listen on the Unix socket ``path`` and fork one process per job until stopped."""
+def serve(path: str, run, idle_exit: float | None = None) -> int:
+    """Preload, listen on the Unix socket ``path`` and fork one process per job until stopped.
+
+    ``run(argv) -> int`` runs one step in the forked process (glann.cli.run)."""
     before = dict(os.environ)
     loaded = _preload()
     import_env = {k: v for k, v in os.environ.items() if k not in before}
@@ -267,7 +267,7 @@ def serve(path: str, idle_exit: float | None = None) -> int:
                         conn.close()
                         for other in jobs.values():
                             other.close()
-                        code = _run_child(request, fds, import_env)
+                        code = _run_child(request, fds, import_env, run)
                     finally:
                         os._exit(code)
                 for fd in fds:
