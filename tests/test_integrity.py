@@ -196,7 +196,7 @@ def test_a_resumed_job_links_to_the_killed_run_and_keeps_one_history(digits_dir,
 
 
 @pytest.mark.pipeline
-def test_kill9_of_snakemake_with_live_tracking_leaves_no_running_run(tmp_path):
+def test_kill9_of_snakemake_with_live_tracking_leaves_no_running_run(tmp_path, job_server):
     """kill -9 of the snakemake process (not its group) during train_vae, then of the orphaned job;
     the rerun closes both runs left RUNNING as KILLED, resumes the model and logs its epochs as one
     history in a run linked to the killed one."""
@@ -227,7 +227,7 @@ def test_kill9_of_snakemake_with_live_tracking_leaves_no_running_run(tmp_path):
     killed_at = torch.load(resume, weights_only=False)["epoch"]
     assert 1 <= killed_at < 8
     snakemake(wf, "--unlock", "--cores", "1", env=env)
-    snakemake(wf, "--cores", "2", env=env)
+    snakemake(wf, "--cores", "2", env={**env, "GLANN_JOB_SERVER": str(job_server)})  # the rerun starts warm
     con = sqlite3.connect(wf / "mlflow.db")
     assert con.execute("select count(*) from runs where status = 'RUNNING'").fetchone()[0] == 0
     runs = con.execute("select run_uuid, status from runs where name = 'train_vae:vae:seed0' "
