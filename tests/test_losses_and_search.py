@@ -10,25 +10,57 @@ from glann.losses import VGGLoss, find_vgg16_weights, lap1_loss, laplacian_pyram
 from glann.nn_search import faiss_nearest_neighbors, nearest_neighbors
 
 
+def _hand_bilinear(low, h, w):
+    """Bilinear resize with half-pixel centres (align_corners=False), written out with numpy."""
+    def weights(n_in, n_out):
+        m = np.zeros((n_out, n_in))
+        for i in range(n_out):
+            src = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+            i0 = int(np.floor(src))
+            i1 = min(i0 + 1, n_in - 1)
+            m[i, i0] += 1 - (src - i0)
+            m[i, i1] += src - i0
+        return m
+    return weights(low.shape[0], h) @ low @ weights(low.shape[1], w).T
+
+
 def _hand_pyramid(x, levels):
-    """Burt-Adelson pyramid written out with numpy loops (independent of losses.py)."""
+    """Burt-Adelson pyramid written out with numpy loops (independent of losses.py and of torch):
+    5x5 binomial blur with reflect padding, 2x2 mean (odd sizes drop their last row/column),
+    bilinear back up; no band is cut from an image under 4 pixels."""
     k1 = np.array([1, 4, 6, 4, 1], dtype=np.float64) / 16
     k = np.outer(k1, k1)
     out, cur = [], x.astype(np.float64)
     for _ in range(levels):
         h, w = cur.shape
+        if min(h, w) < 4:
+            break
         padded = np.pad(cur, 2, mode="reflect")
         blur = np.zeros_like(cur)
         for i in range(h):
             for j in range(w):
                 blur[i, j] = (padded[i:i + 5, j:j + 5] * k).sum()
-        low = blur.reshape(h // 2, 2, w // 2, 2).mean((1, 3))
-        up = F.interpolate(torch.from_numpy(low)[None, None], size=(h, w), mode="bilinear",
-                           align_corners=False)[0, 0].numpy()
-        out.append(cur - up)
+        low = blur[: h // 2 * 2, : w // 2 * 2].reshape(h // 2, 2, w // 2, 2).mean((1, 3))
+        out.append(cur - _hand_bilinear(low, h, w))
         cur = low
     out.append(cur)
     return out
+
+
+@pytest.mark.parametrize("size,levels,shapes", [
+    (28, 3, [28, 14, 7, 3]),    # odd 7 -> 3: a non-integer upsampling factor
+    (16, 5, [16, 8, 4, 2]),     # stops at the first level under 4 pixels (4 still gets a band)
+    (12, 5, [12, 6, 3]),        # 3 gets none
+])
+def test_laplacian_pyramid_matches_numpy_per_channel(size, levels, shapes):
+    rng = np.random.default_rng(size)
+    x = rng.random((2, 3, size, size))
+    got = laplacian_pyramid(torch.tensor(x), levels)
+    assert [g.shape[-1] for g in got] == shapes
+    for b in range(2):
+        for c in range(3):
+            for mine, ref in zip(got, _hand_pyramid(x[b, c], levels), strict=True):
+                np.testing.assert_allclose(mine[b, c].numpy(), ref, atol=1e-12)
 
 
 def test_lap1_matches_hand_computed_pyramid():

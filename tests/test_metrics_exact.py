@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from glann.losses import default_levels
-from glann.metrics import birthday_test, duplicate_threshold, max_f_beta, prd_curve
+from glann.metrics import birthday_test, duplicate_threshold, max_f_beta, prd_curve, prd_from_features
 from glann.summary import aggregate, format_cell, mean_std, render_csv
 
 
@@ -24,6 +24,41 @@ def test_prd_curve_is_sajjadis_definition():
     assert p[0] == pytest.approx(0, abs=1e-8) and r[-1] == pytest.approx(0, abs=1e-8)
     # the largest precision is the shared mass: sum min(ref, eval) at lambda -> inf
     assert p.max() == pytest.approx(np.minimum(ref * 1e12, ev).sum(), abs=1e-6)
+
+
+def test_prd_from_features_uses_sajjadis_clustering_settings():
+    """Sajjadi et al.'s settings, computed independently: 20 clusters of real+fake together by
+    mini-batch k-means with 10 initialisations, histograms as densities, 1001 angles, the curve
+    averaged over 10 clusterings (run r seeded seed + r)."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(120, 5)), rng.normal(0.3, 1.2, size=(90, 5))
+    curves = []
+    for r in range(10):
+        labels = MiniBatchKMeans(n_clusters=20, n_init=10, random_state=7 + r).fit(
+            np.vstack([real, fake])).labels_
+        ref_hist = np.histogram(labels[:120], bins=20, range=(0, 20), density=True)[0]
+        eval_hist = np.histogram(labels[120:], bins=20, range=(0, 20), density=True)[0]
+        lam = np.tan(np.linspace(1e-10, math.pi / 2 - 1e-10, 1001))
+        alpha = np.array([np.minimum(l * ref_hist, eval_hist).sum() for l in lam])
+        curves.append((np.clip(alpha, 0, 1), np.clip(alpha / lam, 0, 1)))
+    p, r = prd_from_features(real, fake, seed=7)
+    assert p.shape == r.shape == (1001,)
+    np.testing.assert_allclose(p, np.mean([c[0] for c in curves], 0), atol=1e-12)
+    np.testing.assert_allclose(r, np.mean([c[1] for c in curves], 0), atol=1e-12)
+
+
+def test_prd_from_features_on_planted_modes():
+    """20 far-apart modes; the fake set covers 10 of them: precision reaches 1, recall 1/2."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(20, 8)) * 50
+    real = np.repeat(centres, 15, axis=0) + rng.normal(size=(300, 8))
+    fake = np.repeat(centres[:10], 20, axis=0) + rng.normal(size=(200, 8))
+    p, r = prd_from_features(real, fake)
+    assert p.max() == pytest.approx(1.0, abs=0.03)
+    assert r.max() == pytest.approx(0.5, abs=0.05)
+    assert max_f_beta(p, r, 8.0) < 0.55 < max_f_beta(p, r, 1 / 8)
 
 
 def test_max_f_beta_is_zero_where_both_are_zero():

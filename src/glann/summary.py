@@ -16,7 +16,8 @@ import json
 import math
 from pathlib import Path
 
-from .atomic import save_with, write_json, write_text
+from .atomic import write_json, write_text
+from .figures import compute_figure, summary_figures
 
 # GLANN paper, Table 1 (Inception FID; lower is better). "glo_gauss" is GLO's row.
 PAPER_FID = {
@@ -193,53 +194,8 @@ def write_compute_curves(snapshot_files, out_dir, datasets, methods) -> list[dic
     w.writeheader()
     w.writerows(rows)
     write_text(Path(out_dir) / "fid_vs_compute.csv", buf.getvalue(), record=False)
-    _compute_plot(rows, Path(out_dir) / "fid_vs_compute.png", datasets, methods)
+    compute_figure(rows, Path(out_dir) / "fid_vs_compute.png", datasets, methods)
     return rows
-
-
-def _compute_plot(rows, path, datasets, methods):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.5), squeeze=False)
-    for ax, d in zip(axes[0], datasets):
-        for m in methods:
-            runs = {}
-            for r in rows:
-                if r["dataset"] == d and r["method"] == m:
-                    runs.setdefault(r["seed"], []).append(r)
-            if not runs:
-                continue
-            # mean ± std over seeds at each snapshot index (seeds that diverged stop early)
-            n = max(len(v) for v in runs.values())
-            xs, ys, es = [], [], []
-            for i in range(n):
-                pts = [v[i] for v in runs.values() if len(v) > i]
-                xs.append(np.mean([p["train_seconds"] for p in pts]))
-                ys.append(np.mean([p["fid_domain"] for p in pts]))
-                es.append(np.std([p["fid_domain"] for p in pts]) if len(pts) > 1 else 0.0)
-            line = ax.errorbar(xs, ys, yerr=es, marker="o", ms=4, capsize=2, label=m)
-            for v in runs.values():
-                if v[-1]["diverged"]:
-                    ax.plot(v[-1]["train_seconds"], v[-1]["fid_domain"], "x", ms=12, mew=2,
-                            color=line[0].get_color())
-                    ax.annotate(f"{m} diverged after epoch {v[-1]['epoch']}",
-                                (v[-1]["train_seconds"], v[-1]["fid_domain"]), fontsize=7)
-        ax.set_yscale("log")
-        ax.set_xlabel("training seconds (whole method)")
-        ax.set_ylabel("fid_domain (lower is better)")
-        ax.set_title(f"{d}: quality against compute")
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "no snapshots (snapshots.count: 0)", ha="center", transform=ax.transAxes)
-    fig.tight_layout()
-    save_with(path, lambda p: fig.savefig(p, format="png", dpi=100), record=False)
-    plt.close(fig)
 
 
 def summarize(metric_files, sample_grids: dict, out_dir, datasets, methods, loss_csvs=None,
@@ -258,55 +214,5 @@ def summarize(metric_files, sample_grids: dict, out_dir, datasets, methods, loss
     fid_rows = [{"dataset": d, "method": m, "fid_domain": cell["fid_domain"][0]}
                 for (d, m), cell in sorted(agg.items()) if cell["fid_domain"][0] is not None]
     write_json(out_dir / "fid.json", fid_rows, record=False)
-    _plots(agg, sample_grids, out_dir, datasets, methods)
+    summary_figures(agg, sample_grids, out_dir, datasets, methods)
     return flat
-
-
-def _plots(agg, sample_grids, out_dir, datasets, methods):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from PIL import Image
-
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.5), squeeze=False)
-    for ax, d in zip(axes[0], datasets):
-        ms = [m for m in methods if (d, m) in agg]
-        vals = [agg[(d, m)]["fid_domain"][0] or 0 for m in ms]
-        errs = [agg[(d, m)]["fid_domain"][1] or 0 for m in ms]
-        ax.bar(ms, vals, yerr=errs, color="tab:blue")
-        ax.set_title(f"{d}: fid_domain (lower is better)")
-        ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    save_with(out_dir / "fid.png", lambda p: fig.savefig(p, format="png", dpi=100), record=False)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
-    for ax, d in zip(axes[0], datasets):
-        for m in methods:
-            if (d, m) in agg and None not in (agg[(d, m)]["precision"][0], agg[(d, m)]["recall"][0]):
-                ax.scatter(agg[(d, m)]["recall"][0], agg[(d, m)]["precision"][0], s=40)
-                ax.annotate(m, (agg[(d, m)]["recall"][0], agg[(d, m)]["precision"][0]), fontsize=8)
-        ax.set_xlabel("recall")
-        ax.set_ylabel("precision")
-        ax.set_xlim(0, 1.05)
-        ax.set_ylim(0, 1.05)
-        ax.set_title(f"{d}: precision vs recall (k=5)")
-    fig.tight_layout()
-    save_with(out_dir / "precision_recall.png", lambda p: fig.savefig(p, format="png", dpi=100), record=False)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(len(datasets), len(methods), figsize=(2.6 * len(methods), 2.9 * len(datasets)),
-                             squeeze=False)
-    for i, d in enumerate(datasets):
-        for j, m in enumerate(methods):
-            ax = axes[i][j]
-            ax.axis("off")
-            path = sample_grids.get((d, m))
-            if path and Path(path).exists():
-                ax.imshow(np.asarray(Image.open(path)), cmap="gray")
-            ax.set_title(f"{m}\n{d}", fontsize=9)
-    fig.tight_layout()
-    save_with(out_dir / "samples.png", lambda p: fig.savefig(p, format="png", dpi=110), record=False)
-    plt.close(fig)
