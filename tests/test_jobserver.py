@@ -84,3 +84,19 @@ def test_refused_or_unserved_jobs_run_in_their_own_process(server, tmp_path):
     assert run_on_server(["--help"], str(tmp_path / "nobody.sock")) is None
     r = glann(PREPARE, tmp_path, server=tmp_path / "nobody.sock")
     assert r.returncode == 0 and (tmp_path / "prepared/train.npz").exists()
+
+
+def test_an_unusable_socket_path_is_refused_in_one_line_before_preloading(tmp_path, capsys):
+    from glann.jobserver import SUN_PATH_MAX, serve
+
+    def never(argv):
+        raise AssertionError("no job may run")
+
+    long_path = str(tmp_path / ("s" * (SUN_PATH_MAX + 1)))
+    assert serve(long_path, never) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "at most 107" in err and "--socket" in err
+    assert serve(str(tmp_path / "missing" / "glann.sock"), never) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing" in err and "does not exist" in err
+    assert not list(tmp_path.iterdir())

@@ -203,10 +203,29 @@ def _run_child(request: dict, fds: list[int], import_env: dict, run) -> int:
     return int(code or 0)
 
 
+SUN_PATH_MAX = 107  # bytes of a Unix socket's path on Linux (sun_path is 108 with its NUL)
+
+
+def socket_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a Unix socket to listen on, in one line; None when it can."""
+    size = len(os.fsencode(path))
+    if size > SUN_PATH_MAX:
+        return (f"the socket path {path} is {size} bytes long; a Unix socket's path may have at most "
+                f"{SUN_PATH_MAX}: pass a shorter --socket (e.g. /tmp/glann-$USER.sock)")
+    parent = Path(path).parent
+    if not parent.is_dir():
+        return f"the socket's folder {parent} does not exist: create it or pass another --socket"
+    return None
+
+
 def serve(path: str, run, idle_exit: float | None = None) -> int:
     """Preload, listen on the Unix socket ``path`` and fork one process per job until stopped.
 
     ``run(argv) -> int`` runs one step in the forked process (glann.cli.run)."""
+    problem = socket_path_problem(path)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     before = dict(os.environ)
     loaded = _preload()
     import_env = {k: v for k, v in os.environ.items() if k not in before}
