@@ -1,12 +1,14 @@
 """lap1 against a hand-built pyramid, the VGG code path, and exact nearest neighbours."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from glann.errors import WeightsError
-from glann.losses import VGGLoss, find_vgg16_weights, lap1_loss, laplacian_pyramid
+from glann.losses import VGGLoss, find_vgg16_weights, lap1_loss, laplacian_pyramid, make_loss
 from glann.nn_search import faiss_nearest_neighbors, nearest_neighbors
 
 
@@ -77,13 +79,25 @@ def test_lap1_matches_hand_computed_pyramid():
     assert lap1_loss(ta, ta, levels=2).item() == 0
 
 
-def test_vgg_loss_code_path_with_random_weights(tmp_path):
-    """Code-path check only: a randomly initialised VGG16 saved to a temp file."""
-    import torchvision
-
+@pytest.fixture(scope="module")
+def vgg_file(tmp_path_factory):
+    """A randomly initialised torchvision VGG16 saved to a temp file (code paths only)."""
     from weights import save_random_vgg16
 
-    path = save_random_vgg16(tmp_path / "vgg16-random.pth")
+    return save_random_vgg16(tmp_path_factory.mktemp("vgg") / "vgg16-random.pth")
+
+
+def _torchvision_vgg(path):
+    import torchvision
+
+    vgg = torchvision.models.vgg16(weights=None)
+    vgg.load_state_dict(torch.load(path, weights_only=True))
+    return vgg
+
+
+def test_vgg_loss_code_path_with_random_weights(vgg_file):
+    """Code-path check only: a randomly initialised VGG16 saved to a temp file."""
+    path = vgg_file
     loss = VGGLoss(find_vgg16_weights(str(path)), image_size=28)
     assert loss.layers == (2, 7, 12)  # 28 -> padded to 32 -> three levels
     x = torch.rand(2, 1, 28, 28, requires_grad=True)
@@ -93,8 +107,7 @@ def test_vgg_loss_code_path_with_random_weights(tmp_path):
     assert val.item() > 0 and x.grad.abs().sum() > 0
     # against torchvision's own network, sliced after conv1_2, conv2_2 and conv3_2 (ReLU'd:
     # indices 3, 8, 13 are the ReLUs; GLANN's features are the conv outputs 2, 7, 12)
-    vgg = torchvision.models.vgg16(weights=None)
-    vgg.load_state_dict(torch.load(path, weights_only=True))
+    vgg = _torchvision_vgg(path)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -110,19 +123,88 @@ def test_vgg_loss_code_path_with_random_weights(tmp_path):
     assert isinstance(vgg.features[2], torch.nn.Conv2d) and isinstance(vgg.features[12], torch.nn.Conv2d)
 
 
+def test_vgg_loss_on_rgb_images_is_torchvisions_slice(vgg_file):
+    """Colour images go in as they are (no grey repeat, no padding at 32 pixels)."""
+    loss = VGGLoss(vgg_file, image_size=32)
+    x, y = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    vgg = _torchvision_vgg(vgg_file)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = (x - y).abs().mean()
+        for last in (2, 7, 12):
+            net = vgg.features[: last + 1]
+            expected = expected + (net((x - mean) / std) - net((y - mean) / std)).abs().mean()
+        assert loss(x, y).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("size,layers,pad", [
+    (16, (2, 7), 0), (20, (2, 7), 0), (28, (2, 7, 12), 2), (32, (2, 7, 12), 0),
+    (64, (2, 7, 12, 21), 0), (65, (2, 7, 12, 21, 30), 0), (96, (2, 7, 12, 21, 30), 0)])
+def test_vgg_layers_by_image_size(size, layers, pad, monkeypatch):
+    """GLANN's feature levels: 2/3/4 for 16/32/64-pixel images (28 zero-padded to 32), all five
+    above 64, two otherwise."""
+    import torchvision
+
+    import glann.losses as gl
+
+    features = torchvision.models.vgg16(weights=None).features
+    monkeypatch.setattr(gl, "load_vgg16_features", lambda path: features)
+    loss = VGGLoss(Path("unused"), image_size=size)
+    assert loss.layers == layers and loss.pad == pad
+    assert len(loss.features) == layers[-1] + 1
+
+
+def test_make_loss_builds_each_configured_loss(vgg_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torchhome"))  # no weights in the hub cache
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(2, 1, 16, 16, generator=g), torch.rand(2, 1, 16, 16, generator=g)
+    assert make_loss("l1", 16)(x, y).item() == pytest.approx((x - y).abs().mean().item(), rel=1e-12)
+    assert make_loss("l2", 16)(x, y).item() == pytest.approx((x - y).pow(2).mean().item(), rel=1e-12)
+    assert make_loss("lap1", 16)(x, y).item() == lap1_loss(x, y, None, "mean").item()  # paper default
+    assert make_loss("lap1", 16, lap_levels=1, lap_weighting="sum")(x, y).item() == \
+        lap1_loss(x, y, 1, "sum").item()
+    assert lap1_loss(x, y, 1, "sum").item() != lap1_loss(x, y, None, "sum").item()
+    vgg = make_loss("vgg", 16, vgg_weights=str(vgg_file))
+    assert isinstance(vgg, VGGLoss) and vgg.layers == (2, 7)
+    with pytest.raises(ValueError, match="unknown loss 'l3'"):
+        make_loss("l3", 16)
+    with pytest.raises(ValueError, match="unknown lap_weighting 'median'; allowed: sum, mean"):
+        lap1_loss(x, y, weighting="median")
+
+
+def test_lap1_default_levels_follow_the_image_width():
+    x, y = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    assert lap1_loss(x, y).item() == lap1_loss(x, y, levels=3).item()
+    assert lap1_loss(x, y).item() != lap1_loss(x, y, levels=1).item()
+
+
 def test_vgg_weights_missing_truncated_or_wrong(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torchhome"))
-    with pytest.raises(WeightsError, match="vgg16-397923af.pth"):
+    cached = tmp_path / "torchhome" / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    with pytest.raises(WeightsError) as err:
         find_vgg16_weights(None)
+    assert str(err.value) == (
+        f"glo.loss: vgg needs ImageNet VGG16 weights: {cached} is missing. On a machine with network run "
+        "`python -c \"import torchvision; torchvision.models.vgg16(weights='IMAGENET1K_V1')\"` (it saves the "
+        "file there), or set glo.vgg_weights to a copy of it, or use glo.loss: lap1.")
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
+    assert find_vgg16_weights(None) == cached  # torchvision's download lands there
     with pytest.raises(WeightsError, match="does not exist"):
         find_vgg16_weights(str(tmp_path / "nope.pth"))
     bad = tmp_path / "trunc.pth"
     bad.write_bytes(b"PK\x03\x04garbage")
-    with pytest.raises(WeightsError, match="truncated"):
+    with pytest.raises(WeightsError, match=r"cannot read VGG16 weights .*trunc\.pth \(\w+Error: .*truncated"):
         VGGLoss(bad, 32)
+    pickled = tmp_path / "pickled.pth"  # arbitrary objects are never unpickled (weights_only)
+    torch.save({"features.0.weight": Path("x")}, pickled)
+    with pytest.raises(WeightsError, match="cannot read VGG16 weights .*not a torch checkpoint") as err:
+        VGGLoss(pickled, 32)
+    assert "\n" not in str(err.value) and "\x1b" not in str(err.value)  # one plain line
     wrong = tmp_path / "wrong.pth"
     torch.save(torch.nn.Linear(2, 2).state_dict(), wrong)
-    with pytest.raises(WeightsError, match="not a VGG16"):
+    with pytest.raises(WeightsError, match=r"not a VGG16 state dict \(Error\(s\) in loading state_dict for VGG:\)"):
         VGGLoss(wrong, 32)
 
 

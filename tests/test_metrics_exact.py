@@ -202,3 +202,151 @@ def test_summarize_writes_every_file(tmp_path):
     assert "| nsgan | 3e+03 (diverged, epoch 4) |" in (out / "table.md").read_text()
     for name in ("table.md", "table.csv", "summary.json", "fid.png", "precision_recall.png", "samples.png"):
         assert (out / name).stat().st_size > 0, name
+
+
+def test_cells_rows_and_csv_edges():
+    # four digits and up: 3 significant digits in any precision
+    assert format_cell(1000.0, 0.0, 1, digits=5) == "1e+03"
+    assert format_cell(999.5, 0.0, 1, digits=5) == "999.5"
+    rows = [{"dataset": "a", "method": "m", "seed": 0, "fid_domain": 1.0, "train_device": "cuda",
+             "diverged": True, "diverged_epoch": 3},
+            {"dataset": "a", "method": "m", "seed": 1, "fid_domain": 2.0, "train_device": "cpu",
+             "diverged": True, "diverged_epoch": 4}]
+    agg = aggregate(rows)
+    assert agg[("a", "m")]["device"] == "cpu,cuda"
+    text = render_csv(agg)
+    assert "\r" not in text and "a,m,fid_domain,1.5,0.707107,2,3 4\n" in text
+
+
+def test_markdown_over_two_datasets():
+    """Several datasets and divergences, a dataset without paper numbers, a missing cell, and
+    Inception FID measured nowhere (its section says so and the rest of the table follows)."""
+    from glann.summary import render_markdown
+
+    rows = [{"dataset": "mnist", "method": "glann", "seed": 0, "fid_domain": 1.0, "inception_fid": 9.0},
+            {"dataset": "mnist", "method": "nsgan", "seed": 0, "fid_domain": 5.0, "diverged": True,
+             "diverged_epoch": 2},
+            {"dataset": "mnist", "method": "nsgan", "seed": 1, "fid_domain": 7.0, "diverged": True,
+             "diverged_epoch": 6},
+            {"dataset": "digits", "method": "glann", "seed": 0, "fid_domain": 2.0, "inception_fid": 4.0},
+            {"dataset": "digits", "method": "vae", "seed": 0, "fid_domain": 3.0}]
+    md = render_markdown(aggregate(rows), ["mnist", "digits"], ["glann", "nsgan", "vae"])
+    assert ("## fid_domain (evaluator features) ↓\n\n| method | mnist | digits |\n|---|---|---|\n"
+            "| glann | 1 | 2 |\n| nsgan | 6 ± 1.4 (diverged, epoch 2, 6) | — |\n| vae | — | 3 |\n\n") in md
+    assert "| glann | 9 (paper 8.6) | 4 |\n" in md  # no paper number for digits
+    unmeasured = render_markdown(aggregate([{**r, "inception_fid": None} for r in rows]),
+                                 ["mnist", "digits"], ["glann", "nsgan", "vae"])
+    assert ("## Inception FID ↓\n\nNot measured: Inception weights unavailable (see each metrics.json's "
+            "`inception_fid_reason`).\n\n## precision ↑\n\n") in unmeasured
+    assert unmeasured.endswith("| vae | — | n/a |\n")
+
+
+def test_summary_files_snapshots_and_curves_by_hand(tmp_path):
+    """summarize() on metrics, loss CSVs and snapshot curves: every file's content by hand; the
+    end products carry no integrity records."""
+    import json
+
+    from glann.summary import summarize
+
+    res = tmp_path / "results"
+    metrics, snaps = [], []
+    for method, seed, fid in (("glann", 0, 2.0), ("vae", 1, 4.0)):
+        run = res / "digits" / method / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"fid_domain": fid}))
+        metrics.append(run / "metrics.json")
+    (res / "digits/vae/seed1/losses.csv").write_text("epoch,elbo\n1,-90\n")
+    (res / "digits/glann/seed0/glo_losses.csv").write_text("epoch,other\n1,0.5\n")  # no known column
+    (res / "digits/glann/seed0/snapshots.json").write_text(json.dumps({
+        "method": "glann", "seed": 0, "diverged": False, "points": [
+            {"epoch": 1, "train_seconds": 1.5, "images_processed": 100, "fid_domain": 9.0, "classes_covered": 7},
+            {"epoch": 2, "train_seconds": 3.0, "images_processed": 200, "fid_domain": 5.0, "classes_covered": 9}]}))
+    (res / "digits/vae/seed1/snapshots.json").write_text(json.dumps({
+        "method": "vae", "seed": 1, "diverged": True, "points": [
+            {"epoch": 1, "train_seconds": 2.0, "images_processed": 50, "fid_domain": 8.0},
+            {"epoch": 2, "train_seconds": 4.0, "images_processed": 100, "fid_domain": 6.0}]}))
+    snaps = [res / "digits/glann/seed0/snapshots.json", res / "digits/vae/seed1/snapshots.json"]
+    out = tmp_path / "summary"
+    flat = summarize(metrics, {}, out, ["digits"], ["glann", "vae"],
+                     loss_csvs=[res / "digits/vae/seed1/losses.csv", res / "digits/glann/seed0/glo_losses.csv"],
+                     snapshot_files=snaps)
+    assert flat == {"digits/glann/fid_domain": 2.0, "digits/vae/fid_domain": 4.0}
+    assert (out / "curves" / "digits_vae_seed1_train.csv").read_text() == "epoch,loss\n1,90\n"
+    assert (out / "curves" / "digits_glann_seed0_glo.csv").read_text() == "epoch,loss\n"
+    assert (out / "fid_vs_compute.csv").read_text() == (
+        "dataset,method,seed,epoch,train_seconds,images_processed,fid_domain,classes_covered,diverged\n"
+        "digits,glann,0,1,1.5,100,9.0,7,False\n"
+        "digits,glann,0,2,3.0,200,5.0,9,False\n"
+        "digits,vae,1,1,2.0,50,8.0,,False\n"
+        "digits,vae,1,2,4.0,100,6.0,,True\n")  # the mark on the last snapshot before divergence
+    assert json.loads((out / "summary.json").read_text()) == flat
+    assert (out / "fid_vs_compute.png").stat().st_size > 0
+    assert not [p.name for p in out.rglob(".*")]  # end products: no .<name>.sha256 records
+
+
+def _features_with_product_eigenvalues(l1, l2):
+    """3 features in 3 dimensions and statistics S = diag(l1, l2, 1) such that the n x n product
+    A S A^T of ``frechet_distance_to_features`` has eigenvalues exactly {l1, l2, 0}: the centred
+    rows of A are orthonormal vectors orthogonal to (1, 1, 1), times the first two unit axes."""
+    u1 = np.array([1.0, -1.0, 0.0]) / np.sqrt(2)
+    u2 = np.array([1.0, 1.0, -2.0]) / np.sqrt(6)
+    a = np.outer(u1, [1.0, 0, 0]) + np.outer(u2, [0, 1.0, 0])
+    return a * np.sqrt(2) + 5.0, np.zeros(3), np.diag([l1, l2, 1.0])
+
+
+def test_frechet_to_features_tolerates_rounding_relative_to_the_scale_only():
+    from glann.metrics import frechet_distance_to_features
+
+    f, mu, s = _features_with_product_eigenvalues(1e4, -1e-3)  # -1e-7 of the scale: rounding
+    # |mu1|^2 + Tr S1 + Tr S2 - 2 sum sqrt(max(ev, 0)), with Tr S1 = |A|^2 = 2
+    assert frechet_distance_to_features(f, mu, s) == pytest.approx(75.0 + 2.0 + (1e4 + 1.0 - 1e-3) - 2 * 100.0,
+                                                                   rel=1e-9)
+    for l1, l2 in ((10.0, -1.0), (1.0, -1.5e-6)):  # negative beyond 1e-6 of max(1, largest)
+        f, mu, s = _features_with_product_eigenvalues(l1, l2)
+        with pytest.raises(ValueError, match=r"eigenvalue .* < 0 \(numerically unstable statistics\)$"):
+            frechet_distance_to_features(f, mu, s)
+
+
+def test_frechet_to_features_in_float64_without_a_square_root_of_a_singular_product(monkeypatch):
+    import glann.metrics as gm
+
+    rng = np.random.default_rng(5)
+    f32 = (rng.normal(size=(8, 8)) + 100).astype(np.float32)
+    mu, s = rng.normal(size=8).astype(np.float32), np.cov(rng.normal(size=(40, 8)), rowvar=False)
+    exact = gm.frechet_distance(*gm.gaussian_stats(f32.astype(np.float64)), mu.astype(np.float64), s)
+
+    def no_sqrtm(*a, **k):
+        raise AssertionError("n <= d must not take the d x d square root")
+
+    monkeypatch.setattr(gm.linalg, "sqrtm", no_sqrtm)
+    assert gm.frechet_distance_to_features(f32, mu, s.astype(np.float32)) == pytest.approx(exact, rel=1e-9)
+    with pytest.raises(ValueError, match="statistics of shapes"):
+        gm.frechet_distance_to_features(f32, mu[:7], s)
+
+
+def test_prd_curve_clips_unnormalised_histograms_to_one():
+    p, r = prd_curve(np.array([1.5, 0.5]), np.array([1.5, 0.5]), num_angles=5)
+    assert p.max() == 1.0 and r.max() == 1.0 and p.min() >= 0 and r.min() >= 0
+
+
+def test_pairwise_distances_in_float64():
+    from glann.metrics import pairwise_sq_dists
+
+    rng = np.random.default_rng(0)
+    x = (1000 + rng.normal(size=(40, 3))).astype(np.float32)  # > 25 rows: torch.cdist's matmul path
+    x64 = x.astype(np.float64)
+    exact = ((x64[:, None] - x64[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(pairwise_sq_dists(x), exact, rtol=1e-9, atol=1e-9)
+
+
+def test_birthday_batches_with_exactly_one_or_no_duplicate_pair():
+    """Batches of the whole set: each holds the same pairs. A duplicate is strictly closer than the
+    threshold; one colliding pair gives support C(s, 2) / 1 and a batch rate of 1."""
+    base = np.arange(6.0)[:, None] * 10
+    one = np.vstack([base, base[:1] + 0.5])  # 7 points, one pair at squared distance 0.25
+    out = birthday_test(one, threshold=0.3, batch_size=7, num_batches=2)
+    assert out["duplicates_per_batch"] == 1.0 and out["duplicate_batch_rate"] == 1.0
+    assert out["support_estimate"] == 21 * 2 / 2 and out["support_is_lower_bound"] is False
+    none = birthday_test(one, threshold=0.25, batch_size=7, num_batches=2)  # at the threshold: not a duplicate
+    assert none["duplicates_per_batch"] == 0.0 and none["duplicate_batch_rate"] == 0.0
+    assert none["support_estimate"] == 21 * 2 and none["support_is_lower_bound"] is True

@@ -25,6 +25,7 @@ vgg -- GLANN's perceptual loss (Hoshen et al. 2019, Sec. 4; released code):
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -128,6 +129,13 @@ def find_vgg16_weights(configured: str | None) -> Path:
     return path
 
 
+def _first_line(exc: Exception, limit: int = 160) -> str:
+    """An exception's first line without terminal colour codes, cut to ``limit`` characters."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
+    line = text[0] if text else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def load_vgg16_features(path: Path) -> nn.Module:
     import torchvision
 
@@ -136,14 +144,14 @@ def load_vgg16_features(path: Path) -> nn.Module:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(
-            f"cannot read VGG16 weights {path} ({type(exc).__name__}: {exc}): the file is truncated "
+            f"cannot read VGG16 weights {path} ({type(exc).__name__}: {_first_line(exc)}): the file is truncated "
             f"or not a torch checkpoint. Replace it with torchvision's {VGG16_FILE}."
         ) from exc
     try:
         model.load_state_dict(state)
     except Exception as exc:
         raise WeightsError(
-            f"{path} is not a VGG16 state dict ({str(exc).splitlines()[0]}). Replace it with "
+            f"{path} is not a VGG16 state dict ({_first_line(exc)}). Replace it with "
             f"torchvision's {VGG16_FILE}."
         ) from exc
     return model.features
