@@ -87,6 +87,13 @@ def vgg_file(tmp_path_factory):
     return save_random_vgg16(tmp_path_factory.mktemp("vgg") / "vgg16-random.pth")
 
 
+@pytest.fixture(scope="module")
+def vgg_features():
+    import torchvision
+
+    return torchvision.models.vgg16(weights=None).features
+
+
 def _torchvision_vgg(path):
     import torchvision
 
@@ -141,15 +148,12 @@ def test_vgg_loss_on_rgb_images_is_torchvisions_slice(vgg_file):
 @pytest.mark.parametrize("size,layers,pad", [
     (16, (2, 7), 0), (20, (2, 7), 0), (28, (2, 7, 12), 2), (32, (2, 7, 12), 0),
     (64, (2, 7, 12, 21), 0), (65, (2, 7, 12, 21, 30), 0), (96, (2, 7, 12, 21, 30), 0)])
-def test_vgg_layers_by_image_size(size, layers, pad, monkeypatch):
+def test_vgg_layers_by_image_size(size, layers, pad, vgg_features, monkeypatch):
     """GLANN's feature levels: 2/3/4 for 16/32/64-pixel images (28 zero-padded to 32), all five
     above 64, two otherwise."""
-    import torchvision
-
     import glann.losses as gl
 
-    features = torchvision.models.vgg16(weights=None).features
-    monkeypatch.setattr(gl, "load_vgg16_features", lambda path: features)
+    monkeypatch.setattr(gl, "load_vgg16_features", lambda path: vgg_features)
     loss = VGGLoss(Path("unused"), image_size=size)
     assert loss.layers == layers and loss.pad == pad
     assert len(loss.features) == layers[-1] + 1
@@ -195,8 +199,13 @@ def test_vgg_weights_missing_truncated_or_wrong(tmp_path, monkeypatch):
         find_vgg16_weights(str(tmp_path / "nope.pth"))
     bad = tmp_path / "trunc.pth"
     bad.write_bytes(b"PK\x03\x04garbage")
-    with pytest.raises(WeightsError, match=r"cannot read VGG16 weights .*trunc\.pth \(\w+Error: .*truncated"):
+    try:
+        torch.load(bad, weights_only=True)
+    except Exception as exc:  # what torch says, first line
+        said = f"({type(exc).__name__}: {str(exc).splitlines()[0][:157]}"
+    with pytest.raises(WeightsError, match="cannot read VGG16 weights .*trunc.pth .*truncated") as err:
         VGGLoss(bad, 32)
+    assert said in str(err.value)
     pickled = tmp_path / "pickled.pth"  # arbitrary objects are never unpickled (weights_only)
     torch.save({"features.0.weight": Path("x")}, pickled)
     with pytest.raises(WeightsError, match="cannot read VGG16 weights .*not a torch checkpoint") as err:
@@ -225,3 +234,12 @@ def test_faiss_backend_gives_the_same_indices():
     idx, _ = nearest_neighbors(q, p)
     fidx, _ = faiss_nearest_neighbors(q, p)
     assert np.array_equal(idx.numpy(), fidx)
+
+
+def test_weight_errors_quote_the_first_line_of_the_cause_plainly():
+    from glann.losses import _first_line
+
+    assert _first_line(ValueError("\x1b[1mbold\x1b[0m reason\nmore")) == "bold reason"
+    assert _first_line(ValueError("")) == ""
+    assert _first_line(ValueError("a" * 160)) == "a" * 160
+    assert _first_line(ValueError("a" * 161)) == "a" * 157 + "..."

@@ -78,19 +78,21 @@ def test_duplicate_threshold_by_hand_with_and_without_subsampling():
     assert duplicate_threshold(feats, 0.5, max_n=40, seed=7) == pytest.approx(np.quantile(ds.min(1), 0.5), rel=1e-9)
 
 
-def test_birthday_counts_by_hand():
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_birthday_counts_by_hand(seed):
+    """The batches are the seed's draws: three seeds of 60 batches each match a hand count."""
     feats = np.repeat(np.arange(5.0)[:, None] * 10, 4, axis=0)  # 5 modes, 4 copies each
-    out = birthday_test(feats, threshold=1.0, batch_size=6, num_batches=3, seed=2)
-    rng = np.random.default_rng(2)
+    out = birthday_test(feats, threshold=1.0, batch_size=6, num_batches=60, seed=seed)
+    rng = np.random.default_rng(seed)
     pairs = []
-    for _ in range(3):
+    for _ in range(60):
         idx = rng.choice(20, 6, replace=False)
         modes = idx // 4
         pairs.append(sum(modes[i] == modes[j] for i in range(6) for j in range(i + 1, 6)))
     assert out["duplicates_per_batch"] == pytest.approx(np.mean(pairs))
     assert out["duplicate_batch_rate"] == pytest.approx(np.mean([p > 0 for p in pairs]))
-    assert out["support_estimate"] == pytest.approx(15 * 3 / max(sum(pairs), 1))
-    assert out["birthday_batch_size"] == 6 and out["birthday_batches"] == 3
+    assert out["support_estimate"] == pytest.approx(15 * 60 / max(sum(pairs), 1))
+    assert out["birthday_batch_size"] == 6 and out["birthday_batches"] == 60
     assert out["support_is_lower_bound"] == (sum(pairs) == 0)
 
 
@@ -350,3 +352,24 @@ def test_birthday_batches_with_exactly_one_or_no_duplicate_pair():
     none = birthday_test(one, threshold=0.25, batch_size=7, num_batches=2)  # at the threshold: not a duplicate
     assert none["duplicates_per_batch"] == 0.0 and none["duplicate_batch_rate"] == 0.0
     assert none["support_estimate"] == 21 * 2 and none["support_is_lower_bound"] is True
+
+
+def test_mode_coverage_edges():
+    """A class with exactly ``min_share`` of the samples is covered; a class absent from the
+    training set (count 0) and from the samples adds nothing to the KL."""
+    from glann.metrics import mode_coverage
+
+    pred = np.array([0] * 5 + [1] * 4 + [2])  # shares 0.5, 0.4, 0.1
+    out = mode_coverage(pred, {"0": 50, "1": 40, "2": 10, "3": 0}, min_share=0.1)
+    assert out["classes_covered"] == 3 and out["num_classes"] == 4
+    assert out["class_kl"] == pytest.approx(0.0, abs=1e-9)
+    assert out["class_histogram"] == [0.5, 0.4, 0.1, 0.0]
+
+
+def test_duplicate_threshold_uses_at_most_2000_real_images():
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(2001, 2))
+    sub = feats[np.random.default_rng(4).choice(2001, 2000, replace=False)]
+    ds = ((sub[:, None] - sub[None]) ** 2).sum(-1)
+    np.fill_diagonal(ds, np.inf)
+    assert duplicate_threshold(feats, 0.1, seed=4) == pytest.approx(np.quantile(ds.min(1), 0.1), rel=1e-9)
