@@ -213,6 +213,24 @@ def test_frechet_regularises_a_failed_square_root_as_pytorch_fid_does(monkeypatc
     np.testing.assert_allclose(calls[1], (s1 + offset) @ (s2 + offset), rtol=1e-12)
     ref = pf.calculate_frechet_distance(m1, s1, m2, s2, eps=1e-3)
     assert len(calls) == 4 and ours == pytest.approx(ref, rel=1e-10)
+    gm.frechet_distance(m1, s1, m2, s2)  # pytorch-fid's default eps
+    offset = np.eye(6) * 1e-6
+    np.testing.assert_allclose(calls[5], (s1 + offset) @ (s2 + offset), rtol=1e-12)
+
+
+def test_frechet_drops_an_imaginary_part_only_below_pytorch_fids_tolerance(monkeypatch):
+    """A square root whose diagonal has an imaginary part up to 1e-3 is taken as its real part;
+    above, the distance is refused (pytorch-fid's rule)."""
+    import glann.metrics as gm
+
+    s1, s2 = np.diag([1.0, 4.0]), np.diag([9.0, 1.0])
+    expected = 1.0 + 5.0 + 10.0 - 2 * (3.0 + 2.0)
+    for imag in (1e-5, 9e-4):
+        monkeypatch.setattr(gm.linalg, "sqrtm", lambda m, imag=imag: np.diag([3.0, 2.0]) + 1j * imag * np.eye(2))
+        assert gm.frechet_distance(np.ones(2), s1, np.zeros(2) + [1, 0], s2) == pytest.approx(expected, abs=1e-12)
+    monkeypatch.setattr(gm.linalg, "sqrtm", lambda m: np.diag([3.0, 2.0]) + 1j * 2e-3 * np.eye(2))
+    with pytest.raises(ValueError, match="imaginary component 0.002"):
+        gm.frechet_distance(np.zeros(2), s1, np.zeros(2), s2)
 
 
 @pytest.mark.parametrize("patch", [{"runtime": {"compile": True}}, {"runtime": {"gpu_mem_mb": 100}},

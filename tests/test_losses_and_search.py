@@ -157,6 +157,7 @@ def test_vgg_layers_by_image_size(size, layers, pad, vgg_features, monkeypatch):
     loss = VGGLoss(Path("unused"), image_size=size)
     assert loss.layers == layers and loss.pad == pad
     assert len(loss.features) == layers[-1] + 1
+    assert not any(p.requires_grad for p in loss.features.parameters())  # frozen: no gradient into VGG
 
 
 def test_make_loss_builds_each_configured_loss(vgg_file, tmp_path, monkeypatch):

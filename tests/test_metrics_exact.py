@@ -364,6 +364,19 @@ def test_mode_coverage_edges():
     assert out["classes_covered"] == 3 and out["num_classes"] == 4
     assert out["class_kl"] == pytest.approx(0.0, abs=1e-9)
     assert out["class_histogram"] == [0.5, 0.4, 0.1, 0.0]
+    thirds = mode_coverage(np.array([0, 1, 2]), {"0": 1, "1": 1, "2": 1}, min_share=0.1)
+    assert thirds["class_histogram"] == [0.3333] * 3  # 4 decimals in metrics.json
+
+
+def test_gaussian_stats_in_float64():
+    from glann.metrics import gaussian_stats
+
+    f32 = (np.random.default_rng(2).normal(size=(500, 3)) + 1e4).astype(np.float32)
+    mu, sigma = gaussian_stats(f32)
+    f64 = f32.astype(np.float64)
+    assert mu.dtype == sigma.dtype == np.float64
+    np.testing.assert_allclose(mu, f64.mean(0), rtol=1e-14)
+    np.testing.assert_allclose(sigma, np.cov(f64, rowvar=False), rtol=1e-12)
 
 
 def test_duplicate_threshold_uses_at_most_2000_real_images():
