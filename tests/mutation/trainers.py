@@ -4,7 +4,7 @@ Run by hand, from the checkout's venv (it needs mutmut and the project's depende
     python tests/mutation/trainers.py [--sample 120] [--seed 0] [--max-children 2] [--all]
 
 The modules mutated are the training science: models.py, glo.py, imle.py, gans.py, vae.py,
-nn_search.py, training.py, gaussian.py and snapshots.py; the tests are the in-process ones that train
+nn_search.py, training.py and gaussian.py; the tests are the in-process ones that train
 and check them (test_science, test_trainers, test_glann, test_baselines, test_faithfulness,
 test_losses_and_search, test_snapshots, test_architecture; Snakefile and subprocess tests
 cannot see mutants). Their tests
@@ -35,7 +35,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-MODULES = ["models", "glo", "imle", "gans", "vae", "nn_search", "training", "gaussian", "snapshots"]
+MODULES = ["models", "glo", "imle", "gans", "vae", "nn_search", "training", "gaussian"]
 TESTS = ["tests/test_science.py", "tests/test_trainers.py", "tests/test_glann.py", "tests/test_baselines.py",
          "tests/test_faithfulness.py", "tests/test_losses_and_search.py", "tests/test_snapshots.py",
          "tests/test_architecture.py"]
