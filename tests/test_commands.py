@@ -170,26 +170,47 @@ def distinct_commands() -> list[tuple[str, str]]:
     return [(", ".join(wheres), command) for command, wheres in places.items()]
 
 
+@pytest.fixture(scope="module")
+def documented_runs(tmp_path_factory, inception_home):
+    """Every distinct documented command, run once: snakemake ones as dry-runs, each in its own
+    copy of the workflow, two at a time (each is one single-threaded process, mostly imports and
+    parsing); dvc / mlflow / glann ones as ``<tool> <subcommand> --help``, once per subcommand.
+    {command: CompletedProcess}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs, key_of = {}, {}
+    for _, command in distinct_commands():
+        tool, *rest = shlex.split(command)
+        if tool == "snakemake":
+            wf = copy_workflow(tmp_path_factory.mktemp("dry"))
+            key_of[command] = command
+            jobs[command] = (snakemake, (wf, *_dry(rest)), {"env": {"TORCH_HOME": str(inception_home)},
+                                                            "check": False})
+        else:
+            sub = [a for a in rest if not a.startswith("-")][:1]
+            key = key_of[command] = (tool, *sub)
+            cmd = [str(BIN / tool), *sub, "--help"]
+            jobs[key] = (subprocess.run, (cmd,), {"capture_output": True, "text": True, "timeout": 300})
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {key: pool.submit(fn, *a, **kw) for key, (fn, a, kw) in jobs.items()}
+        return {command: futures[key].result() for command, key in key_of.items()}
+
+
 @pytest.mark.parametrize("where,command", distinct_commands())
-def test_documented_command_runs(where, command, wf, inception_home):
-    args = shlex.split(command)
-    tool, rest = args[0], args[1:]
+def test_documented_command_runs(where, command, documented_runs):
+    tool, *rest = shlex.split(command)
+    proc = documented_runs[command]
     if tool == "snakemake":
-        proc = snakemake(wf, *_dry(rest), env={"TORCH_HOME": str(inception_home)}, check=False)
         text = proc.stdout + proc.stderr
         assert proc.returncode == 0, f"{where}: `{command}` failed:\n{text[-3000:]}"
         assert "Nothing to be done" in text or "Job stats" in text, f"{where}: {text[-2000:]}"
         return
     # dvc / mlflow / glann: the subcommand exists and its options parse (they need a repo, a
     # server or trained models to do more; those paths are tested in test_dvc / test_tracking).
-    sub = [a for a in rest if not a.startswith("-")][:1]
-    import subprocess
-
-    proc = subprocess.run([str(BIN / tool), *sub, "--help"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"{where}: `{tool} {' '.join(sub)} --help` failed: {proc.stderr[-2000:]}"
-    opts = [a.split("=")[0] for a in rest if a.startswith("--")]
-    for opt in opts:
-        assert opt in proc.stdout, f"{where}: `{command}` uses {opt}, which `{tool} {' '.join(sub)}` does not know"
+    sub = " ".join([a for a in rest if not a.startswith("-")][:1])
+    assert proc.returncode == 0, f"{where}: `{tool} {sub} --help` failed: {proc.stderr[-2000:]}"
+    for opt in [a.split("=")[0] for a in rest if a.startswith("--")]:
+        assert opt in proc.stdout, f"{where}: `{command}` uses {opt}, which `{tool} {sub}` does not know"
 
 
 def test_profiles_parse():

@@ -88,7 +88,9 @@ def test_kill9_then_resume_equals_uninterrupted(digits_dir, tmp_path):
 
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     ref.mkdir(), killed.mkdir()
-    subprocess.run(cmd(ref), check=True, env=env, capture_output=True)
+    # the uninterrupted reference runs alongside (one thread each, two cores)
+    ref_log = open(tmp_path / "ref.log", "w")
+    reference = subprocess.Popen(cmd(ref), env=env, stdout=subprocess.DEVNULL, stderr=ref_log)
     proc = subprocess.Popen(cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     resume = killed / "glo.pt.resume"
     deadline = time.time() + 120
@@ -102,6 +104,8 @@ def test_kill9_then_resume_equals_uninterrupted(digits_dir, tmp_path):
     epoch_at_kill = torch.load(resume, weights_only=False)["epoch"]
     assert 1 <= epoch_at_kill < 6
     subprocess.run(cmd(killed), check=True, env=env, capture_output=True)
+    assert reference.wait(timeout=600) == 0, (tmp_path / "ref.log").read_text()[-2000:]
+    ref_log.close()
     a = torch.load(ref / "glo.pt", weights_only=False)
     b = torch.load(killed / "glo.pt", weights_only=False)
     assert torch.equal(a["codes"], b["codes"])

@@ -207,12 +207,14 @@ def test_kill9_of_snakemake_with_live_tracking_leaves_no_running_run(tmp_path, j
 
     wf = copy_workflow(tmp_path / "wf")
     (wf / "config/config.yaml").write_text(quick_config({
-        "methods": ["vae"], "vae": {"epochs": 8}, "tracking": {"live": True}}))
+        "methods": ["vae"], "vae": {"epochs": 8, "batch_size": 256}, "tracking": {"live": True}}))
     env = {**os.environ, "GLANN_TRACKING": "1"}
     exe = str(Path(sys.executable).with_name("snakemake"))
+    target = "results/digits/vae/seed0/model.pt"  # the model only: the runs checked are train_vae's
     with open(wf / "first.log", "w") as fh:
-        proc = subprocess.Popen([exe, "--cores", "2"], cwd=wf, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    resume = wf / "results/digits/vae/seed0/model.pt.resume"
+        proc = subprocess.Popen([exe, target, "--cores", "2"], cwd=wf, stdout=fh, stderr=subprocess.STDOUT,
+                                env=env)
+    resume = wf / f"{target}.resume"
     try:
         _wait("train_vae to checkpoint an epoch", lambda: resume.exists() and integrity_path(resume).exists())
         job = _wait("the train_vae process", lambda: _glann_job(wf, "train-baseline"), timeout=10)
@@ -227,7 +229,7 @@ def test_kill9_of_snakemake_with_live_tracking_leaves_no_running_run(tmp_path, j
     killed_at = torch.load(resume, weights_only=False)["epoch"]
     assert 1 <= killed_at < 8
     snakemake(wf, "--unlock", "--cores", "1", env=env)
-    snakemake(wf, "--cores", "2", env={**env, "GLANN_JOB_SERVER": str(job_server)})  # the rerun starts warm
+    snakemake(wf, target, "--cores", "2", env={**env, "GLANN_JOB_SERVER": str(job_server)})  # starts warm
     con = sqlite3.connect(wf / "mlflow.db")
     assert con.execute("select count(*) from runs where status = 'RUNNING'").fetchone()[0] == 0
     runs = con.execute("select run_uuid, status from runs where name = 'train_vae:vae:seed0' "

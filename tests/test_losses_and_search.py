@@ -89,9 +89,9 @@ def vgg_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vgg_features():
-    import torchvision
+    from torchvision.models.vgg import cfgs, make_layers
 
-    return torchvision.models.vgg16(weights=None).features
+    return make_layers(cfgs["D"])  # torchvision's VGG16 features, without the classifier
 
 
 def _torchvision_vgg(path):
@@ -143,6 +143,33 @@ def test_vgg_loss_on_rgb_images_is_torchvisions_slice(vgg_file):
             net = vgg.features[: last + 1]
             expected = expected + (net((x - mean) / std) - net((y - mean) / std)).abs().mean()
         assert loss(x, y).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_vgg_features_load_without_the_classifier(vgg_file, tmp_path):
+    """Only ``features`` is built and loaded: bit for bit torchvision's; a file holding only
+    the features, or in torch's legacy format, loads too; another network's features do not."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    from glann.losses import load_vgg16_features
+
+    full = _torchvision_vgg(vgg_file)
+    got = load_vgg16_features(vgg_file)
+    ref = full.features.state_dict()
+    assert got.state_dict().keys() == ref.keys()
+    assert all(torch.equal(got.state_dict()[k], ref[k]) for k in ref)
+    only = {f"features.{k}": v for k, v in ref.items()}
+    legacy = tmp_path / "legacy.pth"
+    torch.save(only, legacy, _use_new_zipfile_serialization=False)
+    loaded = load_vgg16_features(legacy).state_dict()
+    assert all(torch.equal(loaded[k], ref[k]) for k in ref)
+    vgg19 = tmp_path / "vgg19.pth"
+    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["E"]).state_dict().items()}, vgg19)
+    with pytest.raises(WeightsError, match="vgg19.pth is not a VGG16 state dict"):
+        load_vgg16_features(vgg19)
+    listed = tmp_path / "list.pth"
+    torch.save([1, 2], listed)
+    with pytest.raises(WeightsError, match="not a VGG16 state dict .expected a state dict, found list"):
+        load_vgg16_features(listed)
 
 
 @pytest.mark.parametrize("size,layers,pad", [
@@ -214,7 +241,7 @@ def test_vgg_weights_missing_truncated_or_wrong(tmp_path, monkeypatch):
     assert "\n" not in str(err.value) and "\x1b" not in str(err.value)  # one plain line
     wrong = tmp_path / "wrong.pth"
     torch.save(torch.nn.Linear(2, 2).state_dict(), wrong)
-    with pytest.raises(WeightsError, match=r"not a VGG16 state dict \(Error\(s\) in loading state_dict for VGG:\)"):
+    with pytest.raises(WeightsError, match=r"not a VGG16 state dict \(Error\(s\) in loading state_dict for VGG16Features:\)"):
         VGGLoss(wrong, 32)
 
 

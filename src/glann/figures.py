@@ -9,16 +9,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .atomic import save_with
 
 
-def compute_figure(rows, path, datasets, methods):
-    """fid_vs_compute.png: fid_domain against training seconds, mean ± std over seeds per snapshot."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed), imported lazily."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
+
+    return plt
+
+
+def compute_figure(rows, path, datasets, methods):
+    """fid_vs_compute.png: fid_domain against training seconds, mean ± std over seeds per snapshot."""
+    plt = _pyplot()
 
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.5), squeeze=False)
     for ax, d in zip(axes[0], datasets):
@@ -60,11 +68,7 @@ def compute_figure(rows, path, datasets, methods):
 
 def summary_figures(agg, sample_grids, out_dir, datasets, methods):
     """fid.png, precision_recall.png and samples.png from the aggregated table."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    plt = _pyplot()
     from PIL import Image
 
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.5), squeeze=False)

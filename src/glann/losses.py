@@ -136,19 +136,47 @@ def _first_line(exc: Exception, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def load_vgg16_features(path: Path) -> nn.Module:
-    import torchvision
+class VGG16Features(nn.Module):
+    """torchvision's VGG16 convolutional part (``features``) alone.
 
-    model = torchvision.models.vgg16(weights=None)
+    The loss never uses the classifier (120M of VGG16's 138M parameters); building and
+    initialising it cost seconds per job. The state dict keeps torchvision's key names.
+    """
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models.vgg import cfgs, make_layers
+
+        self.features = make_layers(cfgs["D"], batch_norm=False)
+
+
+def _read_checkpoint(path: Path):
+    """torch.load, memory-mapped where the file format allows (the classifier's
+    tensors are then never read from disk), else read whole."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_vgg16_features(path: Path) -> nn.Module:
+    """VGG16's ``features`` from torchvision's weights file (or any state dict with its keys).
+
+    The file's ``classifier.*`` tensors, if any, are ignored; every ``features.*`` key must
+    be there with torchvision's shape, and no other key may be.
+    """
+    try:
+        state = _read_checkpoint(path)
     except Exception as exc:
         raise WeightsError(
             f"cannot read VGG16 weights {path} ({type(exc).__name__}: {_first_line(exc)}): the file is truncated "
             f"or not a torch checkpoint. Replace it with torchvision's {VGG16_FILE}."
         ) from exc
+    model = VGG16Features()
     try:
-        model.load_state_dict(state)
+        if not isinstance(state, dict):
+            raise TypeError(f"expected a state dict, found {type(state).__name__}")
+        model.load_state_dict({k: v for k, v in state.items() if not str(k).startswith("classifier.")})
     except Exception as exc:
         raise WeightsError(
             f"{path} is not a VGG16 state dict ({_first_line(exc)}). Replace it with "
