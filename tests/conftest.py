@@ -32,6 +32,28 @@ def digits_dir(tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="session")
+def digits_small_dir(tmp_path_factory):
+    """The digits set cut to its first 320 training and 64 test images (16x16), prepared as
+    the pipeline prepares any dataset: for tests of exact properties (resume, rollback,
+    snapshots bit for bit) that hold on any data and need no more epochs' worth of it."""
+    from glann import datasets
+
+    full = datasets.LOADERS["digits"]
+
+    def first(opts):
+        xtr, ytr, xte, yte, source = full(opts)
+        return xtr[:320], ytr[:320], xte[:64], yte[:64], f"{source}, first 320 / 64"
+
+    d = tmp_path_factory.mktemp("digits_small")
+    datasets.LOADERS["digits"] = first
+    try:
+        datasets.prepare("digits", {"size": 16}, d)
+    finally:
+        datasets.LOADERS["digits"] = full
+    return d
+
+
 def copy_workflow(dest: Path) -> Path:
     """A fresh copy of the workflow (Snakefile, rules, config, src) in ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)

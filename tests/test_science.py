@@ -117,10 +117,10 @@ def test_wgan_gp_penalty_weight_changes_training(digits_dir, tmp_path):
     assert any(not torch.equal(g0[k], g10[k]) for k in g0)
 
 
-def test_gan_rollback_keeps_the_last_finished_epoch_bit_for_bit(digits_dir, tmp_path):
+def test_gan_rollback_keeps_the_last_finished_epoch_bit_for_bit(digits_small_dir, tmp_path):
     """A GAN diverging in epoch 3 ends with exactly epoch 2's generator, not its initial one."""
-    ref = gans.train_gan("nsgan", digits_dir, tmp_path / "ref.pt", {**CFG["nsgan"], "epochs": 2}, 0, CPU)
-    out = gans.train_gan("nsgan", digits_dir, tmp_path / "m.pt", {**CFG["nsgan"], "epochs": 3}, 0, CPU,
+    ref = gans.train_gan("nsgan", digits_small_dir, tmp_path / "ref.pt", {**CFG["nsgan"], "epochs": 2}, 0, CPU)
+    out = gans.train_gan("nsgan", digits_small_dir, tmp_path / "m.pt", {**CFG["nsgan"], "epochs": 3}, 0, CPU,
                          fault={"nan_at_epoch": 3})
     assert out["diverged"] and out["diverged_epoch"] == 3 and len(out["history"]) == 2
     saved = torch.load(tmp_path / "m.pt", weights_only=False)["generator"]
@@ -171,10 +171,10 @@ def _state_tensors(blob: dict) -> dict:
 
 
 @pytest.mark.parametrize("method", ["glo", "imle", "imle_pixel", "nsgan", "lsgan", "wgan_gp", "vae", "evaluator"])
-def test_resume_equals_uninterrupted(method, digits_dir, tmp_path, monkeypatch):
+def test_resume_equals_uninterrupted(method, digits_small_dir, tmp_path, monkeypatch):
     """Killed after epoch 1 (its checkpoint written), resumed: the same weights and history as
     a run that was never stopped: optimiser, RNG and matching state are all restored."""
-    run = _trainers(digits_dir, tmp_path)[method]
+    run = _trainers(digits_small_dir, tmp_path)[method]
     ref = run(tmp_path / "ref.pt")
     original = EpochLog.log
 

@@ -42,12 +42,12 @@ def _same_state(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_snapshot_is_the_model_of_that_epoch_bit_for_bit(digits_dir, tmp_path):
+def test_a_snapshot_is_the_model_of_that_epoch_bit_for_bit(digits_small_dir, tmp_path):
     """Snapshot 1 of a 2-epoch run == the final model of a 1-epoch run with the same seed;
     the last snapshot == the final model; compute grows from one to the next."""
     cfg = {**CFG["vae"], "epochs": 2}
-    full = train_vae(digits_dir, tmp_path / "a.pt", cfg, 0, CPU, snapshots=2, snapshot_path=tmp_path / "s.pt")
-    short = train_vae(digits_dir, tmp_path / "b.pt", {**cfg, "epochs": 1}, 0, CPU)
+    full = train_vae(digits_small_dir, tmp_path / "a.pt", cfg, 0, CPU, snapshots=2, snapshot_path=tmp_path / "s.pt")
+    short = train_vae(digits_small_dir, tmp_path / "b.pt", {**cfg, "epochs": 1}, 0, CPU)
     snaps = torch.load(tmp_path / "s.pt", weights_only=False)
     assert [s["epoch"] for s in snaps["snapshots"]] == [1, 2]
     assert _same_state(snaps["snapshots"][0]["generator"], short["generator"])
@@ -68,14 +68,14 @@ def test_snapshots_do_not_change_training(scored, tmp_path):
     assert _same_state(torch.load(tmp_path / "s.pt", weights_only=False)["snapshots"][-1]["mapping"], off["mapping"])
 
 
-def test_snapshots_off_still_writes_an_empty_file(digits_dir, tmp_path):
-    train_gan("lsgan", digits_dir, tmp_path / "m.pt", {**CFG["lsgan"], "epochs": 1}, 0, CPU,
+def test_snapshots_off_still_writes_an_empty_file(digits_small_dir, tmp_path):
+    train_gan("lsgan", digits_small_dir, tmp_path / "m.pt", {**CFG["lsgan"], "epochs": 1}, 0, CPU,
               snapshots=0, snapshot_path=tmp_path / "s.pt")
     assert torch.load(tmp_path / "s.pt", weights_only=False)["snapshots"] == []
 
 
-def test_a_diverged_gan_keeps_only_the_snapshots_before_it(digits_dir, tmp_path):
-    train_gan("nsgan", digits_dir, tmp_path / "m.pt", {**CFG["nsgan"], "epochs": 3}, 0, CPU,
+def test_a_diverged_gan_keeps_only_the_snapshots_before_it(digits_small_dir, tmp_path):
+    train_gan("nsgan", digits_small_dir, tmp_path / "m.pt", {**CFG["nsgan"], "epochs": 3}, 0, CPU,
               fault={"nan_at_epoch": 3}, snapshots=3, snapshot_path=tmp_path / "s.pt")
     snaps = torch.load(tmp_path / "s.pt", weights_only=False)
     assert snaps["diverged"] and snaps["diverged_epoch"] == 3
