@@ -25,7 +25,8 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
 
     x, y = mnist_data()
     x, y = x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
-    x.flags.writeable = y.flags.writeable = False
+    x.setflags(write=False)
+    y.setflags(write=False)
     return x, y
 
 
@@ -109,5 +110,6 @@ def write_celeba(root: Path, n_train: int = 120, n_valid: int = 8, n_test: int =
     return Path(root)
 
 
-WRITERS = {"mnist": lambda r: write_mnist_idx(r, "MNIST"), "fashion": lambda r: write_mnist_idx(r, "FashionMNIST"),
+WRITERS = {"mnist": lambda r, **kw: write_mnist_idx(r, "MNIST", **kw),
+           "fashion": lambda r, **kw: write_mnist_idx(r, "FashionMNIST", **kw),
            "cifar10": write_cifar10, "celeba64": write_celeba}

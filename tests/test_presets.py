@@ -63,7 +63,7 @@ def smoke_override(dataset: str, root, seeds) -> dict:
         "snapshots": {"count": 0},
         "sample": {"num_samples": 16, "batch_size": 16},
         "evaluator": {"epochs": 1},
-        "fid": {"num_samples": 8},
+        "fid": {"num_samples": 4},  # Inception features of 4 samples per run: enough for a finite FID
         "eval": {"prd_runs": 1, "prdc_max_samples": 16, "prdc_k": 3, "birthday_batch_size": 8,
                  "birthday_batches": 2},
         "tracking": {"live": False},
@@ -81,7 +81,7 @@ def test_paper_preset_end_to_end(preset, tmp_path, torch_home, job_server):
     assert cfg["methods"] == METHODS
 
     wf = copy_workflow(tmp_path / "wf")
-    WRITERS[dataset](tmp_path / "data")
+    WRITERS[dataset](tmp_path / "data", n_test=16)  # 16 real test images: real_stats' Inception pass
     seeds = [0, 1]
     (wf / "smoke.yaml").write_text(yaml.safe_dump(smoke_override(dataset, tmp_path / "data", seeds)))
     env = {**os.environ, "TORCH_HOME": str(torch_home), "GLANN_TRACKING": "0", "GLANN_JOB_SERVER": str(job_server),
