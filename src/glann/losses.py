@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -151,12 +152,9 @@ class VGG16Features(nn.Module):
 
 
 def _read_checkpoint(path: Path):
-    """torch.load, memory-mapped where the file format allows (the classifier's
-    tensors are then never read from disk), else read whole."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        return torch.load(path, map_location="cpu", weights_only=True)
+    """torch.load; memory-mapped when the file is in torch's zip format (torchvision's
+    is), so the classifier's tensors are never read from disk. Legacy files load whole."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
 
 
 def load_vgg16_features(path: Path) -> nn.Module:
