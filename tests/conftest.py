@@ -46,11 +46,9 @@ def digits_small_dir(tmp_path_factory):
         return xtr[:320], ytr[:320], xte[:64], yte[:64], f"{source}, first 320 / 64"
 
     d = tmp_path_factory.mktemp("digits_small")
-    datasets.LOADERS["digits"] = first
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(datasets.LOADERS, "digits", first)
         datasets.prepare("digits", {"size": 16}, d)
-    finally:
-        datasets.LOADERS["digits"] = full
     return d
 
 
