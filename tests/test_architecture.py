@@ -157,3 +157,32 @@ def test_no_dead_code():
                            "tests/vulture_whitelist.py", "--min-confidence", "60"],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_workflow_start_and_cli_help_import_no_torch():
+    """Every ``snakemake`` start (dry runs too) and every ``glann --help`` runs without importing
+    torch (~2-3 s on a 2-core CPU): the glann modules the .smk files import, and the CLI's parser."""
+    import re
+    import subprocess
+    import sys
+
+    smk = "\n".join(p.read_text() for p in (REPO / "workflow/rules").glob("*.smk"))
+    modules = sorted(set(re.findall(r"^\s*from (glann(?:\.\w+)*) import", smk, re.M)))
+    assert {"glann.config", "glann.hub", "glann.methods"} <= set(modules)
+    code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
+            "from glann.cli import build_parser\nbuild_parser().format_help()\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'mlflow', 'sklearn') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", f"imported at workflow start: {proc.stdout}"
+
+
+@pytest.mark.parametrize("env", [{}, {"XDG_CACHE_HOME": "/xdg"}, {"TORCH_HOME": "~/th", "XDG_CACHE_HOME": "/xdg"}])
+def test_weights_are_looked_up_where_torch_hub_keeps_them(env, monkeypatch):
+    from glann.hub import checkpoints_dir
+
+    for key in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert checkpoints_dir() == Path(torch.hub.get_dir()) / "checkpoints"

@@ -133,7 +133,7 @@ def test_documentation_shows_commands():
 @pytest.fixture(scope="module")
 def inception_home(tmp_path_factory):
     """TORCH_HOME with a random-weight Inception file where pytorch-fid's would be (checks only)."""
-    from glann.inception import INCEPTION_FILE
+    from glann.hub import INCEPTION_FILE
     from weights import save_random_inception
 
     home = tmp_path_factory.mktemp("torch_home")

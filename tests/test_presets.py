@@ -38,8 +38,8 @@ METHODS = ["glann", "glo_gauss", "imle_pixel", "nsgan", "wgan_gp", "lsgan", "vae
 @pytest.fixture(scope="module")
 def torch_home(tmp_path_factory):
     """$TORCH_HOME with random-weight VGG16 and Inception files at the real file names."""
-    from glann.inception import INCEPTION_FILE
-    from glann.losses import VGG16_FILE
+    from glann.hub import INCEPTION_FILE
+    from glann.hub import VGG16_FILE
 
     home = tmp_path_factory.mktemp("torch_home")
     save_random_vgg16(home / "hub/checkpoints" / VGG16_FILE)

@@ -47,6 +47,12 @@ def _parse(path: Path) -> ast.Module:
     return ast.parse(path.read_text(), str(path))
 
 
+@lru_cache(maxsize=None)
+def _file_imports(path: Path) -> frozenset[str]:
+    """Package modules imported anywhere in ``path`` (walked once per process: every rule asks)."""
+    return frozenset(_imported(_parse(path)))
+
+
 def closure(src: Path, roots: set[str]) -> list[Path]:
     """The package files ``roots`` import, transitively (with ``__init__``)."""
     pkg = Path(src) / PACKAGE
@@ -56,7 +62,7 @@ def closure(src: Path, roots: set[str]) -> list[Path]:
         if name in seen or not (pkg / f"{name}.py").is_file():
             continue
         seen.add(name)
-        todo |= _imported(_parse(pkg / f"{name}.py")) - seen
+        todo |= _file_imports(pkg / f"{name}.py") - seen
     return sorted(pkg / f"{n}.py" for n in seen)
 
 

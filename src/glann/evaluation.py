@@ -14,7 +14,8 @@ import numpy as np
 from .atomic import load_npz
 from .datasets import load_prepared, read_manifest
 from .evaluator import evaluator_outputs, load_evaluator
-from .inception import inception_features, inception_weights_path, load_inception
+from .hub import inception_weights_path
+from .inception import inception_features, load_inception
 from .metrics import (birthday_test, duplicate_threshold, frechet_distance_to_features, gaussian_stats, max_f_beta,
                       mode_coverage, prd_from_features)
 

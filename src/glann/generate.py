@@ -18,12 +18,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from .atomic import save_npz, save_with
 from .errors import GlannError
 from .methods import METHODS, get
-from .models import to_uint8_images
 
 
 def checkpoints_for(run_dir) -> tuple[str, dict]:
@@ -62,7 +59,10 @@ def run_dir_of_mlflow_run(run_id: str, uri: str | None = None) -> Path:
 
 def generate(run_dir, n: int, out_dir, fmt: str = "png", seed: int = 0, device="cpu", batch_size: int = 1000,
              interpolate: int = 0) -> dict:
+    import torch
+
     from .grids import save_grid
+    from .models import to_uint8_images
     from .sampling import Sampler, interpolation
 
     method, paths = checkpoints_for(run_dir)

@@ -2,13 +2,12 @@
 
 The network and its FID weights are pytorch-fid's (Heusel et al. 2017's TF
 Inception ported by mseitzer); the file is looked up where pytorch-fid keeps it
-(``$TORCH_HOME/hub/checkpoints``) or at ``fid.inception_weights``. Never downloaded
+(``$TORCH_HOME/hub/checkpoints``, glann.hub) or at ``fid.inception_weights``. Never downloaded
 here: a missing file makes ``inception_fid`` ``null`` with the reason.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,23 +15,8 @@ import torch
 from torch import nn
 
 from .errors import WeightsError
+from .hub import INCEPTION_FILE
 from .models import to_float_images
-
-INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID Inception weights
-
-
-def inception_weights_path(configured: str | None):
-    """(path, None) when the FID Inception weights are available, else (None, reason)."""
-    if configured:
-        p = Path(os.path.expanduser(str(configured)))
-        if p.is_file():
-            return p, None
-        return None, f"fid.inception_weights {p} does not exist"
-    p = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
-    if p.is_file():
-        return p, None
-    return None, (f"pytorch-fid's Inception weights {p} are missing (offline); run pytorch-fid once "
-                  "with network, or set fid.inception_weights to a copy of that file")
 
 
 def load_inception(path: Path, device) -> nn.Module:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import WeightsError
+from .hub import VGG16_FILE, checkpoints_dir
 
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
 
@@ -102,12 +103,7 @@ def l2_loss(x, y):
 
 
 # --------------------------------------------------------------------------- VGG
-VGG16_FILE = "vgg16-397923af.pth"  # torchvision's IMAGENET1K_V1 weights file
 VGG_LAYERS = (2, 7, 12, 21, 30)  # conv1_2, conv2_2, conv3_2, conv4_3, pool5
-
-
-def torch_hub_checkpoints() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def find_vgg16_weights(configured: str | None) -> Path:
@@ -120,7 +116,7 @@ def find_vgg16_weights(configured: str | None) -> Path:
                 f"ImageNet VGG16 weights ({VGG16_FILE}) there, or use glo.loss: lap1 (no weights)."
             )
         return path
-    path = torch_hub_checkpoints() / VGG16_FILE
+    path = checkpoints_dir() / VGG16_FILE
     if not path.is_file():
         raise WeightsError(
             f"glo.loss: vgg needs ImageNet VGG16 weights: {path} is missing. On a machine with "

@@ -28,7 +28,7 @@ config.clear()
 config.update(_filled)
 
 if config["fid"]["require_inception"] and config["fid"]["inception"]:
-    from glann.inception import inception_weights_path
+    from glann.hub import inception_weights_path  # no torch import: every start pays for one
 
     _path, _why = inception_weights_path(config["fid"]["inception_weights"])
     if _path is None:
