@@ -59,14 +59,15 @@ def run_dir_of_mlflow_run(run_id: str, uri: str | None = None) -> Path:
 
 def generate(run_dir, n: int, out_dir, fmt: str = "png", seed: int = 0, device="cpu", batch_size: int = 1000,
              interpolate: int = 0) -> dict:
+    method, paths = checkpoints_for(run_dir)  # before torch is imported: a wrong folder is refused at once
     import torch
 
     from .grids import save_grid
     from .models import to_uint8_images
+    from .runtime import resolve_device
     from .sampling import Sampler, interpolation
 
-    method, paths = checkpoints_for(run_dir)
-    sampler = Sampler(method, paths, torch.device(device))
+    sampler = Sampler(method, paths, resolve_device(str(device)))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
@@ -103,14 +104,12 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> dict:
-    from .runtime import resolve_device
-
     if bool(args.run_dir) == bool(args.run_id):
         raise GlannError("give either a run folder (results/<dataset>/<method>/seed<N>) or --run-id")
     if args.n < 1 or args.batch_size < 1:
         raise GlannError("-n and --batch-size must be at least 1")
     run_dir = args.run_dir or run_dir_of_mlflow_run(args.run_id, args.tracking_uri)
-    info = generate(run_dir, args.n, args.out, args.format, args.seed, str(resolve_device(args.device)),
+    info = generate(run_dir, args.n, args.out, args.format, args.seed, args.device,
                     args.batch_size, args.interpolate)
     print(f"wrote {info['n']} {info['method']} images to {info['out']} ({info['format']})")
     return info
