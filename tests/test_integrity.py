@@ -243,3 +243,42 @@ def test_kill9_of_snakemake_with_live_tracking_leaves_no_running_run(tmp_path, j
     parents = con.execute("select r.status from runs r join tags t on r.run_uuid = t.run_uuid "
                           "where t.key = 'glann.step' and t.value = 'pipeline' order by r.start_time").fetchall()
     assert [s for (s,) in parents] == ["KILLED", "FINISHED"]
+
+
+class _Killed(BaseException):
+    """Stands for a kill -9: nothing after it runs."""
+
+
+@pytest.mark.parametrize("kill_before", [1, 2, 3, 4])
+@pytest.mark.parametrize("first_write", [True, False])
+def test_a_kill_between_the_renames_leaves_a_file_that_verifies(tmp_path, monkeypatch, kill_before, first_write):
+    """atomic_path renames twice or three times (record, file, record): whichever rename a kill
+    stops, the file there (old or new) loads, as a resume file must after kill -9."""
+    import os
+
+    from glann import atomic
+
+    path = tmp_path / "glo.pt.resume"
+    if not first_write:
+        torch_save(path, {"epoch": 1})
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == kill_before:
+            raise _Killed
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    try:
+        torch_save(path, {"epoch": 2})
+    except _Killed:
+        pass
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
+    assert len(calls) == min(kill_before, 3)  # record, file, record: three renames
+    if path.exists():
+        assert load_torch(path)["epoch"] in ({2} if first_write else {1, 2})
+    else:
+        assert first_write and kill_before <= 2
+    if kill_before == 4:  # not killed: the new file, and a record of it alone
+        assert load_torch(path)["epoch"] == 2 and "previous" not in integrity_path(path).read_text()

@@ -229,3 +229,34 @@ def test_deferred_journal_is_kept_while_the_server_is_unreachable(tmp_path, monk
         assert tracking.import_journals(journal) == 0
     assert len(list(journal.glob("*.jsonl"))) == 1
     assert "unreachable" in caplog.text and "1 tracking journal(s) kept" in caplog.text
+
+
+def test_a_unique_constraint_race_is_retried_once(monkeypatch):
+    """Parallel jobs logging the same dataset: MLflow's look-up-then-insert can lose the race
+    (UNIQUE constraint failed); the second try finds the row. Any other error, or the same one
+    twice, is raised."""
+    from glann import tracking
+
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    calls = []
+
+    def flaky(failures, message):
+        def fn():
+            calls.append(1)
+            if len(calls) <= failures:
+                raise RuntimeError(message)
+            return "ok"
+        return fn
+
+    race = "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name"
+    assert tracking._with_retry(flaky(1, race)) == "ok" and len(calls) == 2
+    calls.clear()
+    with pytest.raises(RuntimeError, match="UNIQUE"):
+        tracking._with_retry(flaky(2, race))
+    assert len(calls) == 2
+    calls.clear()
+    assert tracking._with_retry(flaky(3, "database is locked")) == "ok" and len(calls) == 4
+    calls.clear()
+    with pytest.raises(RuntimeError, match="no such table"):
+        tracking._with_retry(flaky(1, "no such table: runs"))
+    assert len(calls) == 1

@@ -5,7 +5,9 @@ A crash (kill -9, power loss, full disk) during a write leaves at most a
 touches an earlier file of the same name until the new one is whole.
 
 Every file written here gets an integrity record beside it, ``.<name>.sha256``
-(size and sha256, JSON). Steps read what earlier steps wrote through
+(size and sha256, JSON; while a file is being replaced, the record names the previous
+version too, so a kill between the record's write and the file's rename leaves a file
+that verifies). Steps read what earlier steps wrote through
 :func:`verified` (or :func:`load_torch` / :func:`load_npz`), so a truncated,
 corrupted or foreign file stops the step with one line that names the file and
 the fix, before any work, instead of a traceback; Snakemake cannot notice such a
@@ -56,10 +58,12 @@ def atomic_path(path: str | os.PathLike, record: bool = True) -> Iterator[Path]:
         # mkstemp creates 0600; give the output the mode a plain open() would
         # (readable by the group on a shared cluster, by DVC's cache, ...).
         os.chmod(tmp, 0o666 & ~_umask())
-        digest = json.dumps({"size": tmp.stat().st_size, "sha256": sha256_of(tmp)}) if record else None
+        digest = {"size": tmp.stat().st_size, "sha256": sha256_of(tmp)} if record else None
+        if digest:  # first the record of both versions: a kill at any point leaves a file it accepts
+            _write_record(path, json.dumps({**digest, "previous": _current_digest(path)}))
         os.replace(tmp, path)
         if digest:
-            _write_record(path, digest)
+            _write_record(path, json.dumps(digest))
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise GlannError(
@@ -132,6 +136,17 @@ def sha256_of(path) -> str:
     return h.hexdigest()
 
 
+def _current_digest(path: Path) -> dict | None:
+    """Size and sha256 that the record of ``path`` gives for the file there now, if any."""
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(integrity_path(path).read_text())
+        return {"size": rec["size"], "sha256": rec["sha256"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _write_record(path: Path, record: str) -> None:
     rec = integrity_path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{rec.name}.", dir=path.parent)
@@ -169,7 +184,12 @@ def verified(path, fix: str | None = None) -> Path:
         raise CorruptFileError(
             f"{path} has no integrity record ({integrity_path(path).name}): it was not written by this "
             f"pipeline (or by an older version of it): {fix or default_fix(path)}.") from None
-    if path.stat().st_size != want.get("size") or sha256_of(path) != want.get("sha256"):
+    # a record may also name the file's previous version: a kill between the record's write and
+    # the rename that replaces the file leaves that version in place (atomic_path)
+    versions = [v for v in (want, want.get("previous")) if isinstance(v, dict)]
+    size = path.stat().st_size
+    candidates = [v for v in versions if v.get("size") == size]
+    if not candidates or sha256_of(path) not in {v.get("sha256") for v in candidates}:
         raise corrupt(path, fix)
     return path
 

@@ -93,11 +93,17 @@ def _artifact_root(uri: str) -> str | None:
 
 
 def _with_retry(fn, *args, attempts: int = 8, **kwargs):
+    """``fn`` retried with backoff while SQLite says "database is locked" (another process
+    writes). A UNIQUE constraint failure on the first try is the other race of parallel jobs:
+    MLflow's store looks a row up (a dataset of the run's inputs), finds none and inserts it
+    while another job inserts the same row; the second try finds it. Retried once only."""
     for i in range(attempts):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            if "locked" not in str(exc).lower() or i == attempts - 1:
+            msg = str(exc).lower()
+            race = i == 0 and "unique constraint failed" in msg
+            if not ("locked" in msg or race) or i == attempts - 1:
                 raise
             time.sleep(0.2 * (2 ** i) * (0.5 + random.random()))
 
