@@ -12,6 +12,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GLANN_TRACKING", "0")  # unit tests do not write to mlflow.db
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # one worker per core: one intra-op thread each (two OpenMP teams per core thrash);
+    # workflow jobs still use the threads their rule gives them (--threads)
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session")
@@ -197,3 +201,42 @@ def quick_run(tmp_path_factory, job_server):
     rerun = snakemake(wf, *QUICK, "--printshellcmds", env={"GLANN_TRACKING": "1", "GLANN_JOB_SERVER": str(job_server)})
     return {"wf": wf, "first": first, "rerun": rerun.stdout + rerun.stderr, "returncode": proc.returncode,
             "finished": finished, "before": before, "killed_at": killed_at}
+
+
+
+# --------------------------------------------------------------------------- two workers (pytest-xdist)
+# `python -m pytest -n 2` (README): tests go to the workers in units that keep an expensive
+# fixture built once: one unit per test module (module fixtures), the four files that check the
+# shared quick run together (a session fixture), and each paper-preset run on its own (the
+# longest tests, so they spread). Longest units first, so none starts last.
+QUICK_RUN_FILES = ("tests/test_dvc.py", "tests/test_generate.py", "tests/test_pipeline.py", "tests/test_tracking.py")
+ONE_TEST_UNITS = ("tests/test_presets.py::test_paper_preset_end_to_end[",)
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit of tests one worker runs together: see above."""
+    if nodeid.startswith(ONE_TEST_UNITS):
+        return nodeid
+    module = nodeid.split("::", 1)[0]
+    return "quick run" if module in QUICK_RUN_FILES else module
+
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # pytest-xdist is optional: without it the suite runs in one process
+    pass
+else:
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return work_unit(nodeid)
+
+        def _assign_work_unit(self, node):
+            # the quick run's files, then the preset runs, then modules by number of tests
+            def rank(scope):
+                return (scope != "quick run", not scope.startswith(ONE_TEST_UNITS), -len(self.workqueue[scope]))
+
+            self.workqueue.move_to_end(min(self.workqueue, key=rank), last=False)
+            super()._assign_work_unit(node)
+
+    def pytest_xdist_make_scheduler(config, log):
+        return UnitScheduling(config, log)

@@ -63,7 +63,7 @@ def smoke_override(dataset: str, root, seeds) -> dict:
         "snapshots": {"count": 0},
         "sample": {"num_samples": 16, "batch_size": 16},
         "evaluator": {"epochs": 1},
-        "fid": {"num_samples": 4},  # Inception features of 4 samples per run: enough for a finite FID
+        "fid": {"num_samples": 2},  # Inception features of 2 samples per run: the fewest with a finite FID
         "eval": {"prd_runs": 1, "prdc_max_samples": 16, "prdc_k": 3, "birthday_batch_size": 8,
                  "birthday_batches": 2},
         "tracking": {"live": False},
