@@ -101,6 +101,11 @@ def test_inception_code_path_with_random_weights(tmp_path):
     with torch.no_grad():
         ref = ref_model(x)[0].squeeze(-1).squeeze(-1).numpy()
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
+    # built without random init: every tensor is the file's, and torch.nn.init is itself again
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref_model.state_dict().values()))
+    w = torch.empty(64, 32)
+    torch.nn.init.kaiming_uniform_(w)
+    assert w.abs().max() > 0 and torch.nn.init.zeros_(w).abs().max() == 0
 
 
 def test_inception_weights_truncated_or_wrong(tmp_path):
@@ -110,6 +115,14 @@ def test_inception_weights_truncated_or_wrong(tmp_path):
         load_inception(bad, torch.device("cpu"))
     wrong = tmp_path / "wrong.pth"
     torch.save(torch.nn.Linear(2, 2).state_dict(), wrong)
+    with pytest.raises(WeightsError, match="not pytorch-fid's"):
+        load_inception(wrong, torch.device("cpu"))
+    # one tensor short: refused, never left as the uninitialised memory it was built with
+    full = tmp_path / "full.pth"
+    _random_inception_file(full)
+    state = torch.load(full, weights_only=True)
+    state.pop(next(k for k in state if k.endswith("running_var")))
+    torch.save(state, wrong)
     with pytest.raises(WeightsError, match="not pytorch-fid's"):
         load_inception(wrong, torch.device("cpu"))
 
