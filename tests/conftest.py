@@ -203,7 +203,6 @@ def quick_run(tmp_path_factory, job_server):
             "finished": finished, "before": before, "killed_at": killed_at}
 
 
-
 # --------------------------------------------------------------------------- two workers (pytest-xdist)
 # `python -m pytest -n 2` (README): tests go to the workers in units that keep an expensive
 # fixture built once: one unit per test module (module fixtures), the four files that check the
@@ -219,6 +218,16 @@ def work_unit(nodeid: str) -> str:
         return nodeid
     module = nodeid.split("::", 1)[0]
     return "quick run" if module in QUICK_RUN_FILES else module
+
+
+def pytest_collection_modifyitems(items):
+    """A test file that starts using the quick run must join QUICK_RUN_FILES (else a second
+    worker builds it again)."""
+    strays = sorted({i.nodeid.split("::")[0] for i in items
+                     if "quick_run" in getattr(i, "fixturenames", ()) and work_unit(i.nodeid) != "quick run"})
+    if strays:
+        raise pytest.UsageError(f"{', '.join(strays)} use the quick_run fixture: add them to QUICK_RUN_FILES in "
+                                "tests/conftest.py")
 
 
 try:

@@ -11,4 +11,4 @@ Method.checkpoint_paths, Method.loss_csv_paths, Method.snapshot_path, Method.sna
 _.forward  # torch modules
 _.benchmark, _.allow_tf32  # torch.backends switches
 _.params, _.metrics, _.tags, _.dataset, _.artifact  # tracking backends, called through Tracker._call
-pytest_xdist_make_scheduler, _._split_scope, _._assign_work_unit  # pytest-xdist hook and scheduler overrides (tests/conftest.py)
+pytest_xdist_make_scheduler, pytest_collection_modifyitems, _._split_scope, _._assign_work_unit  # pytest-xdist hook and scheduler overrides (tests/conftest.py)
