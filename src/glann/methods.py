@@ -80,7 +80,8 @@ register(Method("glo_gauss", "fit_gaussian",
                 snapshots="glann/seed{seed}/glo_snapshots.pt", snapshot_role="glo"))
 register(Method("imle_pixel", "train_imle_pixel", _MODEL, _LOSSES,
                 trainer="glann.imle:train_imle_pixel"))
-for _gan in ("nsgan", "wgan_gp", "lsgan"):
+# The GANs of GLANN's Table 1 (Lucic et al. 2018), in its order; glann.gans.GAN_KINDS.
+for _gan in ("mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began"):
     register(Method(_gan, "train_gan", _MODEL, _LOSSES, trainer="glann.gans:train_gan",
                     trainer_args=(_gan,)))
 register(Method("vae", "train_vae", _MODEL, _LOSSES, trainer="glann.vae:train_vae"))

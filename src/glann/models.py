@@ -1,14 +1,23 @@
-"""Networks shared by every method, so that a table row compares objectives, not nets.
+"""The networks: GLANN's released generator, compare_gan v1's GAN/VAE networks, IMLE's T.
 
-Generator (InfoGAN / compare_gan "infogan" architecture, Lucic et al. 2018, used
-by GLANN's Table 1): fc 1024, LeakyReLU(0.2); fc 128*(s/4)^2 [BN], LeakyReLU;
-deconv 4x4/2 -> 64 [BN], LeakyReLU; deconv 4x4/2 -> C, sigmoid. BN on for
-MNIST/Fashion, off for CIFAR-10 (GLANN's released recipe). For 64x64 images a
-deeper DCGAN-style generator (Radford et al. 2016) is used instead.
+Two generator families, on purpose (docs/methods.md, "Faithfulness ledger"):
 
-Discriminator (compare_gan): conv 4x4/2 64, LeakyReLU; conv 4x4/2 128 [BN],
-LeakyReLU; fc 1024 [BN], LeakyReLU; fc 1. WGAN-GP's critic has no BN
-(Gulrajani et al. 2017, Sec. 4).
+- GLO / GLANN / pixel IMLE: GLANN's released ``_netG`` (yedidh/glann ``model.py``):
+  fc 1024, LeakyReLU(0.2) (no BN); fc 128*(s/4)^2 [BN], LeakyReLU; deconv 4x4/2 -> 64
+  [BN], LeakyReLU; deconv 4x4/2 -> C, sigmoid. BN on for MNIST/Fashion, off for
+  CIFAR-10 (``batchnorm: auto``). ``arch: dcgan`` is an optional deeper net for 64x64.
+- GANs and the VAE: compare_gan v1 (google/compare_gan ``src/gans/abstract_gan.py``,
+  ``VAE.py``, ``BEGAN.py``, ``ops.py``), the networks of Lucic et al. 2018 whose FIDs
+  GLANN's Table 1 copies, one family for every image size (CelebA-64 included):
+  :class:`V1Generator`: fc 1024, BN, act; fc 128*(s/4)^2, BN, act; deconv 4x4/2 -> 64,
+  BN, act; deconv 4x4/2 -> C, sigmoid (act = LeakyReLU(0.2) for the GANs, ReLU for the
+  VAE decoder); :class:`Discriminator`: conv 4x4/2 64, LeakyReLU; conv 4x4/2 128 [BN],
+  LeakyReLU; fc 1024 [BN], LeakyReLU; fc out (1, or 2d for the VAE encoder);
+  :class:`BEGANDiscriminator`: the auto-encoder of v1's BEGAN.
+  v1's weight init (``ops.py``: weights N(0, 0.02), conv kernels truncated N(0, 0.02),
+  biases 0) and batch norm (TF ``decay=0.999, epsilon=0.001``: torch momentum 0.001,
+  eps 0.001; samples are drawn in eval mode, with the moving averages, as v1's
+  ``fake_images = generator(z, is_training=False)``).
 
 IMLE mapping T (GLANN Sec. 3.2, released code): Linear(e,128)-BN-ReLU-
 Linear(128,128)-BN-ReLU-Linear(128,z).
@@ -56,6 +65,60 @@ class InfoGANGenerator(nn.Module):
         return self.deconv(h)
 
 
+# TF's batch_norm(decay=0.999, epsilon=0.001): running = decay*running + (1-decay)*batch
+V1_BN = {"momentum": 0.001, "eps": 0.001}
+
+
+def v1_init(module: nn.Module) -> nn.Module:
+    """compare_gan v1's initialisers (ops.py): linear N(0, 0.02), conv2d truncated N(0, 0.02)
+    (cut at two standard deviations, as TF's truncated_normal_initializer), deconv2d
+    N(0, 0.02), every bias 0; BN scale 1, offset 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
+            nn.init.trunc_normal_(m.weight, 0.0, 0.02, -0.04, 0.04)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return module
+
+
+def _bn1d(n):
+    return nn.BatchNorm1d(n, **V1_BN)
+
+
+def _bn2d(n):
+    return nn.BatchNorm2d(n, **V1_BN)
+
+
+class V1Generator(nn.Module):
+    """compare_gan v1's generator (abstract_gan.generator; VAE.decoder with ``relu``)."""
+
+    def __init__(self, latent_dim: int, size: int, channels: int, activation: str = "lrelu"):
+        super().__init__()
+        _check_size(size, 4)
+        self.latent_dim, self.size, self.channels = latent_dim, size, channels
+        self.activation = activation
+        act = {"lrelu": lambda: nn.LeakyReLU(0.2), "relu": nn.ReLU}[activation]
+        s4 = size // 4
+        self.fc = nn.Sequential(
+            nn.Linear(latent_dim, 1024), _bn1d(1024), act(),
+            nn.Linear(1024, 128 * s4 * s4), _bn1d(128 * s4 * s4), act(),
+        )
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(128, 64, 4, 2, 1), _bn2d(64), act(),
+            nn.ConvTranspose2d(64, channels, 4, 2, 1), nn.Sigmoid(),
+        )
+        v1_init(self)
+
+    def forward(self, z):
+        h = self.fc(z).view(z.shape[0], 128, self.size // 4, self.size // 4)
+        return self.deconv(h)
+
+
 class DCGANGenerator(nn.Module):
     """The deeper variant for 64x64 images: fc -> 4x4x512, four deconv 4x4/2."""
 
@@ -95,16 +158,26 @@ def make_generator(latent_dim: int, image_shape, arch: str = "auto", batchnorm="
     return cls(latent_dim, size, channels, bool(batchnorm), normalize_input)
 
 
+def build_generator(final: dict) -> nn.Module:
+    """The generator a baseline's final checkpoint (or snapshot) was trained with."""
+    if final.get("generator_arch") == "compare_gan_v1":
+        return V1Generator(final["noise_dim"], final["image_shape"][0], final["image_shape"][2],
+                           final["generator_activation"])
+    cfg = final["config"]
+    return make_generator(final["noise_dim"], final["image_shape"], cfg["generator"]["arch"],
+                          cfg["generator"]["batchnorm"])
+
+
 class Discriminator(nn.Module):
-    """compare_gan's InfoGAN discriminator; ``out_dim`` > 1 makes it a VAE encoder."""
+    """compare_gan v1's InfoGAN-style discriminator; ``out_dim`` > 1 makes it the VAE encoder."""
 
     def __init__(self, image_shape, batchnorm: bool = True, out_dim: int = 1):
         super().__init__()
         size, _, channels = image_shape
         _check_size(size, 4)
         s4 = size // 4
-        bn2 = nn.BatchNorm2d(128) if batchnorm else nn.Identity()
-        bn1 = nn.BatchNorm1d(1024) if batchnorm else nn.Identity()
+        bn2 = _bn2d(128) if batchnorm else nn.Identity()
+        bn1 = _bn1d(1024) if batchnorm else nn.Identity()
         self.net = nn.Sequential(
             nn.Conv2d(channels, 64, 4, 2, 1), nn.LeakyReLU(0.2),
             nn.Conv2d(64, 128, 4, 2, 1), bn2, nn.LeakyReLU(0.2),
@@ -112,9 +185,39 @@ class Discriminator(nn.Module):
             nn.Linear(128 * s4 * s4, 1024), bn1, nn.LeakyReLU(0.2),
             nn.Linear(1024, out_dim),
         )
+        v1_init(self)
 
     def forward(self, x):
         return self.net(x)
+
+
+class BEGANDiscriminator(nn.Module):
+    """compare_gan v1's BEGAN discriminator, an auto-encoder (BEGAN.py): conv 4x4/2 64,
+    LeakyReLU; conv 4x4/2 128 (no activation); fc 64 [BN], LeakyReLU (the code); fc
+    128*(s/4)^2 [BN], LeakyReLU; deconv 4x4/2 64 [BN], LeakyReLU; deconv 4x4/2 C, sigmoid.
+    ``forward`` returns the reconstruction."""
+
+    def __init__(self, image_shape, batchnorm: bool = False, code_dim: int = 64):
+        super().__init__()
+        size, _, channels = image_shape
+        _check_size(size, 4)
+        self.size, s4 = size, size // 4
+        norm1 = (lambda n: _bn1d(n)) if batchnorm else (lambda n: nn.Identity())
+        self.encode = nn.Sequential(
+            nn.Conv2d(channels, 64, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(64, 128, 4, 2, 1), nn.Flatten(),
+            nn.Linear(128 * s4 * s4, code_dim), norm1(code_dim), nn.LeakyReLU(0.2),
+            nn.Linear(code_dim, 128 * s4 * s4), norm1(128 * s4 * s4), nn.LeakyReLU(0.2),
+        )
+        self.decode = nn.Sequential(
+            nn.ConvTranspose2d(128, 64, 4, 2, 1), _bn2d(64) if batchnorm else nn.Identity(), nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(64, channels, 4, 2, 1), nn.Sigmoid(),
+        )
+        v1_init(self)
+
+    def forward(self, x):
+        h = self.encode(x).view(x.shape[0], 128, self.size // 4, self.size // 4)
+        return self.decode(h)
 
 
 class IMLEMapping(nn.Module):

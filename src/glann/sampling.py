@@ -3,7 +3,11 @@
 - glann:      e ~ N(0, I_32), z = T(e), x = G(z)          (GLANN Sec. 3.3)
 - glo_gauss:  z ~ N(mu, Sigma) fitted to GLO's codes (full covariance), projected
               onto the sphere as the codes were, x = G(z)  (GLO paper, Sec. 4)
-- imle_pixel, nsgan, lsgan, wgan_gp, vae:  z ~ N(0, I_64), x = G(z)
+- imle_pixel, vae:  z ~ N(0, I_64), x = G(z)
+- the GANs:         z ~ U(-1, 1)^64, x = G(z)   (compare_gan v1's z_generator)
+Every network samples in eval mode (BN with its running statistics), as the
+reference code does (v1's ``generator(z, is_training=False)``, GLANN's ``.eval()``).
+A generator checkpoint names its own noise (``noise``: uniform | normal).
 
 Outputs: samples.npz (uint8 NHWC), samples.png (8x8 grid), interpolation.png
 (rows walk linearly between two noise vectors), nearest.png (each sample beside
@@ -24,7 +28,7 @@ from .gaussian import gaussian_sampler
 from .glo import load_glo_generator, project_to_sphere
 from .grids import save_grid
 from .methods import get
-from .models import IMLEMapping, make_generator, to_float_images, to_uint8_images
+from .models import IMLEMapping, build_generator, to_float_images, to_uint8_images
 from .nn_search import nearest_neighbors
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,7 @@ class Sampler:
     def __init__(self, method: str, paths: dict, device, blobs: dict | None = None):
         self.device = device
         self.kind = get(method).sampler
+        self.uniform = False  # a GAN checkpoint says "noise": "uniform"
         # blobs: checkpoints already in memory (a snapshot standing in for one role)
         blobs = {**{role: load_torch(p) for role, p in paths.items() if p}, **(blobs or {})}
         if self.kind in ("glann", "glo_gauss"):
@@ -58,13 +63,12 @@ class Sampler:
                 self.noise_dim = final["mean"].shape[0]
         else:
             final = blobs["model"]
-            cfg = final["config"]
-            self.G = make_generator(final["noise_dim"], final["image_shape"], cfg["generator"]["arch"],
-                                    cfg["generator"]["batchnorm"])
+            self.G = build_generator(final)
             self.G.load_state_dict(final["generator"])
             self.G = self.G.to(device).eval()
             self.image_shape = final["image_shape"]
             self.noise_dim = final["noise_dim"]
+            self.uniform = final.get("noise", "normal") == "uniform"
         # Compute of the whole method: GLANN = GLO + IMLE, glo_gauss = GLO + its fit.
         self.meta = {"diverged": bool(final.get("diverged")), "diverged_epoch": final.get("diverged_epoch"),
                      "train_seconds": float(sum(b.get("train_seconds", 0.0) for b in blobs.values())),
@@ -74,6 +78,8 @@ class Sampler:
     def noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
         if self.kind == "glo_gauss":
             return self._draw(n, gen)
+        if self.uniform:
+            return torch.rand(n, self.noise_dim, generator=gen) * 2 - 1
         return torch.randn(n, self.noise_dim, generator=gen)
 
     @torch.no_grad()
