@@ -62,7 +62,7 @@ def test_src_imports_no_snakemake_and_has_no_cycles():
 
 
 def test_registry_is_the_one_list_of_methods():
-    assert list(methods.METHODS) == ["glann", "glo_gauss", "imle_pixel", "nsgan", "wgan_gp", "lsgan", "vae"]
+    assert list(methods.METHODS) == ["glann", "glo_gauss", "imle_pixel", "mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began", "vae"]
     assert methods.get("glann").checkpoint_paths("d", 3) == {"glo": "results/d/glann/seed3/glo.pt",
                                                              "imle": "results/d/glann/seed3/imle.pt"}
     assert methods.get("glo_gauss").loss_csv_paths("d", 0) == []

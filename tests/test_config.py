@@ -30,8 +30,17 @@ def test_defaults_are_the_papers():
     cfg = fill_defaults(BASE, SCHEMA)
     assert cfg["glo"]["epochs"] == 200 and cfg["glo"]["lr_codes"] == 0.01 and cfg["glo"]["loss"] == "vgg"
     assert cfg["imle"]["noise_dim"] == 32 and cfg["imle"]["weight_decay"] == 1e-5
-    assert cfg["wgan_gp"]["critic_steps"] == 5 and cfg["wgan_gp"]["betas"] == [0.5, 0.9]
-    assert cfg["nsgan"]["lr"] == 2e-4 and cfg["nsgan"]["batch_size"] == 64
+    # compare_gan v1 src/params.py defaults, Adam beta2 0.999 everywhere (TF's default)
+    v1 = {"mmgan": (5e-5, 0.0, 1, True), "nsgan": (5e-5, 0.0, 1, True), "lsgan": (2e-4, 0.5, 1, True),
+          "wgan": (5e-5, 0.5, 5, True), "wgan_gp": (1e-4, 0.5, 5, False), "dragan": (1e-4, 0.5, 1, True),
+          "began": (1e-4, 0.5, 5, False)}
+    for gan, (lr, beta1, n, bn) in v1.items():
+        c = cfg[gan]
+        assert (c["lr"], c["betas"], c["critic_steps"], c["d_batchnorm"]) == (lr, [beta1, 0.999], n, bn), gan
+        assert c["batch_size"] == 64 and c["latent_dim"] == 64 and c["d_joint_batch"] is False, gan
+    assert cfg["wgan"]["clip"] == 0.01 and cfg["wgan_gp"]["gp_lambda"] == 10 and cfg["dragan"]["gp_lambda"] == 10
+    assert cfg["began"]["gamma"] == 0.75 and cfg["began"]["lambda_k"] == 0.001
+    assert (cfg["vae"]["lr"], cfg["vae"]["betas"], cfg["vae"]["encoder_batchnorm"]) == (5e-5, [0.5, 0.999], True)
     assert check(cfg, SCHEMA) == []
 
 
@@ -58,31 +67,33 @@ def test_dry_run_builds_the_dag(tmp_path, cfg):
     import re
 
     counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", proc.stdout.split("Job stats:")[1], re.M))
-    expected = {"prepare_data": 1, "train_glo": 1, "train_imle": 1, "fit_gaussian": 1, "train_gan": 3,
-                "train_vae": 1, "train_imle_pixel": 1, "sample": 7, "train_evaluator": 1, "real_stats": 1,
-                "evaluate": 7, "summarize": 1}
+    expected = {"prepare_data": 1, "train_glo": 1, "train_imle": 1, "fit_gaussian": 1, "train_gan": 7,
+                "train_vae": 1, "train_imle_pixel": 1, "sample": 11, "train_evaluator": 1, "real_stats": 1,
+                "evaluate": 11, "summarize": 1}
     for rule, n in expected.items():
         assert int(counts.get(rule, 0)) == n, (rule, counts)
 
 
 @pytest.mark.parametrize("name,glo_epochs,halve,imle_epochs,gan_epochs", [
-    ("mnist", 200, 20, 50, 40), ("fashion", 200, 20, 50, 40),
-    ("cifar10", 500, 50, 50, 40), ("celeba64", 500, 50, 50, 40),
+    ("mnist", 200, 20, 50, 20), ("fashion", 200, 20, 50, 20),
+    ("cifar10", 500, 50, 50, 100), ("celeba64", 500, 50, 50, 40),
 ])
 def test_paper_presets_pin_the_papers_values(name, glo_epochs, halve, imle_epochs, gan_epochs):
-    """GLANN's released recipe per dataset: all 7 methods, 3 seeds, VGG loss, Inception FID on 10k."""
+    """GLANN's released recipe per dataset, the GANs' and VAE's budgets as compare_gan v1's task
+    definitions (generate_tasks_lib.TuneParams: 20 / 20 / 100 / 40 epochs): all 11 methods, 3
+    seeds, VGG loss, Inception FID on 10k."""
     import yaml
 
     cfg = fill_defaults(yaml.safe_load((REPO / f"config/paper/{name}.yaml").read_text()), SCHEMA)
     assert cfg["datasets"] == [name] and cfg["seeds"] == [0, 1, 2] and cfg["device"] == "cuda"
-    assert cfg["methods"] == ["glann", "glo_gauss", "imle_pixel", "nsgan", "wgan_gp", "lsgan", "vae"]
+    assert cfg["methods"] == ["glann", "glo_gauss", "imle_pixel", "mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began", "vae"]
     assert cfg["glo"]["loss"] == "vgg" and cfg["glo"]["epochs"] == glo_epochs
     assert cfg["glo"]["lr_halve_every"] == halve and cfg["glo"]["lr_codes"] == 0.01
     assert cfg["glo"]["lr_generator"] == 0.001 and cfg["glo"]["init_std"] == 0.01
     assert cfg["imle"]["epochs"] == imle_epochs and cfg["imle"]["noise_dim"] == 32
     assert cfg["imle_pixel"]["epochs"] == imle_epochs
-    for gan in ("nsgan", "lsgan", "wgan_gp", "vae"):
-        assert cfg[gan]["epochs"] == gan_epochs, gan
+    for gan in ("mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began", "vae"):
+        assert cfg[gan]["epochs"] == gan_epochs and cfg[gan]["batch_size"] == 64, gan
     assert cfg["wgan_gp"]["critic_steps"] == 5 and cfg["wgan_gp"]["gp_lambda"] == 10
     assert cfg["fid"]["inception"] and cfg["fid"]["require_inception"] and cfg["fid"]["num_samples"] == 10000
     assert cfg["sample"]["num_samples"] == 10000

@@ -63,22 +63,38 @@ def test_training_under_bf16_autocast_uses_no_refused_op(method, digits_dir, tmp
     assert not res.get("diverged")
 
 
-def test_gan_discriminator_sees_real_and_fake_in_one_call(digits_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["nsgan", "wgan_gp"])
+def test_gan_discriminator_sees_real_and_fake_separately_and_g_reuses_z(kind, digits_dir, tmp_path, monkeypatch):
+    """v1 calls D on the real and the fake batch separately (``d_joint_batch: true`` is the
+    later single call); G's step uses the D step's z, except WGAN-GP, which resamples
+    (v1 resample_before_generator); z ~ U(-1, 1)."""
     sizes = {True: [], False: []}
-    base = gans.Discriminator
+    zs = []
+    base_d, base_g = gans.Discriminator, gans.V1Generator
+
+    class SpyG(base_g):
+        def forward(self, z):
+            zs.append(z.clone())
+            return super().forward(z)
+
+    monkeypatch.setattr(gans, "V1Generator", SpyG)
     for joint in (True, False):
-        class SpyD(base):
+        class SpyD(base_d):
             def forward(self, x, _joint=joint):
                 sizes[_joint].append(len(x))
                 return super().forward(x)
 
         monkeypatch.setattr(gans, "Discriminator", SpyD)
-        cfg = {**CFG["nsgan"], "epochs": 1, "d_joint_batch": joint}
-        gans.train_gan("nsgan", digits_dir, tmp_path / f"m{joint}.pt", cfg, 0, CPU)
-    b = CFG["nsgan"]["batch_size"]
-    assert set(sizes[True]) == {2 * b}  # compare_gan default: one call on real+fake
+        zs.clear()
+        cfg = {**CFG[kind], "epochs": 1, "d_joint_batch": joint}
+        gans.train_gan(kind, digits_dir, tmp_path / f"m{joint}.pt", cfg, 0, CPU)
+    b = CFG[kind]["batch_size"]
+    assert set(sizes[True]) == {2 * b}
     assert set(sizes[False]) == {b}
-    assert CFG["nsgan"]["d_joint_batch"] is True
+    assert CFG[kind]["d_joint_batch"] is False
+    # G calls: D step 0, G step 0, D step 1, G step 1, D step 2, ... (n = 1); first two pairs
+    assert zs[0].min() >= -1 and zs[0].max() <= 1 and zs[0].min() < -0.9 and zs[0].max() > 0.9
+    assert torch.equal(zs[0], zs[1]) == (kind != "wgan_gp")
 
 
 def test_imle_uses_the_released_adam_betas(tmp_path, monkeypatch):

@@ -102,47 +102,64 @@ def _torchvision_vgg(path):
     return vgg
 
 
-def test_vgg_loss_code_path_with_random_weights(vgg_file):
-    """Code-path check only: a randomly initialised VGG16 saved to a temp file."""
-    path = vgg_file
-    loss = VGGLoss(find_vgg16_weights(str(path)), image_size=28)
-    assert loss.layers == (2, 7, 12)  # 28 -> padded to 32 -> three levels
-    x = torch.rand(2, 1, 28, 28, requires_grad=True)
-    y = torch.rand(2, 1, 28, 28)
+def _reference_vgg_distance(vgg, levels: int, a, b):
+    """GLANN's released loss recomputed independently: glo.py's input handling, then
+    vgg_metric._VGGDistance's loop over torchvision's vgg16().features, in-place ReLUs and all."""
+    def prep(t):
+        if t.shape[1] == 1:
+            t = t.expand(t.shape[0], 3, *t.shape[2:])
+        if t.shape[-1] == 28:
+            t = F.pad(t, (2, 2, 2, 2))
+        return 2 * t - 1
+
+    def taps(z):
+        ids = [2, 7, 12, 21, 30][:levels]
+        out = []
+        for i in range(ids[-1] + 1):
+            z = vgg.features[i](z)
+            if i in ids:
+                out.append(z)
+        return out
+
+    i1, i2 = prep(a), prep(b)
+    f1, f2 = taps(i1), taps(i2)
+    n = i1.shape[0]
+    loss = (i1 - i2).abs().view(n, -1).mean(1)
+    for j in range(levels):
+        loss = loss + (f1[j] - f2[j]).abs().view(n, -1).mean(1)
+    return loss.mean()
+
+
+@pytest.mark.parametrize("shape,levels", [((2, 1, 28, 28), 3), ((2, 3, 32, 32), 3), ((2, 1, 16, 16), 2)])
+def test_vgg_loss_equals_the_released_glann_loss(vgg_file, shape, levels):
+    """Against an independent re-computation of yedidh/glann's loss with the same (random)
+    VGG16 weights: 2x - 1 scaling without ImageNet mean/std, pixel L1 on the padded [-1, 1]
+    images, features read where torchvision's in-place ReLUs leave them."""
+    loss = VGGLoss(find_vgg16_weights(str(vgg_file)), image_size=shape[-1])
+    assert len(loss.layers) == levels
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(*shape, generator=g, requires_grad=True)
+    y = torch.rand(*shape, generator=g)
     val = loss(x, y)
     val.backward()
-    assert val.item() > 0 and x.grad.abs().sum() > 0
-    # against torchvision's own network, sliced after conv1_2, conv2_2 and conv3_2 (ReLU'd:
-    # indices 3, 8, 13 are the ReLUs; GLANN's features are the conv outputs 2, 7, 12)
-    vgg = _torchvision_vgg(path)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-    def prep(t):  # grey -> RGB, 28 -> 32 zero padding, ImageNet normalisation
-        return (F.pad(t.repeat(1, 3, 1, 1), (2, 2, 2, 2)) - mean) / std
-
-    with torch.no_grad():
-        expected = (x - y).abs().mean()
-        for last in (2, 7, 12):
-            net = vgg.features[: last + 1]
-            expected = expected + (net(prep(x)) - net(prep(y))).abs().mean()
-    assert val.item() == pytest.approx(expected.item(), rel=1e-5)
-    assert isinstance(vgg.features[2], torch.nn.Conv2d) and isinstance(vgg.features[12], torch.nn.Conv2d)
-
-
-def test_vgg_loss_on_rgb_images_is_torchvisions_slice(vgg_file):
-    """Colour images go in as they are (no grey repeat, no padding at 32 pixels)."""
-    loss = VGGLoss(vgg_file, image_size=32)
-    x, y = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    assert x.grad.abs().sum() > 0
     vgg = _torchvision_vgg(vgg_file)
+    assert all(getattr(vgg.features[i], "inplace", False) for i in (3, 8, 13))
+    with torch.no_grad():
+        expected = _reference_vgg_distance(vgg, levels, x.detach().clone(), y.clone())
+    assert val.item() == pytest.approx(expected.item(), rel=1e-5)
+    # not the conv outputs, not ImageNet-normalised inputs: both give another number
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
-        expected = (x - y).abs().mean()
-        for last in (2, 7, 12):
-            net = vgg.features[: last + 1]
-            expected = expected + (net((x - mean) / std) - net((y - mean) / std)).abs().mean()
-        assert loss(x, y).item() == pytest.approx(expected.item(), rel=1e-5)
+        xr = (F.pad(x.expand(-1, 3, -1, -1), (2, 2, 2, 2)) if shape[1] == 1 and shape[-1] == 28
+              else x.expand(-1, 3, -1, -1))
+        yr = (F.pad(y.expand(-1, 3, -1, -1), (2, 2, 2, 2)) if shape[1] == 1 and shape[-1] == 28
+              else y.expand(-1, 3, -1, -1))
+        imagenet = (xr - yr).abs().mean() + sum(
+            (vgg.features[: k + 1]((xr - mean) / std) - vgg.features[: k + 1]((yr - mean) / std)).abs().mean()
+            for k in (2, 7, 12)[:levels])
+    assert abs(imagenet.item() - val.item()) > 1e-3 * val.item()
 
 
 def test_vgg_features_load_without_the_classifier(vgg_file, tmp_path):

@@ -23,7 +23,7 @@ import torch
 
 from conftest import QUICK, _finished_outputs, _fingerprint, snakemake
 
-METHODS = ["glann", "glo_gauss", "imle_pixel", "nsgan", "wgan_gp", "lsgan", "vae"]
+METHODS = ["glann", "glo_gauss", "imle_pixel", "mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began", "vae"]
 
 
 def _rules_run(log: str) -> list[str]:

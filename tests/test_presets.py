@@ -32,7 +32,7 @@ from weights import save_random_inception, save_random_vgg16
 PRESETS = ["mnist", "fashion", "cifar10", "celeba64"]
 
 
-METHODS = ["glann", "glo_gauss", "imle_pixel", "nsgan", "wgan_gp", "lsgan", "vae"]
+METHODS = ["glann", "glo_gauss", "imle_pixel", "mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began", "vae"]
 
 
 @pytest.fixture(scope="module")

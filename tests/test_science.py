@@ -33,21 +33,78 @@ def _sp(x):  # softplus by hand: log(1 + e^x)
 
 
 # --------------------------------------------------------------------------- GAN objectives
+def _sig(x):
+    return 1 / (1 + math.exp(-x))
+
+
 def test_gan_objectives_match_hand_computed_values():
-    """NS-GAN (non-saturating), LSGAN (a=0, b=c=1) and WGAN losses on known logits."""
+    """Every v1 objective on known raw D outputs, computed by hand (compare_gan v1's
+    GAN.py, LSGAN.py, WGAN.py, WGAN_GP.py, DRAGAN.py)."""
     r, f = R_LOGITS.tolist(), F_LOGITS.tolist()
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    # NS-GAN: D minimises -log s(r) - log(1 - s(f)); G minimises -log s(f) (non-saturating).
-    assert gans.d_loss("nsgan", R_LOGITS, F_LOGITS).item() == pytest.approx(
-        mean([_sp(-x) for x in r]) + mean([_sp(x) for x in f]), rel=1e-6)
-    assert gans.g_loss("nsgan", F_LOGITS).item() == pytest.approx(mean([_sp(-x) for x in f]), rel=1e-6)
-    # LSGAN (Mao et al. Eq. 2): D: 1/2 E[(D(x)-1)^2] + 1/2 E[D(G(z))^2]; G: 1/2 E[(D(G(z))-1)^2].
+    bce_d = mean([_sp(-x) for x in r]) + mean([_sp(x) for x in f])  # -log s(r) - log(1 - s(f))
+    for kind in ("mmgan", "nsgan", "dragan"):
+        assert gans.d_loss(kind, R_LOGITS, F_LOGITS).item() == pytest.approx(bce_d, rel=1e-6)
+    # NS-GAN / DRAGAN: G minimises -log s(f); MM-GAN: log(1 - s(f)) = -softplus(f)
+    for kind in ("nsgan", "dragan"):
+        assert gans.g_loss(kind, F_LOGITS).item() == pytest.approx(mean([_sp(-x) for x in f]), rel=1e-6)
+    assert gans.g_loss("mmgan", F_LOGITS).item() == pytest.approx(
+        mean([math.log(1 - _sig(x)) for x in f]), rel=1e-6)
+    # LSGAN on D's sigmoid output (v1 LSGAN.py squares D_real = sigmoid(logits) - 1)
     assert gans.d_loss("lsgan", R_LOGITS, F_LOGITS).item() == pytest.approx(
-        0.5 * mean([(x - 1) ** 2 for x in r]) + 0.5 * mean([x**2 for x in f]), rel=1e-6)
-    assert gans.g_loss("lsgan", F_LOGITS).item() == pytest.approx(0.5 * mean([(x - 1) ** 2 for x in f]), rel=1e-6)
-    # WGAN: critic minimises E[D(fake)] - E[D(real)]; G minimises -E[D(fake)].
-    assert gans.d_loss("wgan_gp", R_LOGITS, F_LOGITS).item() == pytest.approx(mean(f) - mean(r), rel=1e-6)
-    assert gans.g_loss("wgan_gp", F_LOGITS).item() == pytest.approx(-mean(f), rel=1e-6)
+        0.5 * mean([(_sig(x) - 1) ** 2 for x in r]) + 0.5 * mean([_sig(x) ** 2 for x in f]), rel=1e-6)
+    assert gans.g_loss("lsgan", F_LOGITS).item() == pytest.approx(
+        0.5 * mean([(_sig(x) - 1) ** 2 for x in f]), rel=1e-6)
+    # WGAN and WGAN-GP: critic minimises E[D(fake)] - E[D(real)]; G minimises -E[D(fake)].
+    for kind in ("wgan", "wgan_gp"):
+        assert gans.d_loss(kind, R_LOGITS, F_LOGITS).item() == pytest.approx(mean(f) - mean(r), rel=1e-6)
+        assert gans.g_loss(kind, F_LOGITS).item() == pytest.approx(-mean(f), rel=1e-6)
+    with pytest.raises(ValueError):
+        gans.d_loss("began", R_LOGITS, F_LOGITS)
+
+
+def test_began_losses_and_k_update_match_hand_computed_values():
+    """BEGAN (Berthelot et al. Eq. 4, v1 BEGAN.py): L_D = e_r - k e_f, L_G = e_f,
+    M = e_r + |gamma e_r - e_f|, k moves by lambda_k (gamma e_r - e_f); e = mean |AE(x) - x|."""
+    x = torch.tensor([[[[0.2, 0.8], [0.5, 0.1]]]])
+    ae = lambda v: torch.full_like(v, 0.5)  # noqa: E731
+    e = gans.reconstruction_error(ae, x).item()
+    assert e == pytest.approx((0.3 + 0.3 + 0.0 + 0.4) / 4)
+    t = gans.began_losses(torch.tensor(0.2), torch.tensor(0.3), k=0.4, gamma=0.75)
+    assert t["d"].item() == pytest.approx(0.2 - 0.4 * 0.3)
+    assert t["g"].item() == pytest.approx(0.3)
+    assert t["balance"].item() == pytest.approx(0.75 * 0.2 - 0.3)
+    assert t["M"].item() == pytest.approx(0.2 + abs(0.75 * 0.2 - 0.3))
+
+
+def test_penalties_are_evaluated_on_the_points_their_papers_define():
+    """WGAN-GP: on x + alpha (G(z) - x), the critic's raw output; DRAGAN: on x + alpha
+    (x_p - x), x_p = x + 0.5 std(x) u, D's sigmoid output. A critic f(v) = w . v has the
+    gradient w everywhere, so the WGAN-GP penalty is (sqrt(1e-4 + |w|^2) - 1)^2 exactly;
+    f(v) = sum(v^2) / 2 has the gradient v, so the slopes tell which points were used."""
+    real = torch.tensor([[[[1.0, 0.0]]], [[[0.0, 2.0]]]])
+    fake = torch.tensor([[[[3.0, 0.0]]], [[[0.0, 0.0]]]])
+    alpha = torch.tensor([0.25, 0.5]).view(2, 1, 1, 1)
+    w = torch.tensor([0.6, 0.3])
+    linear = lambda v: (v.flatten(1) * w).sum(1, keepdim=True)  # noqa: E731
+    gp = gans.gradient_penalty(linear, real, fake, alpha).item()
+    assert gp == pytest.approx((math.sqrt(1e-4 + 0.45) - 1) ** 2, rel=1e-5)
+    quad = lambda v: 0.5 * v.flatten(1).pow(2).sum(1, keepdim=True)  # noqa: E731
+    xhat = [[1.5, 0.0], [0.0, 1.0]]  # real + alpha (fake - real)
+    want = sum((math.sqrt(1e-4 + sum(c * c for c in p)) - 1) ** 2 for p in xhat) / 2
+    assert gans.gradient_penalty(quad, real, fake, alpha).item() == pytest.approx(want, rel=1e-5)
+    # DRAGAN: the perturbation is 0.5 * batch std * u, u in [0, 1)
+    u = torch.full_like(real, 0.5)
+    pert = gans.dragan_perturbed(real, u)
+    torch.testing.assert_close(pert, real + 0.25 * real.std())
+    # on sigmoid(f): d/dv sigmoid(w . v) = s (1 - s) w at the interpolated point
+    pen = gans.dragan_penalty(linear, real, pert, alpha).item()
+    pts = real + alpha * (pert - real)
+    want = 0.0
+    for p in pts.flatten(1):
+        sv = torch.sigmoid((p * w).sum()).item()
+        want += (math.sqrt(1e-4 + (sv * (1 - sv)) ** 2 * 0.45) - 1) ** 2
+    assert pen == pytest.approx(want / 2, rel=1e-5)
 
 
 def test_nsgan_generator_gradient_does_not_saturate():
@@ -75,37 +132,53 @@ def _batches(digits_dir, batch_size):
     return n // batch_size
 
 
-@pytest.mark.parametrize("kind", ["nsgan", "lsgan", "wgan_gp"])
+@pytest.mark.parametrize("kind", ["mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began"])
 def test_gan_training_uses_the_configured_objective(kind, digits_dir, tmp_path, monkeypatch):
-    """The loss of ``kind``, critic_steps D steps per G step, the penalty only for WGAN-GP,
-    BN in the discriminator except in WGAN-GP's critic."""
-    d_spy, g_spy, gp_spy = _Spy(gans.d_loss), _Spy(gans.g_loss), _Spy(gans.gradient_penalty)
+    """The loss of ``kind``; one D step per batch and G steps on v1's schedule (global steps
+    0, 1, 1 + n, ...); the penalty of WGAN-GP / DRAGAN only; BN in D as v1's defaults, never
+    in WGAN-GP's critic; WGAN's clipping; BEGAN's auto-encoder and k_t."""
+    d_spy, g_spy = _Spy(gans.d_loss), _Spy(gans.g_loss)
+    gp_spy, dr_spy, rec_spy = _Spy(gans.gradient_penalty), _Spy(gans.dragan_penalty), _Spy(gans.reconstruction_error)
     built = []
 
-    class RecordingD(gans.Discriminator):
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            built.append(self)
+    def recording(cls):
+        class Recording(cls):
+            def __init__(self, *a, **k):
+                super().__init__(*a, **k)
+                built.append(self)
+        return Recording
 
-    monkeypatch.setattr(gans, "d_loss", d_spy)
-    monkeypatch.setattr(gans, "g_loss", g_spy)
-    monkeypatch.setattr(gans, "gradient_penalty", gp_spy)
-    monkeypatch.setattr(gans, "Discriminator", RecordingD)
-    # d_batchnorm: true is asked for every kind: WGAN-GP's per-sample penalty must still get a
-    # critic without BN (Gulrajani et al. Sec. 4), whatever the config says.
-    cfg = {**CFG[kind], "epochs": 1, "d_batchnorm": True}
-    gans.train_gan(kind, digits_dir, tmp_path / "m.pt", cfg, 0, CPU)
+    for name, spy in (("d_loss", d_spy), ("g_loss", g_spy), ("gradient_penalty", gp_spy),
+                      ("dragan_penalty", dr_spy), ("reconstruction_error", rec_spy)):
+        monkeypatch.setattr(gans, name, spy)
+    monkeypatch.setattr(gans, "Discriminator", recording(gans.Discriminator))
+    monkeypatch.setattr(gans, "BEGANDiscriminator", recording(gans.BEGANDiscriminator))
+    # d_batchnorm: true is asked for every kind but the default-false ones' check below:
+    # WGAN-GP's per-sample penalty must still get a critic without BN, whatever the config says.
+    cfg = {**CFG[kind], "epochs": 1, **({"d_batchnorm": True} if kind == "wgan_gp" else {})}
+    out = gans.train_gan(kind, digits_dir, tmp_path / "m.pt", cfg, 0, CPU)
     steps = _batches(digits_dir, cfg["batch_size"])
-    assert len(d_spy.calls) == steps
-    assert len(g_spy.calls) == steps // cfg["critic_steps"]
-    assert all(c[0] == kind for c in d_spy.calls + g_spy.calls)
+    n = cfg["critic_steps"]
+    g_steps = 1 + len(range(1, steps, n))
+    assert n == {"wgan": 5, "wgan_gp": 5, "began": 5}.get(kind, 1)
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in built[0].modules())
-    if kind == "wgan_gp":
-        assert cfg["critic_steps"] == 5 and len(gp_spy.calls) == steps
-        assert not has_bn, "WGAN-GP's critic has no batch norm (Gulrajani et al. Sec. 4)"
-    else:
-        assert cfg["critic_steps"] == 1 and not gp_spy.calls
-        assert has_bn
+    assert has_bn == (kind in ("mmgan", "nsgan", "lsgan", "wgan", "dragan"))
+    if kind == "began":
+        assert isinstance(built[0], gans.BEGANDiscriminator) and not d_spy.calls and not g_spy.calls
+        # 2 errors per D step, 1 per G step, 2 for k's update per step
+        assert len(rec_spy.calls) == 4 * steps + g_steps
+        ks = [r["k"] for r in out["history"]]
+        assert ks[0] != 0.0
+        return
+    assert len(d_spy.calls) == steps and len(g_spy.calls) == g_steps
+    assert all(c[0] == kind for c in d_spy.calls + g_spy.calls)
+    assert len(gp_spy.calls) == (steps if kind == "wgan_gp" else 0)
+    assert len(dr_spy.calls) == (steps if kind == "dragan" else 0)
+    if kind == "wgan":
+        saved = torch.load(tmp_path / "m.pt", weights_only=False)
+        d_params = [p for p in built[0].parameters()]
+        assert max(p.abs().max().item() for p in d_params) <= cfg["clip"] + 1e-7
+        assert saved["config"]["clip"] == 0.01
 
 
 def test_wgan_gp_penalty_weight_changes_training(digits_dir, tmp_path):
@@ -151,9 +224,8 @@ def _trainers(digits_dir, tmp_path):
         "imle": lambda out: train_imle(glo_path, out, {**CFG["imle"], **small}, 0, CPU),
         "imle_pixel": lambda out: train_imle_pixel(digits_dir, out, {**CFG["imle_pixel"], "samples_factor": 2,
                                                                      "staleness": 2, **small}, 0, CPU),
-        "nsgan": lambda out: gans.train_gan("nsgan", digits_dir, out, {**CFG["nsgan"], **small}, 0, CPU),
-        "lsgan": lambda out: gans.train_gan("lsgan", digits_dir, out, {**CFG["lsgan"], **small}, 0, CPU),
-        "wgan_gp": lambda out: gans.train_gan("wgan_gp", digits_dir, out, {**CFG["wgan_gp"], **small}, 0, CPU),
+        **{k: (lambda out, k=k: gans.train_gan(k, digits_dir, out, {**CFG[k], **small}, 0, CPU))
+           for k in gans.GAN_KINDS},
         "vae": lambda out: train_vae(digits_dir, out, {**CFG["vae"], **small}, 0, CPU),
         "evaluator": lambda out: (train_evaluator(digits_dir, out, {**CFG["evaluator"], **small}, 0, CPU),
                                   torch.load(out, weights_only=False))[1],
@@ -170,7 +242,7 @@ def _state_tensors(blob: dict) -> dict:
     return out
 
 
-@pytest.mark.parametrize("method", ["glo", "imle", "imle_pixel", "nsgan", "lsgan", "wgan_gp", "vae", "evaluator"])
+@pytest.mark.parametrize("method", ["glo", "imle", "imle_pixel", "nsgan", "lsgan", "wgan_gp", "dragan", "began", "vae", "evaluator"])
 def test_resume_equals_uninterrupted(method, digits_small_dir, tmp_path, monkeypatch):
     """Killed after epoch 1 (its checkpoint written), resumed: the same weights and history as
     a run that was never stopped: optimiser, RNG and matching state are all restored."""
@@ -228,11 +300,13 @@ def test_imle_covers_every_mode_of_a_planted_mixture(tmp_path):
 
 # --------------------------------------------------------------------------- VAE
 def test_vae_kl_and_likelihoods_match_torch_distributions():
-    """KL(N(mu, s^2) || N(0, 1)) >= 0 in closed form; Bernoulli / Gaussian NLLs equal -log p."""
+    """v1 VAE.py: sigma = 1e-6 + softplus(raw); KL(N(mu, sigma^2) || N(0, 1)) in closed form;
+    the Bernoulli NLL is -log p summed over pixels and averaged over channels (v1 reduces
+    over rows and columns, then averages over batch and channels)."""
     from torch.distributions import Bernoulli, Normal, kl_divergence
 
     g = torch.Generator().manual_seed(0)
-    mu, logvar = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
+    mu, raw = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
     x = torch.rand(4, 1, 3, 3, generator=g)
     x_hat = torch.rand(4, 1, 3, 3, generator=g).clamp(0.05, 0.95)
     seen = []
@@ -241,18 +315,24 @@ def test_vae_kl_and_likelihoods_match_torch_distributions():
         seen.append(z)
         return x_hat
 
-    nll, kl = elbo_terms(lambda _: torch.cat([mu, logvar], 1), decoder, x, "bernoulli", 0.1,
+    nll, kl = elbo_terms(lambda _: torch.cat([mu, raw], 1), decoder, x, "bernoulli", 0.1,
                          torch.Generator().manual_seed(1))
-    ref_kl = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0)).sum(1)
-    torch.testing.assert_close(kl, ref_kl, rtol=1e-5, atol=1e-6)
+    sigma = 1e-6 + torch.nn.functional.softplus(raw)
+    ref_kl = kl_divergence(Normal(mu, sigma), Normal(0.0, 1.0)).sum(1)
+    torch.testing.assert_close(kl, ref_kl, rtol=1e-5, atol=1e-5)
     assert (kl >= 0).all()
     torch.testing.assert_close(nll, -Bernoulli(probs=x_hat, validate_args=False).log_prob(x).flatten(1).sum(1), rtol=1e-5, atol=1e-5)
     gauss = neg_log_likelihood(x_hat, x, "gaussian", 0.3)
     torch.testing.assert_close(gauss, -Normal(x_hat, 0.3).log_prob(x).flatten(1).sum(1), rtol=1e-5, atol=1e-5)
-    # reparameterisation: z = mu + eps * exp(logvar / 2)
+    # colour: the per-image sum divided by the 3 channels
+    xc, xc_hat = torch.rand(2, 3, 2, 2, generator=g), torch.rand(2, 3, 2, 2, generator=g).clamp(0.05, 0.95)
+    per_image = -Bernoulli(probs=xc_hat, validate_args=False).log_prob(xc).flatten(1).sum(1)
+    torch.testing.assert_close(neg_log_likelihood(xc_hat, xc, "bernoulli"), per_image / 3, rtol=1e-5, atol=1e-5)
+    # reparameterisation: z = mu + sigma * eps, sigma = softplus(raw) + 1e-6
     big = torch.randn(20000, 1, generator=g)
     zs = []
-    elbo_terms(lambda _: torch.cat([torch.full((20000, 1), 1.5), torch.full((20000, 1), math.log(0.25))], 1),
+    raw_half = math.log(math.exp(0.5) - 1)  # softplus(raw_half) = 0.5
+    elbo_terms(lambda _: torch.cat([torch.full((20000, 1), 1.5), torch.full((20000, 1), raw_half)], 1),
                lambda z: zs.append(z) or torch.full((20000, 1, 1, 1), 0.5), big.view(-1, 1, 1, 1).sigmoid(),
                "bernoulli", 0.1, torch.Generator().manual_seed(2))
     assert zs[0].mean().item() == pytest.approx(1.5, abs=0.02)

@@ -224,7 +224,7 @@ def test_vae_encoder_has_batchnorm_and_logs_the_epochs_mean_elbo(digits_dir, tmp
 
 @pytest.mark.parametrize("kind", ["nsgan", "wgan_gp"])
 def test_gan_optimisers_use_the_configured_lr_and_betas(kind, digits_dir, tmp_path, monkeypatch):
-    """Both G's and D's Adam get the method's lr and betas (WGAN-GP: 1e-4, (0.5, 0.9))."""
+    """Both G's and D's Adam get the method's lr and betas (v1: beta2 0.999 for every GAN)."""
     from glann import gans
 
     seen = []
@@ -239,7 +239,7 @@ def test_gan_optimisers_use_the_configured_lr_and_betas(kind, digits_dir, tmp_pa
     gans.train_gan(kind, digits_dir, tmp_path / "g.pt", cfg, 0, CPU)
     assert seen == [(cfg["lr"], tuple(cfg["betas"]))] * 2
     if kind == "wgan_gp":
-        assert cfg["lr"] == 1e-4 and cfg["betas"] == [0.5, 0.9]
+        assert cfg["lr"] == 1e-4 and cfg["betas"] == [0.5, 0.999]
 
 
 def test_discriminator_is_compare_gans_infogan_d_with_one_logit():

@@ -15,11 +15,16 @@ lap1 -- GLO's Laplacian-pyramid L1 (Bojanowski et al. 2018, Sec. 3.3):
   The Gaussian kernel is the 5x5 binomial [1 4 6 4 1]^T [1 4 6 4 1] / 256 with
   reflect padding (Burt & Adelson 1983).
 
-vgg -- GLANN's perceptual loss (Hoshen et al. 2019, Sec. 4; released code):
-  pixel L1 + sum of L1 between ImageNet-VGG16 features at indices 2, 7, 12, 21, 30
-  of torchvision's vgg16().features (conv1_2, conv2_2, conv3_2, conv4_3, pool5);
-  the first 2/3/4 of them for 16/32/64-pixel images; grey repeated to 3 channels,
-  28x28 zero-padded to 32x32.
+vgg -- GLANN's perceptual loss as its released code computes it (yedidh/glann
+  ``glo.py`` and ``vgg_metric._VGGDistance``): grey images repeated to 3 channels,
+  28x28 zero-padded to 32x32 (in [0, 1]), both images mapped to 2x - 1 (no ImageNet
+  mean/std); loss per image = mean |a - b| over those [-1, 1] pixels (padding included)
+  + sum of mean |f_l(a) - f_l(b)| over the taps at indices 2, 7, 12, 21, 30 of
+  torchvision's vgg16().features, the first 2/3/4 of them for 16/(28, 32)/64-pixel
+  images. The reference keeps the tensor each tap returns and runs torchvision's
+  *in-place* ReLU on it next, so every tap but the last reads the ReLU'd activation
+  (relu1_2, relu2_2, relu3_2, relu4_3) and the last one, with no ReLU run after it,
+  the convolution's output; this module computes exactly that.
 """
 
 from __future__ import annotations
@@ -180,7 +185,7 @@ def load_vgg16_features(path: Path) -> nn.Module:
 
 
 class VGGLoss(nn.Module):
-    """Pixel L1 + L1 on VGG16 features (GLANN's perceptual loss)."""
+    """Pixel L1 + L1 on VGG16 features, as GLANN's released ``_VGGDistance`` (module docstring)."""
 
     def __init__(self, weights_path: Path, image_size: int):
         super().__init__()
@@ -192,24 +197,24 @@ class VGGLoss(nn.Module):
         self.features = features[: self.layers[-1] + 1].eval()
         for p in self.features.parameters():
             p.requires_grad_(False)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        # what each tap reads: the ReLU after it (run in place in the reference), the last one itself
+        self.reads = tuple(i + 1 for i in self.layers[:-1]) + (self.layers[-1],)
 
     def _prep(self, x):
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
         if self.pad:
             x = F.pad(x, (self.pad,) * 4)
-        return (x - self.mean) / self.std
+        return 2 * x - 1
 
     def forward(self, x, y):
-        loss = l1_loss(x, y)
         hx, hy = self._prep(x), self._prep(y)
+        loss = (hx - hy).abs().flatten(1).mean(1)
         for i, layer in enumerate(self.features):
             hx, hy = layer(hx), layer(hy)
-            if i in self.layers:
-                loss = loss + (hx - hy).abs().mean()
-        return loss
+            if i in self.reads:
+                loss = loss + (hx - hy).abs().flatten(1).mean(1)
+        return loss.mean()
 
 
 def make_loss(name: str, image_size: int, vgg_weights: str | None = None, lap_levels=None,
