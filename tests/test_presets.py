@@ -58,7 +58,7 @@ def smoke_override(dataset: str, root, seeds) -> dict:
         "glo": {"epochs": 1, "lr_halve_every": 1},
         "imle": {"epochs": 1},
         "imle_pixel": {"epochs": 1, "samples_factor": 1, "staleness": 1},
-        "nsgan": gan, "lsgan": gan, "wgan_gp": gan,
+        **{m: gan for m in ("mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began")},
         "vae": {"epochs": 1},
         "snapshots": {"count": 0},
         "sample": {"num_samples": 16, "batch_size": 16},
@@ -112,7 +112,9 @@ def test_paper_preset_values_are_the_papers(preset):
     assert cfg["device"] == "cuda"
     assert cfg["glo"] == {"epochs": 500 if big else 200, "lr_halve_every": 50 if big else 20, "loss": "vgg"}
     assert cfg["imle"]["epochs"] == 50 and cfg["imle_pixel"]["epochs"] == 50
-    assert all(cfg[m]["epochs"] == 40 for m in ("nsgan", "lsgan", "wgan_gp", "vae"))
+    # compare_gan v1's budgets (generate_tasks_lib.TuneParams): 20 MNIST/Fashion, 100 CIFAR-10, 40 CelebA
+    gan_epochs = {"mnist": 20, "fashion": 20, "cifar10": 100, "celeba64": 40}[preset]
+    assert all(cfg[m] == {"epochs": gan_epochs} for m in METHODS[3:])
     assert cfg["sample"]["num_samples"] == 10000
     assert cfg["fid"] == {"require_inception": True, "num_samples": 10000}
     assert cfg["data"][preset]["download"] is False

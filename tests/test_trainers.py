@@ -259,3 +259,19 @@ def test_discriminator_is_compare_gans_infogan_d_with_one_logit():
     assert D(torch.rand(3, 1, 28, 28)).shape == (3, 1)
     assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))
                    for m in Discriminator((28, 28, 1), batchnorm=False).modules())
+
+
+def test_vae_networks_are_v1s(digits_dir, tmp_path):
+    """v1 VAE.py: the encoder is v1's D with BN and a 2d output; the decoder v1's generator
+    with ReLU (not the GANs' LeakyReLU), BN after every hidden layer; sampled with N(0, I)."""
+    from glann.models import build_generator
+    from glann.vae import train_vae
+
+    out = train_vae(digits_dir, tmp_path / "v.pt", {**CFG["vae"], "epochs": 1}, 0, CPU)
+    assert out["generator_activation"] == "relu" and out["noise"] == "normal"
+    G = build_generator(out)
+    assert sum(isinstance(m, nn.ReLU) for m in G.modules()) == 3
+    assert not any(isinstance(m, nn.LeakyReLU) for m in G.modules())
+    assert sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in G.modules()) == 3
+    assert out["encoder"]["net.9.weight"].shape == (2 * CFG["vae"]["latent_dim"], 1024)
+
