@@ -184,4 +184,4 @@ def test_cache_keys_are_exact(quick_run, tmp_path):
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M))
     assert {k for k in jobs if k not in ("all", "total")} == {"sample", "evaluate", "evaluate_snapshots",
                                                                "summarize"}, jobs
-    assert jobs["sample"] == "7" and jobs["evaluate"] == "7" and jobs["evaluate_snapshots"] == "7"
+    assert jobs["sample"] == "11" and jobs["evaluate"] == "11" and jobs["evaluate_snapshots"] == "11"

@@ -6,7 +6,7 @@ at fixture files (tests/formats.py: each dataset's own on-disk format, real digi
 and with VGG16 and pytorch-fid Inception weight files of the real architectures holding
 *random* weights (tests/weights.py) where the presets look for them ($TORCH_HOME's hub
 cache). What stays the preset's own: its dataset and loader, ``glo.loss: vgg``,
-``fid.require_inception: true``, all 7 methods, its generator and evaluator choices (DCGAN
+``fid.require_inception: true``, all 11 methods, its generator and evaluator choices (DCGAN
 and the ResNet evaluator at 64x64, colour without BN). Mixed precision runs as far as a CPU
 allows (``runtime.amp: bf16``: bf16 autocast on CPU). Each preset runs two seeds, so the
 summary's mean ± std over seeds is exercised. Each run is ~50 jobs whose own work takes

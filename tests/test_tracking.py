@@ -122,7 +122,7 @@ def test_unreachable_tracking_server_does_not_fail_training(digits_dir, tmp_path
     job = {"dataset": "digits", "method": "vae", "seed": 0, "device": "cpu",
            "runtime": {"deterministic": True}, "tracking": {"enabled": True, "uri": f"http://127.0.0.1:{port}"},
            "params": {"epochs": 1, "batch_size": 64, "lr": 1e-3, "betas": [0.5, 0.999], "latent_dim": 64,
-                      "likelihood": "bernoulli", "sigma": 0.1, "generator": {"arch": "auto", "batchnorm": "auto"}}}
+                      "encoder_batchnorm": True, "likelihood": "bernoulli", "sigma": 0.1}}
     env = {**os.environ, "GLANN_TRACKING": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = _glann("train-baseline", "--job", json.dumps(job), "--threads", "1", "--data", str(digits_dir),
