@@ -217,7 +217,7 @@ def train_gan(kind: str, data_dir, out_path, cfg: dict, seed: int, device: torch
 
     def final() -> dict:
         return {"generator": G.state_dict(), "noise_dim": latent, "image_shape": [h, w, c],
-                "generator_arch": "compare_gan_v1", "generator_activation": "lrelu", "noise": "uniform"}
+                "generator_arch": "compare_gan_v1", "generator_activation": G.activation, "noise": "uniform"}
 
     state = {"generator": G, "discriminator": D, "opt_g": opt_g, "opt_d": opt_d}
     if kind == "began":

@@ -99,7 +99,7 @@ def train_vae(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
     def final() -> dict:
         return {"generator": dec.state_dict(), "encoder": enc.state_dict(), "noise_dim": d,
                 "image_shape": [h, w, c], "generator_arch": "compare_gan_v1",
-                "generator_activation": "relu", "noise": "normal"}
+                "generator_activation": dec.activation, "noise": "normal"}
 
     return fit("train_vae", "vae", out_path, cfg, seed, {"encoder": enc, "generator": dec, "opt": opt}, gen,
                step, final, tracker=tracker, csv_path=csv_path, fault=fault,
