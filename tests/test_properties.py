@@ -1,0 +1,79 @@
+"""Properties a reviewer expects of the trainers and the sampler, each against an
+independent reference: the learning rate of every parameter group epoch by epoch, the
+mode a trained network samples in, and the noise of a sampling call's batches.
+"""
+
+import pytest
+import torch
+
+from conftest import REPO
+from glann import gans
+from glann.config import fill_defaults, load_schema
+from glann.glo import train_glo
+from glann.sampling import Sampler
+
+SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+CFG = fill_defaults({"datasets": ["digits"], "methods": ["glann"], "seeds": [0]}, SCHEMA)
+CPU = torch.device("cpu")
+
+
+def test_glo_learning_rates_follow_the_schedule_in_every_group(digits_small_dir, tmp_path, monkeypatch):
+    """GLANN's released glo.py: lr * 0.5^(epoch // decay_epochs) (0-based epochs) for G and the
+    codes, read from the optimisers' own param groups while each epoch's steps run."""
+    seen = []
+    real_step = torch.optim.Adam.step
+
+    def spy(self, *a, **k):
+        seen.append((id(self), tuple(g["lr"] for g in self.param_groups)))
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    cfg = {**CFG["glo"], "loss": "lap1", "epochs": 5, "lr_halve_every": 2, "batch_size": 128}
+    train_glo(digits_small_dir, tmp_path / "glo.pt", cfg, 0, CPU)
+    per_epoch = -(-320 // 128) * 2  # batches per epoch, two optimisers each
+    assert len(seen) == 5 * per_epoch
+    opts = sorted({o for o, _ in seen})
+    assert len(opts) == 2
+    for e in range(5):
+        want = {cfg["lr_generator"] * 0.5 ** (e // 2), cfg["lr_codes"] * 0.5 ** (e // 2)}
+        got = {lr for _, lrs in seen[e * per_epoch:(e + 1) * per_epoch] for lr in lrs}
+        assert got == want, (e, got, want)
+
+
+@pytest.fixture(scope="module")
+def trained_nsgan(digits_small_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("nsgan") / "model.pt"
+    gans.train_gan("nsgan", digits_small_dir, out, {**CFG["nsgan"], "epochs": 2}, 0, CPU)
+    return out
+
+
+def test_a_trained_generator_samples_in_eval_mode(trained_nsgan):
+    """v1 samples ``generator(z, is_training=False)``: batch norm with its moving averages, so
+    an image does not depend on the other noise vectors in its batch."""
+    s = Sampler("nsgan", {"model": trained_nsgan}, CPU)
+    assert not s.G.training
+    z = s.noise(8, torch.Generator().manual_seed(0))
+    alone = s.decode(z[:1])
+    together = s.decode(z)[:1]
+    torch.testing.assert_close(alone, together, rtol=0, atol=1e-6)
+    # the running statistics are the trained ones, not a fresh BN's
+    bn = next(m for m in s.G.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    assert not torch.all(bn.running_mean == 0)
+
+
+def test_two_batches_of_one_sampling_call_never_share_noise(trained_nsgan):
+    """generate() draws each batch's noise from one generator in sequence: no batch repeats
+    another's images, and the same seed gives the same images."""
+    s = Sampler("nsgan", {"model": trained_nsgan}, CPU)
+    imgs = s.generate(40, seed=3, batch_size=10)
+    batches = [imgs[i:i + 10] for i in range(0, 40, 10)]
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert not (batches[i] == batches[j]).all(), (i, j)
+    assert (s.generate(40, seed=3, batch_size=10) == imgs).all()
+    noise = []
+    real = s.noise
+    s.noise = lambda n, gen: noise.append(real(n, gen)) or noise[-1]
+    s.generate(20, seed=3, batch_size=10)
+    assert not torch.equal(noise[0], noise[1])
+    assert noise[0].min() >= -1 and noise[0].max() <= 1  # the GANs' U(-1, 1)
