@@ -140,7 +140,8 @@ def cmd_sample(args):
     paths = {"glo": args.glo, "imle": args.imle, "model": args.model}
     with tracked_run(job, "sample") as tracker:
         info = sample(job["method"], paths, args.data, args.out_dir, int(job["params"]["num_samples"]),
-                      int(job["seed"]), device, int(job["params"]["batch_size"]))
+                      int(job["seed"]), device, int(job["params"]["batch_size"]),
+                      job["params"].get("bn_stats", "recalibrated"))
         for name in ("samples.png", "interpolation.png", "nearest.png"):
             tracker.log_artifact(Path(args.out_dir) / name, "samples")
     log.info("sampled %s", info)
@@ -198,7 +199,7 @@ def cmd_evaluate_snapshots(args):
     with tracked_run(job, "evaluate_snapshots", args.data, "evaluation") as tracker:
         curve = score_snapshots(job["method"], args.snapshots, fixed, args.evaluator, args.stats_evaluator,
                                 args.data, int(p["num_samples"]), int(job["seed"]), device,
-                                float(p["min_class_share"]), tracker)
+                                float(p["min_class_share"]), tracker, p.get("bn_stats", "recalibrated"))
         write_json(args.out, curve)
         tracker.log_artifact(args.out)
     log.info("scored %d snapshots of %s", len(curve["points"]), job["method"])

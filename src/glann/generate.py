@@ -2,6 +2,7 @@
 
     glann generate results/mnist5k/glann/seed0 -n 10000 --out samples/ [--format png|npz]
                    [--seed S] [--device auto|cpu|cuda] [--interpolate K] [--batch-size B]
+                   [--bn-stats recalibrated|running]
     glann generate --run-id <mlflow run id> -n 100 --out samples/
 
 The folder is a method's run folder as the pipeline writes it
@@ -58,7 +59,7 @@ def run_dir_of_mlflow_run(run_id: str, uri: str | None = None) -> Path:
 
 
 def generate(run_dir, n: int, out_dir, fmt: str = "png", seed: int = 0, device="cpu", batch_size: int = 1000,
-             interpolate: int = 0) -> dict:
+             interpolate: int = 0, bn_stats: str = "recalibrated") -> dict:
     method, paths = checkpoints_for(run_dir)  # before torch is imported: a wrong folder is refused at once
     import torch
 
@@ -67,7 +68,7 @@ def generate(run_dir, n: int, out_dir, fmt: str = "png", seed: int = 0, device="
     from .runtime import resolve_device
     from .sampling import Sampler, interpolation
 
-    sampler = Sampler(method, paths, resolve_device(str(device)))
+    sampler = Sampler(method, paths, resolve_device(str(device)), bn_stats=bn_stats)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
@@ -101,6 +102,8 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--interpolate", type=int, default=0, metavar="K", help="also write K interpolation rows")
+    p.add_argument("--bn-stats", choices=("recalibrated", "running"), default="recalibrated",
+                   help="batch-norm statistics of a GAN or VAE generator (config sample.bn_stats)")
 
 
 def main(args) -> dict:
@@ -110,6 +113,6 @@ def main(args) -> dict:
         raise GlannError("-n and --batch-size must be at least 1")
     run_dir = args.run_dir or run_dir_of_mlflow_run(args.run_id, args.tracking_uri)
     info = generate(run_dir, args.n, args.out, args.format, args.seed, args.device,
-                    args.batch_size, args.interpolate)
+                    args.batch_size, args.interpolate, args.bn_stats)
     print(f"wrote {info['n']} {info['method']} images to {info['out']} ({info['format']})")
     return info

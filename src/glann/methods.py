@@ -29,6 +29,8 @@ class Method:
     snapshots: str = "{method}/seed{seed}/snapshots.pt"
     snapshot_role: str = "model"
     snapshot_fixed: tuple = ()
+    # Its generator is compare_gan v1's (glann.models.V1Generator): ``sample.bn_stats`` applies.
+    v1_generator: bool = False
 
     def checkpoint_paths(self, dataset: str, seed) -> dict:
         return {role: f"results/{dataset}/" + p.format(method=self.name, seed=seed)
@@ -83,5 +85,5 @@ register(Method("imle_pixel", "train_imle_pixel", _MODEL, _LOSSES,
 # The GANs of GLANN's Table 1 (Lucic et al. 2018), in its order; glann.gans.GAN_KINDS.
 for _gan in ("mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began"):
     register(Method(_gan, "train_gan", _MODEL, _LOSSES, trainer="glann.gans:train_gan",
-                    trainer_args=(_gan,)))
-register(Method("vae", "train_vae", _MODEL, _LOSSES, trainer="glann.vae:train_vae"))
+                    trainer_args=(_gan,), v1_generator=True))
+register(Method("vae", "train_vae", _MODEL, _LOSSES, trainer="glann.vae:train_vae", v1_generator=True))

@@ -5,9 +5,19 @@
               onto the sphere as the codes were, x = G(z)  (GLO paper, Sec. 4)
 - imle_pixel, vae:  z ~ N(0, I_64), x = G(z)
 - the GANs:         z ~ U(-1, 1)^64, x = G(z)   (compare_gan v1's z_generator)
-Every network samples in eval mode (BN with its running statistics), as the
-reference code does (v1's ``generator(z, is_training=False)``, GLANN's ``.eval()``).
-A generator checkpoint names its own noise (``noise``: uniform | normal).
+Every network samples in eval mode, as the reference code does (v1's
+``generator(z, is_training=False)``, GLANN's ``.eval()``). A generator checkpoint names
+its own noise (``noise``: uniform | normal).
+
+Batch-norm statistics of the GAN and VAE generators (``bn_stats``): v1's moving
+averages use decay 0.999, so they forget their initial values (mean 0, variance 1) only
+after a few thousand steps; at v1's budgets (about 19,000 steps on MNIST) they are the
+statistics of the final weights, at a CPU budget of a few hundred steps they are still
+mostly the initial values and eval-mode samples are washed out. ``recalibrated`` (the
+default) re-estimates them on the final weights from ``BN_BATCHES`` batches of the
+method's own sampling noise before sampling (what the averages converge to);
+``running`` samples with the averages as trained (v1 exactly). GLO's generator (GLANN's
+``_netG``, PyTorch's momentum 0.1) always uses its running statistics, as GLANN does.
 
 Outputs: samples.npz (uint8 NHWC), samples.png (8x8 grid), interpolation.png
 (rows walk linearly between two noise vectors), nearest.png (each sample beside
@@ -34,6 +44,30 @@ from .nn_search import nearest_neighbors
 log = logging.getLogger(__name__)
 
 
+BN_STATS = ("recalibrated", "running")
+BN_BATCHES, BN_BATCH_SIZE = 50, 64
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: torch.nn.Module, noise, batches: int = BN_BATCHES,
+                          batch_size: int = BN_BATCH_SIZE) -> int:
+    """Replace every BN layer's running statistics by their population values over
+    ``batches`` train-mode passes of ``noise(batch_size)`` (a cumulative average, not an
+    EMA); the network is left in eval mode. Returns the number of BN layers reset."""
+    layers = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # PyTorch: None = cumulative moving average
+    net.train()
+    for _ in range(batches):
+        net(noise(batch_size))
+    for m, mom in zip(layers, saved):
+        m.momentum = mom
+    net.eval()
+    return len(layers)
+
+
 class Sampler:
     """noise -> images for one trained method; ``noise(n, gen)`` draws its input noise.
 
@@ -42,7 +76,10 @@ class Sampler:
     registry's ``sampler`` field.
     """
 
-    def __init__(self, method: str, paths: dict, device, blobs: dict | None = None):
+    def __init__(self, method: str, paths: dict, device, blobs: dict | None = None,
+                 bn_stats: str = "recalibrated"):
+        if bn_stats not in BN_STATS:
+            raise ValueError(f"bn_stats must be one of {', '.join(BN_STATS)}, not {bn_stats!r}")
         self.device = device
         self.kind = get(method).sampler
         self.uniform = False  # a GAN checkpoint says "noise": "uniform"
@@ -69,6 +106,10 @@ class Sampler:
             self.image_shape = final["image_shape"]
             self.noise_dim = final["noise_dim"]
             self.uniform = final.get("noise", "normal") == "uniform"
+            if bn_stats == "recalibrated" and final.get("generator_arch") == "compare_gan_v1":
+                # its own generator: the sampling seed's noise stream stays as it was
+                gen = torch.Generator().manual_seed(int(final.get("seed", 0)) + 4242)
+                recalibrate_batchnorm(self.G, lambda n: self.noise(n, gen).to(device))
         # Compute of the whole method: GLANN = GLO + IMLE, glo_gauss = GLO + its fit.
         self.meta = {"diverged": bool(final.get("diverged")), "diverged_epoch": final.get("diverged_epoch"),
                      "train_seconds": float(sum(b.get("train_seconds", 0.0) for b in blobs.values())),
@@ -103,9 +144,9 @@ class Sampler:
 
 
 def sample(method: str, paths: dict, data_dir, out_dir, n: int, seed: int, device,
-           batch_size: int = 1000) -> dict:
+           batch_size: int = 1000, bn_stats: str = "recalibrated") -> dict:
     out_dir = Path(out_dir)
-    sampler = Sampler(method, paths, device)
+    sampler = Sampler(method, paths, device, bn_stats=bn_stats)
     images = sampler.generate(n, seed, batch_size)
     # diverged travels with the samples: evaluate needs no second look at the model
     meta = sampler.meta

@@ -32,7 +32,8 @@ def _gaussian_of(glo: dict) -> dict:
 
 
 def score_snapshots(method: str, snapshot_path, fixed_paths: dict, evaluator_path, stats_evaluator, data_dir,
-                    num_samples: int, seed: int, device, min_class_share: float = 0.02, tracker=None) -> dict:
+                    num_samples: int, seed: int, device, min_class_share: float = 0.02, tracker=None,
+                    bn_stats: str = "recalibrated") -> dict:
     """One point per snapshot: epoch, train_seconds, images_processed, fid_domain, classes_covered."""
     m = get(method)
     snaps = load_torch(snapshot_path)
@@ -50,7 +51,7 @@ def score_snapshots(method: str, snapshot_path, fixed_paths: dict, evaluator_pat
         blobs = {**fixed, m.snapshot_role: blob}
         if m.sampler == "glo_gauss":
             blobs["model"] = _gaussian_of(blob)
-        sampler = Sampler(method, {}, device, blobs=blobs)
+        sampler = Sampler(method, {}, device, blobs=blobs, bn_stats=bn_stats)
         images = sampler.generate(num_samples, seed)
         feats, pred = evaluator_outputs(net, images, device)
         point = {"epoch": int(snap["epoch"]),

@@ -89,6 +89,15 @@ def job(wildcards, section, method=None, params=None, snapshots=False):
     )
 
 
+def sample_params(method, section):
+    """A sampling section's params; ``bn_stats`` only for the v1 generators it applies to, so
+    switching it reruns nothing else."""
+    params = dict(config[section])
+    if not REGISTRY[method].v1_generator:
+        params.pop("bn_stats", None)
+    return params
+
+
 def sample_inputs(w):
     """The prepared data and the checkpoints the registry lists for this method."""
     return {"data": f"data/prepared/{w.dataset}/manifest.json",

@@ -82,7 +82,9 @@ rule evaluate_snapshots:
     output:
         curve="results/{dataset}/{method}/seed{seed}/snapshots.json",
     params:
-        job=lambda w: job(w, None, params={**config["snapshots"], "min_class_share": config["eval"]["min_class_share"]}),
+        job=lambda w: job(w, None, params={**config["snapshots"], "min_class_share": config["eval"]["min_class_share"],
+                                           **({"bn_stats": config["sample"]["bn_stats"]}
+                                              if REGISTRY[w.method].v1_generator else {})}),
         fixed=lambda w, input: fixed_args(w, input),
         code=code_version("evaluate-snapshots"),
     log:

@@ -15,7 +15,7 @@ rule sample:
         interpolation="results/{dataset}/{method}/seed{seed}/interpolation.png",
         nearest="results/{dataset}/{method}/seed{seed}/nearest.png",
     params:
-        job=lambda w: job(w, "sample"),
+        job=lambda w: job(w, None, params=sample_params(w.method, "sample")),
         models=lambda w, input: sample_args(w, input),
         code=code_version("sample"),
     log:
