@@ -61,7 +61,7 @@ def smoke_override(dataset: str, root, seeds) -> dict:
         **{m: gan for m in ("mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began")},
         "vae": {"epochs": 1},
         "snapshots": {"count": 0},
-        "sample": {"num_samples": 16, "batch_size": 16},
+        "sample": {"num_samples": 16, "batch_size": 16, "bn_batches": 1},
         "evaluator": {"epochs": 1},
         "fid": {"num_samples": 2},  # Inception features of 2 samples per run: the fewest with a finite FID
         "eval": {"prd_runs": 1, "prdc_max_samples": 16, "prdc_k": 3, "birthday_batch_size": 8,

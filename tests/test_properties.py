@@ -10,7 +10,8 @@ from conftest import REPO
 from glann import gans
 from glann.config import fill_defaults, load_schema
 from glann.glo import train_glo
-from glann.sampling import Sampler
+from glann.models import V1Generator, recalibrate_batchnorm
+from glann.sampling import BN_BATCHES, BN_BATCH_SIZE, Sampler
 
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
 CFG = fill_defaults({"datasets": ["digits"], "methods": ["glann"], "seeds": [0]}, SCHEMA)
@@ -59,6 +60,68 @@ def test_a_trained_generator_samples_in_eval_mode(trained_nsgan):
     # the running statistics are the trained ones, not a fresh BN's
     bn = next(m for m in s.G.modules() if isinstance(m, torch.nn.BatchNorm1d))
     assert not torch.all(bn.running_mean == 0)
+
+
+def _bn_buffers(net):
+    return {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+
+
+def test_bn_stats_running_keeps_v1s_moving_averages_and_recalibrated_replaces_them(trained_nsgan):
+    """sample.bn_stats: ``running`` samples with the checkpoint's moving averages untouched;
+    ``recalibrated`` (the default) replaces every one of them, and does so identically each
+    time (its own seeded noise), without touching the sampling noise stream."""
+    ckpt = torch.load(trained_nsgan, weights_only=False)["generator"]
+    saved = {k: v for k, v in ckpt.items() if "running" in k}
+    running = Sampler("nsgan", {"model": trained_nsgan}, CPU, bn_stats="running")
+    for k, v in _bn_buffers(running.G).items():
+        torch.testing.assert_close(v, saved[k], rtol=0, atol=0)
+    recal = Sampler("nsgan", {"model": trained_nsgan}, CPU)
+    again = Sampler("nsgan", {"model": trained_nsgan}, CPU, bn_stats="recalibrated")
+    for k, v in _bn_buffers(recal.G).items():
+        if k.endswith("running_mean") or k.endswith("running_var"):
+            assert not torch.allclose(v, saved[k]), k
+        torch.testing.assert_close(v, _bn_buffers(again.G)[k], rtol=0, atol=0)
+    assert (recal.generate(10, seed=1) == again.generate(10, seed=1)).all()
+    assert not recal.G.training
+    with pytest.raises(ValueError, match="bn_stats"):
+        Sampler("nsgan", {"model": trained_nsgan}, CPU, bn_stats="ema")
+
+
+def test_recalibrated_statistics_are_the_population_statistics_of_the_final_weights():
+    """Independent reference: every BN layer's input over the same noise batches, recorded by
+    hooks in train mode; the recalibrated running mean is the mean of the batch means and the
+    running variance the mean of the unbiased batch variances (PyTorch's cumulative average)."""
+    torch.manual_seed(0)
+    G = V1Generator(8, 16, 1)
+    for m in G.modules():  # stale averages, as after a short v1 run
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.fill_(3.0)
+            m.running_var.fill_(7.0)
+    batches = [torch.rand(BN_BATCH_SIZE, 8, generator=torch.Generator().manual_seed(i)) * 2 - 1
+               for i in range(BN_BATCHES)]
+    seen = {}
+    ref = V1Generator(8, 16, 1)
+    ref.load_state_dict(G.state_dict())
+    ref.train()
+    layers = [m for m in ref.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    hooks = [m.register_forward_hook(lambda mod, inp, out, i=i: seen.setdefault(i, []).append(inp[0].detach()))
+             for i, m in enumerate(layers)]
+    with torch.no_grad():
+        for b in batches:
+            ref(b)
+    for h in hooks:
+        h.remove()
+    assert len(layers) == 3
+    recalibrate_batchnorm(G, torch.cat(batches), BN_BATCH_SIZE)
+    assert not G.training
+    got = [m for m in G.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for i, m in enumerate(got):
+        dims = [0] if seen[i][0].dim() == 2 else [0, 2, 3]
+        mean = torch.stack([x.mean(dims) for x in seen[i]]).mean(0)
+        var = torch.stack([x.var(dims, unbiased=True) for x in seen[i]]).mean(0)
+        torch.testing.assert_close(m.running_mean, mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(m.running_var, var, rtol=1e-4, atol=1e-5)
+        assert m.momentum == 0.001  # v1's decay is back for any later training
 
 
 def test_two_batches_of_one_sampling_call_never_share_noise(trained_nsgan):

@@ -7,7 +7,7 @@ from glann.tracking import on_end, on_start
 _ = object()  # stands for any object: this file is read by vulture, never run
 
 code_hash, on_start, on_end, cuda_visible, export_tracking  # workflow/rules/common.smk
-Method.checkpoint_paths, Method.loss_csv_paths, Method.snapshot_path, Method.snapshot_fixed_paths  # common.smk
+Method.v1_generator, Method.checkpoint_paths, Method.loss_csv_paths, Method.snapshot_path, Method.snapshot_fixed_paths  # common.smk
 _.forward  # torch modules
 _.benchmark, _.allow_tf32  # torch.backends switches
 _.params, _.metrics, _.tags, _.dataset, _.artifact  # tracking backends, called through Tracker._call

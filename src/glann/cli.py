@@ -141,7 +141,7 @@ def cmd_sample(args):
     with tracked_run(job, "sample") as tracker:
         info = sample(job["method"], paths, args.data, args.out_dir, int(job["params"]["num_samples"]),
                       int(job["seed"]), device, int(job["params"]["batch_size"]),
-                      job["params"].get("bn_stats", "recalibrated"))
+                      job["params"].get("bn_stats", "recalibrated"), int(job["params"].get("bn_batches", 50)))
         for name in ("samples.png", "interpolation.png", "nearest.png"):
             tracker.log_artifact(Path(args.out_dir) / name, "samples")
     log.info("sampled %s", info)
@@ -199,7 +199,8 @@ def cmd_evaluate_snapshots(args):
     with tracked_run(job, "evaluate_snapshots", args.data, "evaluation") as tracker:
         curve = score_snapshots(job["method"], args.snapshots, fixed, args.evaluator, args.stats_evaluator,
                                 args.data, int(p["num_samples"]), int(job["seed"]), device,
-                                float(p["min_class_share"]), tracker, p.get("bn_stats", "recalibrated"))
+                                float(p["min_class_share"]), tracker, p.get("bn_stats", "recalibrated"),
+                                int(p.get("bn_batches", 50)))
         write_json(args.out, curve)
         tracker.log_artifact(args.out)
     log.info("scored %d snapshots of %s", len(curve["points"]), job["method"])

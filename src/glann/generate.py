@@ -59,7 +59,7 @@ def run_dir_of_mlflow_run(run_id: str, uri: str | None = None) -> Path:
 
 
 def generate(run_dir, n: int, out_dir, fmt: str = "png", seed: int = 0, device="cpu", batch_size: int = 1000,
-             interpolate: int = 0, bn_stats: str = "recalibrated") -> dict:
+             interpolate: int = 0, bn_stats: str = "recalibrated", bn_batches: int = 50) -> dict:
     method, paths = checkpoints_for(run_dir)  # before torch is imported: a wrong folder is refused at once
     import torch
 
@@ -68,7 +68,7 @@ def generate(run_dir, n: int, out_dir, fmt: str = "png", seed: int = 0, device="
     from .runtime import resolve_device
     from .sampling import Sampler, interpolation
 
-    sampler = Sampler(method, paths, resolve_device(str(device)), bn_stats=bn_stats)
+    sampler = Sampler(method, paths, resolve_device(str(device)), bn_stats=bn_stats, bn_batches=bn_batches)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
@@ -104,15 +104,17 @@ def add_arguments(p) -> None:
     p.add_argument("--interpolate", type=int, default=0, metavar="K", help="also write K interpolation rows")
     p.add_argument("--bn-stats", choices=("recalibrated", "running"), default="recalibrated",
                    help="batch-norm statistics of a GAN or VAE generator (config sample.bn_stats)")
+    p.add_argument("--bn-batches", type=int, default=50,
+                   help="batches of 64 noise draws that re-estimate them (config sample.bn_batches)")
 
 
 def main(args) -> dict:
     if bool(args.run_dir) == bool(args.run_id):
         raise GlannError("give either a run folder (results/<dataset>/<method>/seed<N>) or --run-id")
-    if args.n < 1 or args.batch_size < 1:
-        raise GlannError("-n and --batch-size must be at least 1")
+    if args.n < 1 or args.batch_size < 1 or args.bn_batches < 1:
+        raise GlannError("-n, --batch-size and --bn-batches must be at least 1")
     run_dir = args.run_dir or run_dir_of_mlflow_run(args.run_id, args.tracking_uri)
     info = generate(run_dir, args.n, args.out, args.format, args.seed, args.device,
-                    args.batch_size, args.interpolate, args.bn_stats)
+                    args.batch_size, args.interpolate, args.bn_stats, args.bn_batches)
     print(f"wrote {info['n']} {info['method']} images to {info['out']} ({info['format']})")
     return info

@@ -25,7 +25,7 @@ import logging
 import torch
 
 from .atomic import load_torch
-from .models import IMLEMapping, make_generator, to_float_images
+from .models import IMLEMapping, make_generator, recalibrate_batchnorm, to_float_images
 from .nn_search import search
 from .runtime import autocast
 from .training import Slot, descend, epoch_batches, fit, load_train_images, seeded
@@ -73,26 +73,6 @@ def train_imle(glo_path, out_path, cfg: dict, seed: int, device: torch.device, t
                tracker=tracker, csv_path=csv_path, fault=fault,
                snapshots=snapshots, snapshot_path=snapshot_path, device=device,
                hint="Lower imle.lr, or check the GLO codes.")
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(T: torch.nn.Module, noise: torch.Tensor, chunk: int = 4096) -> None:
-    """Set BN running statistics to their average over ``noise`` (sampling-time inputs).
-
-    The regression batches are matched, not random, noise; left alone, BN's running
-    statistics would describe them instead of the N(0, I) inputs used at sampling.
-    """
-    bns = [m for m in T.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    momenta = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average
-    T.train()
-    for i in range(0, noise.shape[0], chunk):
-        T(noise[i: i + chunk])
-    for bn, mom in zip(bns, momenta):
-        bn.momentum = mom
-    T.eval()
 
 
 @torch.no_grad()

@@ -86,6 +86,29 @@ def v1_init(module: nn.Module) -> nn.Module:
     return module
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(net: nn.Module, noise: torch.Tensor, chunk: int = 4096) -> None:
+    """Set every BN layer's running statistics to their population values over ``noise``
+    (sampling-time inputs), fed ``chunk`` at a time in train mode: PyTorch's cumulative
+    average of the batch statistics, not an EMA. Leaves ``net`` in eval mode.
+
+    Used where training leaves BN's averages describing something other than what the
+    network sees at sampling: IMLE's matched (not random) regression batches, and the
+    compare_gan v1 generators' decay-0.999 averages after a short budget (glann.sampling).
+    """
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average
+    net.train()
+    for i in range(0, noise.shape[0], chunk):
+        net(noise[i: i + chunk])
+    for bn, mom in zip(bns, momenta):
+        bn.momentum = mom
+    net.eval()
+
+
 def _bn1d(n):
     return nn.BatchNorm1d(n, **V1_BN)
 

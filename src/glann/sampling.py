@@ -14,8 +14,8 @@ averages use decay 0.999, so they forget their initial values (mean 0, variance 
 after a few thousand steps; at v1's budgets (about 19,000 steps on MNIST) they are the
 statistics of the final weights, at a CPU budget of a few hundred steps they are still
 mostly the initial values and eval-mode samples are washed out. ``recalibrated`` (the
-default) re-estimates them on the final weights from ``BN_BATCHES`` batches of the
-method's own sampling noise before sampling (what the averages converge to);
+default) re-estimates them on the final weights from ``bn_batches`` (default 50) batches
+of 64 draws of the method's own sampling noise before sampling (what the averages converge to);
 ``running`` samples with the averages as trained (v1 exactly). GLO's generator (GLANN's
 ``_netG``, PyTorch's momentum 0.1) always uses its running statistics, as GLANN does.
 
@@ -38,7 +38,7 @@ from .gaussian import gaussian_sampler
 from .glo import load_glo_generator, project_to_sphere
 from .grids import save_grid
 from .methods import get
-from .models import IMLEMapping, build_generator, to_float_images, to_uint8_images
+from .models import IMLEMapping, build_generator, recalibrate_batchnorm, to_float_images, to_uint8_images
 from .nn_search import nearest_neighbors
 
 log = logging.getLogger(__name__)
@@ -46,26 +46,6 @@ log = logging.getLogger(__name__)
 
 BN_STATS = ("recalibrated", "running")
 BN_BATCHES, BN_BATCH_SIZE = 50, 64
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(net: torch.nn.Module, noise, batches: int = BN_BATCHES,
-                          batch_size: int = BN_BATCH_SIZE) -> int:
-    """Replace every BN layer's running statistics by their population values over
-    ``batches`` train-mode passes of ``noise(batch_size)`` (a cumulative average, not an
-    EMA); the network is left in eval mode. Returns the number of BN layers reset."""
-    layers = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in layers]
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # PyTorch: None = cumulative moving average
-    net.train()
-    for _ in range(batches):
-        net(noise(batch_size))
-    for m, mom in zip(layers, saved):
-        m.momentum = mom
-    net.eval()
-    return len(layers)
 
 
 class Sampler:
@@ -77,9 +57,11 @@ class Sampler:
     """
 
     def __init__(self, method: str, paths: dict, device, blobs: dict | None = None,
-                 bn_stats: str = "recalibrated"):
+                 bn_stats: str = "recalibrated", bn_batches: int = BN_BATCHES):
         if bn_stats not in BN_STATS:
             raise ValueError(f"bn_stats must be one of {', '.join(BN_STATS)}, not {bn_stats!r}")
+        if bn_batches < 1:
+            raise ValueError(f"bn_batches must be at least 1, not {bn_batches}")
         self.device = device
         self.kind = get(method).sampler
         self.uniform = False  # a GAN checkpoint says "noise": "uniform"
@@ -109,7 +91,8 @@ class Sampler:
             if bn_stats == "recalibrated" and final.get("generator_arch") == "compare_gan_v1":
                 # its own generator: the sampling seed's noise stream stays as it was
                 gen = torch.Generator().manual_seed(int(final.get("seed", 0)) + 4242)
-                recalibrate_batchnorm(self.G, lambda n: self.noise(n, gen).to(device))
+                noise = torch.cat([self.noise(BN_BATCH_SIZE, gen) for _ in range(bn_batches)])
+                recalibrate_batchnorm(self.G, noise.to(device), BN_BATCH_SIZE)
         # Compute of the whole method: GLANN = GLO + IMLE, glo_gauss = GLO + its fit.
         self.meta = {"diverged": bool(final.get("diverged")), "diverged_epoch": final.get("diverged_epoch"),
                      "train_seconds": float(sum(b.get("train_seconds", 0.0) for b in blobs.values())),
@@ -144,9 +127,9 @@ class Sampler:
 
 
 def sample(method: str, paths: dict, data_dir, out_dir, n: int, seed: int, device,
-           batch_size: int = 1000, bn_stats: str = "recalibrated") -> dict:
+           batch_size: int = 1000, bn_stats: str = "recalibrated", bn_batches: int = BN_BATCHES) -> dict:
     out_dir = Path(out_dir)
-    sampler = Sampler(method, paths, device, bn_stats=bn_stats)
+    sampler = Sampler(method, paths, device, bn_stats=bn_stats, bn_batches=bn_batches)
     images = sampler.generate(n, seed, batch_size)
     # diverged travels with the samples: evaluate needs no second look at the model
     meta = sampler.meta

@@ -33,7 +33,7 @@ def _gaussian_of(glo: dict) -> dict:
 
 def score_snapshots(method: str, snapshot_path, fixed_paths: dict, evaluator_path, stats_evaluator, data_dir,
                     num_samples: int, seed: int, device, min_class_share: float = 0.02, tracker=None,
-                    bn_stats: str = "recalibrated") -> dict:
+                    bn_stats: str = "recalibrated", bn_batches: int = 50) -> dict:
     """One point per snapshot: epoch, train_seconds, images_processed, fid_domain, classes_covered."""
     m = get(method)
     snaps = load_torch(snapshot_path)
@@ -51,7 +51,7 @@ def score_snapshots(method: str, snapshot_path, fixed_paths: dict, evaluator_pat
         blobs = {**fixed, m.snapshot_role: blob}
         if m.sampler == "glo_gauss":
             blobs["model"] = _gaussian_of(blob)
-        sampler = Sampler(method, {}, device, blobs=blobs, bn_stats=bn_stats)
+        sampler = Sampler(method, {}, device, blobs=blobs, bn_stats=bn_stats, bn_batches=bn_batches)
         images = sampler.generate(num_samples, seed)
         feats, pred = evaluator_outputs(net, images, device)
         point = {"epoch": int(snap["epoch"]),

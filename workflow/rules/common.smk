@@ -90,11 +90,12 @@ def job(wildcards, section, method=None, params=None, snapshots=False):
 
 
 def sample_params(method, section):
-    """A sampling section's params; ``bn_stats`` only for the v1 generators it applies to, so
-    switching it reruns nothing else."""
+    """A sampling section's params; ``bn_stats`` and ``bn_batches`` only for the v1 generators
+    they apply to, so changing them reruns nothing else."""
     params = dict(config[section])
     if not REGISTRY[method].v1_generator:
         params.pop("bn_stats", None)
+        params.pop("bn_batches", None)
     return params
 
 

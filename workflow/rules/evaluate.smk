@@ -83,7 +83,7 @@ rule evaluate_snapshots:
         curve="results/{dataset}/{method}/seed{seed}/snapshots.json",
     params:
         job=lambda w: job(w, None, params={**config["snapshots"], "min_class_share": config["eval"]["min_class_share"],
-                                           **({"bn_stats": config["sample"]["bn_stats"]}
+                                           **({k: config["sample"][k] for k in ("bn_stats", "bn_batches")}
                                               if REGISTRY[w.method].v1_generator else {})}),
         fixed=lambda w, input: fixed_args(w, input),
         code=code_version("evaluate-snapshots"),
