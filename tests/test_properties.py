@@ -87,6 +87,22 @@ def test_bn_stats_running_keeps_v1s_moving_averages_and_recalibrated_replaces_th
         Sampler("nsgan", {"model": trained_nsgan}, CPU, bn_stats="ema")
 
 
+def test_bn_batches_sets_how_many_noise_batches_re_estimate_the_statistics(trained_nsgan):
+    """sample.bn_batches = 2: the statistics are those of exactly two batches of 64 draws of
+    the method's own noise from the recalibration seed (re-computed here by hand)."""
+    two = Sampler("nsgan", {"model": trained_nsgan}, CPU, bn_batches=2)
+    ref = Sampler("nsgan", {"model": trained_nsgan}, CPU, bn_stats="running")
+    gen = torch.Generator().manual_seed(int(torch.load(trained_nsgan, weights_only=False)["seed"]) + 4242)
+    noise = torch.cat([torch.rand(BN_BATCH_SIZE, ref.noise_dim, generator=gen) * 2 - 1 for _ in range(2)])
+    recalibrate_batchnorm(ref.G, noise, BN_BATCH_SIZE)
+    for k, v in _bn_buffers(two.G).items():
+        torch.testing.assert_close(v, _bn_buffers(ref.G)[k], rtol=0, atol=0)
+    default = Sampler("nsgan", {"model": trained_nsgan}, CPU)
+    assert not torch.equal(_bn_buffers(default.G)["fc.1.running_mean"], _bn_buffers(two.G)["fc.1.running_mean"])
+    with pytest.raises(ValueError, match="bn_batches"):
+        Sampler("nsgan", {"model": trained_nsgan}, CPU, bn_batches=0)
+
+
 def test_recalibrated_statistics_are_the_population_statistics_of_the_final_weights():
     """Independent reference: every BN layer's input over the same noise batches, recorded by
     hooks in train mode; the recalibrated running mean is the mean of the batch means and the
