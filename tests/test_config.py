@@ -26,6 +26,42 @@ def test_schema_rejections(patch, expect):
     assert len(msgs) == 1 and expect in msgs[0], msgs
 
 
+@pytest.mark.parametrize("patch,expect", [
+    ({"sample": {"num_samples": 200}, "fid": {"num_samples": 500}},
+     "fid.num_samples: 500 is more than sample.num_samples (200), so Inception FID could use only 200"),
+    ({"sample": {"num_samples": 20}, "fid": {"num_samples": 20}, "eval": {"prdc_k": 19}},
+     "eval.prdc_k: k = 19 needs at least 21 samples per side, and min(sample.num_samples, "
+     "eval.prdc_max_samples) is 20"),
+    ({"datasets": ["digits"], "data": {"digits": {"test_size": 6}}},
+     "data.digits.test_size: the test split would hold 6 images (test_size 6 of 1797 images); the "
+     "evaluation's precision/recall with eval.prdc_k = 5 needs at least 7"),
+])
+def test_values_that_fail_only_together_are_refused(patch, expect):
+    msgs = check({**BASE, **patch}, SCHEMA)
+    assert len(msgs) == 1 and expect in msgs[0], msgs
+
+
+def test_a_folder_too_small_for_the_evaluation_is_refused_before_any_job(tmp_path):
+    """51 images, test_size 0.1: a 6-image test split, and prdc with k = 5 needs 7 (what once
+    crashed every evaluate job after training). 61 images give 7 and pass."""
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(51):
+        Image.new("L", (8, 8), i).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    cfg = {**BASE, "datasets": ["mine"], "data": {"mine": {"type": "folder", "path": str(folder)}}}
+    msgs = check(cfg, SCHEMA)
+    assert msgs == ["config error at data.mine.test_size: the test split would hold 6 images (test_size 0.1 "
+                    "of 51 images); the evaluation's precision/recall with eval.prdc_k = 5 needs at least 7. "
+                    "Raise data.mine.test_size, add images, or lower eval.prdc_k"], msgs
+    assert check({**cfg, "eval": {"prdc_k": 4}}, SCHEMA) == []
+    for i in range(51, 61):
+        Image.new("L", (8, 8), i).save(folder / f"{i}.jpg")
+    assert check(cfg, SCHEMA) == []
+
+
 def test_defaults_are_the_papers():
     cfg = fill_defaults(BASE, SCHEMA)
     assert cfg["glo"]["epochs"] == 200 and cfg["glo"]["lr_codes"] == 0.01 and cfg["glo"]["loss"] == "vgg"

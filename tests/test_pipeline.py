@@ -178,6 +178,17 @@ def test_cache_keys_are_exact(quick_run, tmp_path):
                      "runtime={threads: 1}", "tracking={enabled: false}"):
         proc = snakemake(wf, "-n", *QUICK, "--config", override)
         assert "Nothing to be done" in proc.stdout + proc.stderr, override
+
+    def planned(*args):
+        out = snakemake(wf, "-n", *QUICK, *args).stdout
+        jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M))
+        return {k: int(v) for k, v in jobs.items() if k not in ("all", "total")}
+
+    # fid.num_samples changes Inception FID only: not real_stats, not the snapshots
+    assert planned("--config", "fid={num_samples: 100}") == {"evaluate": 11, "summarize": 1}
+    # the BN re-estimation applies to the 8 compare_gan v1 generators (7 GANs and the VAE) only
+    assert planned("--config", "sample={num_samples: 200, batch_size: 200, bn_batches: 8}") == {
+        "sample": 8, "evaluate": 8, "evaluate_snapshots": 8, "summarize": 1}
     with open(wf / "src/glann/sampling.py", "a") as fh:
         fh.write("\n# an edit\n")
     out = snakemake(wf, "-n", *QUICK).stdout

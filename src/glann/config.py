@@ -18,6 +18,10 @@ import yaml
 # Dataset kinds prepare_data knows (glann.datasets implements each). Here, not there, so that
 # checking a config (the Snakefile does it at every start, no-op included) does not import numpy.
 REGISTRY = ("mnist5k", "digits", "mnist", "fashion", "cifar10", "celeba64", "folder")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # what a folder dataset reads (glann.datasets.load_folder)
+# datasets whose test split is carved by ``test_size`` (the others keep their official one):
+# image count and default test_size, as glann.datasets loads them
+CARVED_SPLITS = {"mnist5k": (5000, 1000), "digits": (1797, 0.2), "folder": (None, 0.1)}
 
 
 TRACKING_ENV = "GLANN_TRACKING_CONFIG"  # the tracking section, handed to every job (not a job param)
@@ -104,6 +108,53 @@ def check(config: dict, schema: dict) -> list[str]:
                     msgs.append(
                         f"config error at datasets[{i}]: unknown dataset {name!r}; allowed values: "
                         f"{', '.join(known)}, or a name defined under data with type: folder")
+    if not msgs:
+        msgs = cross_key_errors(fill_defaults(config, schema))
+    return msgs
+
+
+def _test_split_size(opts: dict, kind: str) -> tuple[int, str] | None:
+    """How many images the test split will hold (sklearn's rule: ceil(test_size * n) for a
+    fraction), and how that was worked out; None where it cannot be known before reading."""
+    if kind not in CARVED_SPLITS:
+        return None
+    n, test_size = CARVED_SPLITS[kind]
+    test_size = opts.get("test_size", test_size)
+    if kind == "folder":
+        root = Path(os.path.expanduser(str(opts["path"])))
+        if not root.is_dir():
+            return None  # prepare_data says so, naming the key
+        n = sum(1 for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if isinstance(test_size, float) and test_size < 1:
+        import math
+
+        return math.ceil(test_size * n), f"test_size {test_size} of {n} images"
+    return min(int(test_size), n), f"test_size {int(test_size)} of {n} images"
+
+
+def cross_key_errors(cfg: dict) -> list[str]:
+    """Mistakes no single key shows: values that only fail together, found before any job
+    (``cfg`` has its defaults filled in)."""
+    msgs = []
+    n_sample, n_fid = cfg["sample"]["num_samples"], cfg["fid"]["num_samples"]
+    if n_fid > n_sample:
+        msgs.append(f"config error at fid.num_samples: {n_fid} is more than sample.num_samples ({n_sample}), "
+                    f"so Inception FID could use only {n_sample} samples; set fid.num_samples to at most "
+                    f"{n_sample} or raise sample.num_samples")
+    k = cfg["eval"]["prdc_k"]
+    need = k + 2  # prdc: the (k+1)-th smallest distance of each point, itself included, among n > k+1
+    pool = min(n_sample, cfg["eval"]["prdc_max_samples"])
+    if pool < need:
+        msgs.append(f"config error at eval.prdc_k: k = {k} needs at least {need} samples per side, and "
+                    f"min(sample.num_samples, eval.prdc_max_samples) is {pool}; lower eval.prdc_k or raise both")
+    data = cfg.get("data") or {}
+    for name in cfg["datasets"]:
+        opts = data.get(name) or {}
+        split = _test_split_size(opts, opts.get("type", name))
+        if split is not None and split[0] < need:
+            msgs.append(f"config error at data.{name}.test_size: the test split would hold {split[0]} images "
+                        f"({split[1]}); the evaluation's precision/recall with eval.prdc_k = {k} needs at least "
+                        f"{need}. Raise data.{name}.test_size, add images, or lower eval.prdc_k")
     return msgs
 
 

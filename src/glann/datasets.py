@@ -26,12 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import save_npz, sha256_of, write_json
-from .config import REGISTRY  # noqa: F401 (re-exported)
+from .config import IMAGE_EXTENSIONS, REGISTRY  # noqa: F401 (re-exported)
 from .errors import DataError, GlannError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 # --------------------------------------------------------------------------- helpers

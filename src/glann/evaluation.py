@@ -67,9 +67,11 @@ def evaluate(samples_path, evaluator_path, stats_evaluator, stats_inception, dat
             f = inception_features(model, fake[:n], device)
             metrics["inception_fid"] = frechet_distance_to_features(f, z["mu"], z["sigma"])
             metrics["inception_fid_reason"] = None
+            metrics["inception_fid_samples"] = int(n)
         else:
             metrics["inception_fid"] = None
             metrics["inception_fid_reason"] = str(z["reason"])
+            metrics["inception_fid_samples"] = 0
 
     rng = np.random.default_rng(seed)
     n = min(len(real_feats), len(feats), cfg["eval"]["prdc_max_samples"])

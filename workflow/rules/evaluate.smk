@@ -32,7 +32,9 @@ rule real_stats:
         evaluator="results/{dataset}/stats/evaluator.npz",
         inception="results/{dataset}/stats/inception.npz",
     params:
-        job=lambda w: job(w, "fid", "real_stats"),
+        # only what changes its output: fid.num_samples and require_inception do not
+        job=lambda w: job(w, None, "real_stats",
+                          params={k: config["fid"][k] for k in ("inception", "inception_weights")}),
         code=code_version("real-stats"),
     log:
         "logs/{dataset}/real_stats.log",
