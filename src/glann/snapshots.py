@@ -21,7 +21,7 @@ from .datasets import read_manifest
 from .evaluator import evaluator_outputs, load_evaluator
 from .methods import get
 from .metrics import frechet_distance_to_features, mode_coverage
-from .sampling import Sampler
+from .sampling import BN_BATCHES, Sampler
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def _gaussian_of(glo: dict) -> dict:
 
 def score_snapshots(method: str, snapshot_path, fixed_paths: dict, evaluator_path, stats_evaluator, data_dir,
                     num_samples: int, seed: int, device, min_class_share: float = 0.02, tracker=None,
-                    bn_stats: str = "recalibrated", bn_batches: int = 50) -> dict:
+                    bn_stats: str = "recalibrated", bn_batches: int = BN_BATCHES) -> dict:
     """One point per snapshot: epoch, train_seconds, images_processed, fid_domain, classes_covered."""
     m = get(method)
     snaps = load_torch(snapshot_path)
