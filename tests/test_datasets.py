@@ -110,6 +110,44 @@ def test_unknown_dataset(tmp_path):
         prepare("mnsit", {}, tmp_path)
 
 
+def _rows(x):
+    return {r.tobytes() for r in x.reshape(len(x), -1)}
+
+
+def test_validation_split_is_carved_from_train_disjoint_stratified_and_seeded(tmp_path):
+    """data.<name>.val_size moves images from train to val: none of them is trained on, the test
+    split is untouched, classes stay balanced, and split_seed fixes which images move."""
+    base = prepare("digits", {}, tmp_path / "none")
+    xtr0, _ = load_prepared(tmp_path / "none", "train")
+    xte0, _ = load_prepared(tmp_path / "none", "test")
+    xv0, _ = load_prepared(tmp_path / "none", "val")
+    assert len(xv0) == 0 and base["shapes"]["val"] == [0, 16, 16, 1]  # default: no validation split
+
+    m = prepare("digits", {"val_size": 0.1}, tmp_path / "a")
+    xtr, ytr = load_prepared(tmp_path / "a", "train")
+    xva, yva = load_prepared(tmp_path / "a", "val")
+    xte, _ = load_prepared(tmp_path / "a", "test")
+    assert np.array_equal(xte, xte0)                           # the reported split does not move
+    assert len(xva) == int(np.ceil(0.1 * len(xtr0))) and len(xtr) + len(xva) == len(xtr0)
+    assert _rows(xtr) | _rows(xva) == _rows(xtr0) and not _rows(xtr) & _rows(xva)
+    assert np.bincount(yva).min() >= 14 and len(np.unique(yva)) == 10   # stratified: 14-15 per class
+    assert m["shapes"]["val"][0] == len(xva) and sum(m["class_counts"]["val"].values()) == len(xva)
+    assert m["sha256"]["val.npz"]
+
+    prepare("digits", {"val_size": 0.1}, tmp_path / "b")
+    prepare("digits", {"val_size": 0.1, "split_seed": 3}, tmp_path / "c")
+    assert np.array_equal(load_prepared(tmp_path / "b", "val")[0], xva)
+    assert not np.array_equal(load_prepared(tmp_path / "c", "val")[0], xva)
+    assert len(load_prepared(tmp_path / "a", "val")[0]) == 144
+    assert len(prepare("digits", {"val_size": 50}, tmp_path / "d") and load_prepared(tmp_path / "d", "val")[0]) == 50
+
+
+@pytest.mark.parametrize("val_size", [1, 1436])
+def test_a_validation_split_too_small_or_too_large_is_refused_naming_the_key(tmp_path, val_size):
+    with pytest.raises(DataError, match=r"data\.digits\.val_size: .* needs at least 2 images and must leave 2"):
+        prepare("digits", {"val_size": val_size}, tmp_path)
+
+
 def test_folder_loader_labels_mixed_modes_and_unreadable(tmp_path, caplog):
     from PIL import Image
 

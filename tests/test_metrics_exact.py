@@ -264,7 +264,7 @@ def test_summary_files_snapshots_and_curves_by_hand(tmp_path):
             {"epoch": 1, "train_seconds": 1.5, "images_processed": 100, "fid_domain": 9.0, "classes_covered": 7},
             {"epoch": 2, "train_seconds": 3.0, "images_processed": 200, "fid_domain": 5.0, "classes_covered": 9}]}))
     (res / "digits/vae/seed1/snapshots.json").write_text(json.dumps({
-        "method": "vae", "seed": 1, "diverged": True, "points": [
+        "method": "vae", "seed": 1, "split": "val", "diverged": True, "points": [
             {"epoch": 1, "train_seconds": 2.0, "images_processed": 50, "fid_domain": 8.0},
             {"epoch": 2, "train_seconds": 4.0, "images_processed": 100, "fid_domain": 6.0}]}))
     snaps = [res / "digits/glann/seed0/snapshots.json", res / "digits/vae/seed1/snapshots.json"]
@@ -276,11 +276,11 @@ def test_summary_files_snapshots_and_curves_by_hand(tmp_path):
     assert (out / "curves" / "digits_vae_seed1_train.csv").read_text() == "epoch,loss\n1,90\n"
     assert (out / "curves" / "digits_glann_seed0_glo.csv").read_text() == "epoch,loss\n"
     assert (out / "fid_vs_compute.csv").read_text() == (
-        "dataset,method,seed,epoch,train_seconds,images_processed,fid_domain,classes_covered,diverged\n"
-        "digits,glann,0,1,1.5,100,9.0,7,False\n"
-        "digits,glann,0,2,3.0,200,5.0,9,False\n"
-        "digits,vae,1,1,2.0,50,8.0,,False\n"
-        "digits,vae,1,2,4.0,100,6.0,,True\n")  # the mark on the last snapshot before divergence
+        "dataset,method,seed,split,epoch,train_seconds,images_processed,fid_domain,classes_covered,diverged\n"
+        "digits,glann,0,test,1,1.5,100,9.0,7,False\n"  # a curve from before the split was recorded: test
+        "digits,glann,0,test,2,3.0,200,5.0,9,False\n"
+        "digits,vae,1,val,1,2.0,50,8.0,,False\n"
+        "digits,vae,1,val,2,4.0,100,6.0,,True\n")  # the mark on the last snapshot before divergence
     assert json.loads((out / "summary.json").read_text()) == flat
     assert (out / "fid_vs_compute.png").stat().st_size > 0
     assert not [p.name for p in out.rglob(".*")]  # end products: no .<name>.sha256 records

@@ -121,6 +121,42 @@ def test_the_last_snapshot_scores_exactly_as_the_final_model(scored, digits_dir,
     assert curve["points"][0]["images_processed"] < last["images_processed"]
 
 
+def test_snapshot_curves_are_scored_on_the_validation_split_when_one_is_carved(scored, digits_dir, tmp_path):
+    """With data.<name>.val_size, real_stats writes the validation split's statistics and the
+    curve scored on them is the Fréchet distance to the validation images, not to the test ones;
+    without a validation split those statistics are marked unavailable and refused."""
+    from glann.datasets import load_prepared, prepare
+    from glann.errors import DataError
+    from glann.evaluator import evaluator_outputs, load_evaluator
+    from glann.metrics import frechet_distance_to_features, gaussian_stats
+
+    d = scored
+    val_dir = tmp_path / "with_val"
+    prepare("digits", {"size": 16, "val_size": 0.2}, val_dir)
+    real_stats(val_dir, d / "ev.pt", None, tmp_path / "ev.npz", tmp_path / "inc.npz", CPU, use_inception=False,
+               out_evaluator_val=tmp_path / "ev_val.npz")
+    on_val = score_snapshots("glann", d / "imle_snapshots.pt", {"glo": d / "glo.pt"}, d / "ev.pt",
+                             tmp_path / "ev_val.npz", val_dir, 300, 0, CPU, split="val")
+    on_test = score_snapshots("glann", d / "imle_snapshots.pt", {"glo": d / "glo.pt"}, d / "ev.pt",
+                              tmp_path / "ev.npz", val_dir, 300, 0, CPU)
+    assert on_val["split"] == "val" and on_test["split"] == "test"
+    net, _ = load_evaluator(d / "ev.pt", CPU)
+    xva, _ = load_prepared(val_dir, "val")
+    mu, sigma = gaussian_stats(evaluator_outputs(net, xva, CPU)[0])
+    snap = torch.load(d / "imle_snapshots.pt", weights_only=False)
+    images = Sampler("glann", {"glo": d / "glo.pt"}, CPU,
+                     blobs={"imle": {"config": snap["config"], **snap["snapshots"][-1]}}).generate(300, 0)
+    expected = frechet_distance_to_features(evaluator_outputs(net, images, CPU)[0], mu, sigma)
+    assert on_val["points"][-1]["fid_domain"] == pytest.approx(expected, rel=1e-6)
+    assert on_val["points"][-1]["fid_domain"] != pytest.approx(on_test["points"][-1]["fid_domain"], rel=1e-3)
+
+    real_stats(digits_dir, d / "ev.pt", None, tmp_path / "e2.npz", tmp_path / "i2.npz", CPU, use_inception=False,
+               out_evaluator_val=tmp_path / "none_val.npz")
+    with pytest.raises(DataError, match="no validation split"):
+        score_snapshots("glann", d / "imle_snapshots.pt", {"glo": d / "glo.pt"}, d / "ev.pt",
+                        tmp_path / "none_val.npz", digits_dir, 100, 0, CPU, split="val")
+
+
 def test_glo_gauss_snapshots_fit_their_own_gaussian(scored, digits_dir):
     """glo_gauss's points come from GLO's snapshots, each with a Gaussian on that snapshot's codes."""
     d = scored

@@ -169,7 +169,8 @@ def cmd_real_stats(args):
     device = _setup(job, args.threads)
     fid = job["params"]
     real_stats(args.data, args.evaluator, fid.get("inception_weights"), args.out_evaluator,
-               args.out_inception, device, use_inception=fid.get("inception", True))
+               args.out_inception, device, use_inception=fid.get("inception", True),
+               out_evaluator_val=args.out_evaluator_val)
 
 
 def cmd_evaluate(args):
@@ -200,7 +201,7 @@ def cmd_evaluate_snapshots(args):
         curve = score_snapshots(job["method"], args.snapshots, fixed, args.evaluator, args.stats_evaluator,
                                 args.data, int(p["num_samples"]), int(job["seed"]), device,
                                 float(p["min_class_share"]), tracker, p.get("bn_stats", "recalibrated"),
-                                int(p.get("bn_batches", 50)))
+                                int(p.get("bn_batches", 50)), split=p.get("split", "test"))
         write_json(args.out, curve)
         tracker.log_artifact(args.out)
     log.info("scored %d snapshots of %s", len(curve["points"]), job["method"])
@@ -251,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("train-baseline", cmd_train_baseline, "data", "out", "csv", "snapshots")
     add("sample", cmd_sample, "data", "out-dir", "glo", "imle", "model")
     add("train-evaluator", cmd_train_evaluator, "data", "out", "metrics")
-    add("real-stats", cmd_real_stats, "data", "evaluator", "out-evaluator", "out-inception")
+    p = add("real-stats", cmd_real_stats, "data", "evaluator", "out-evaluator", "out-inception")
+    p.add_argument("--out-evaluator-val", default=None, help="the validation split's evaluator statistics")
     add("evaluate", cmd_evaluate, "samples", "evaluator", "stats-evaluator", "stats-inception", "data", "out")
     p = add("evaluate-snapshots", cmd_evaluate_snapshots, "data", "snapshots", "evaluator", "stats-evaluator",
             "out")

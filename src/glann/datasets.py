@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickle
 from pathlib import Path
@@ -302,12 +303,36 @@ def dataset_type(name: str, opts: dict) -> str:
 
 
 # --------------------------------------------------------------------------- prepare / load
+def carve_validation(name: str, x: np.ndarray, y: np.ndarray, opts: dict):
+    """Split a validation set off the training images: (train, train labels, val, val labels).
+
+    ``data.<name>.val_size`` is a share (below 1) or an image count; 0 (the default) keeps every
+    training image and leaves the validation split empty. Stratified by label like the test split,
+    seeded by ``split_seed``. The validation images are never trained on: they are what budgets
+    and settings are selected on (the snapshot curves), so the test split stays for reporting.
+    """
+    val_size = opts.get("val_size", 0)
+    if not val_size:
+        return x, y, x[:0], y[:0]
+    n = len(x)
+    n_val = math.ceil(val_size * n) if isinstance(val_size, float) and val_size < 1 else int(val_size)
+    if not 2 <= n_val <= n - 2:
+        raise DataError(
+            f"config error at data.{name}.val_size: {val_size} of {n} training images gives a "
+            f"{n_val}-image validation split; it needs at least 2 images and must leave 2 to train on. "
+            f"Set data.{name}.val_size to a share such as 0.1 (or 0 for no validation split)."
+        )
+    tr, va = stratified_split(y, n_val, opts.get("split_seed", 0))
+    return x[tr], y[tr], x[va], y[va]
+
+
 def prepare(name: str, opts: dict, out_dir) -> dict:
     """Load dataset ``name`` with options ``opts`` and write the prepared format."""
     kind = dataset_type(name, opts)
     xtr, ytr, xte, yte, source = LOADERS[kind](opts)
+    xtr, ytr, xva, yva = carve_validation(name, xtr, ytr, opts)
     out_dir = Path(out_dir)
-    for split, x, y in (("train", xtr, ytr), ("test", xte, yte)):
+    for split, x, y in (("train", xtr, ytr), ("val", xva, yva), ("test", xte, yte)):
         if x.dtype != np.uint8 or x.ndim != 4:
             raise AssertionError(f"loader {kind} returned {x.dtype} {x.shape}")
         save_npz(out_dir / f"{split}.npz", images=x, labels=y.astype(np.int64))
@@ -324,9 +349,10 @@ def prepare(name: str, opts: dict, out_dir) -> dict:
         "split_seed": opts.get("split_seed", 0),
         "image_shape": list(xtr.shape[1:]),
         "num_classes": int(max(ytr.max(), yte.max()) + 1) if (ytr >= 0).any() else 0,
-        "shapes": {"train": list(xtr.shape), "test": list(xte.shape)},
-        "class_counts": {"train": counts(ytr), "test": counts(yte)},
-        "sha256": {f: sha256_of(out_dir / f) for f in ("train.npz", "test.npz")},
+        "val_size": opts.get("val_size", 0),
+        "shapes": {"train": list(xtr.shape), "val": list(xva.shape), "test": list(xte.shape)},
+        "class_counts": {"train": counts(ytr), "val": counts(yva), "test": counts(yte)},
+        "sha256": {f: sha256_of(out_dir / f) for f in ("train.npz", "val.npz", "test.npz")},
     }
     write_json(out_dir / "manifest.json", manifest)
     return manifest

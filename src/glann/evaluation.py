@@ -23,7 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def real_stats(data_dir, evaluator_path, inception_weights, out_evaluator, out_inception, device,
-               use_inception: bool = True):
+               use_inception: bool = True, out_evaluator_val=None):
+    """The real images' statistics: the test split's in evaluator features (every reported metric)
+    and in Inception features (FID), and the validation split's in evaluator features (what the
+    snapshot curves are scored on; ``available`` False where data.<name>.val_size carves none)."""
     from .atomic import save_npz
 
     xte, _ = load_prepared(data_dir, "test")
@@ -31,6 +34,14 @@ def real_stats(data_dir, evaluator_path, inception_weights, out_evaluator, out_i
     feats, _ = evaluator_outputs(net, xte, device)
     mu, sigma = gaussian_stats(feats)
     save_npz(out_evaluator, mu=mu, sigma=sigma, features=feats.astype(np.float32))
+    if out_evaluator_val is not None:
+        xva, _ = load_prepared(data_dir, "val")
+        if len(xva) < 2:
+            save_npz(out_evaluator_val, available=np.array(False))
+        else:
+            fv, _ = evaluator_outputs(net, xva, device)
+            mu_v, sigma_v = gaussian_stats(fv)
+            save_npz(out_evaluator_val, available=np.array(True), mu=mu_v, sigma=sigma_v)
     path, reason = inception_weights_path(inception_weights) if use_inception else (None, "fid.inception: false")
     if path is None:
         save_npz(out_inception, available=np.array(False), reason=np.array(reason))

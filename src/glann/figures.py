@@ -54,7 +54,9 @@ def compute_figure(rows, path, datasets, methods):
                                 (v[-1]["train_seconds"], v[-1]["fid_domain"]), fontsize=7)
         ax.set_yscale("log")
         ax.set_xlabel("training seconds (whole method)")
-        ax.set_ylabel("fid_domain (lower is better)")
+        splits = sorted({r.get("split", "test") for r in rows if r["dataset"] == d})
+        split = {"val": "validation"}.get(splits[0], splits[0]) if len(splits) == 1 else "/".join(splits or ["test"])
+        ax.set_ylabel(f"fid_domain on the {split} split (lower is better)")
         ax.set_title(f"{d}: quality against compute")
         ax.grid(alpha=0.3)
         if ax.lines:

@@ -18,6 +18,7 @@ import torch
 
 from .atomic import load_npz, load_torch
 from .datasets import read_manifest
+from .errors import DataError
 from .evaluator import evaluator_outputs, load_evaluator
 from .methods import get
 from .metrics import frechet_distance_to_features, mode_coverage
@@ -33,8 +34,11 @@ def _gaussian_of(glo: dict) -> dict:
 
 def score_snapshots(method: str, snapshot_path, fixed_paths: dict, evaluator_path, stats_evaluator, data_dir,
                     num_samples: int, seed: int, device, min_class_share: float = 0.02, tracker=None,
-                    bn_stats: str = "recalibrated", bn_batches: int = BN_BATCHES) -> dict:
-    """One point per snapshot: epoch, train_seconds, images_processed, fid_domain, classes_covered."""
+                    bn_stats: str = "recalibrated", bn_batches: int = BN_BATCHES, split: str = "test") -> dict:
+    """One point per snapshot: epoch, train_seconds, images_processed, fid_domain, classes_covered.
+
+    ``stats_evaluator`` holds the real statistics of ``split``: "val" (data.<name>.val_size carved a
+    validation split, the one budgets are chosen on) or "test"; the curve records which."""
     m = get(method)
     snaps = load_torch(snapshot_path)
     fixed = {role: load_torch(p) for role, p in fixed_paths.items()}
@@ -42,6 +46,9 @@ def score_snapshots(method: str, snapshot_path, fixed_paths: dict, evaluator_pat
     offset_n = sum(int(b.get("images_processed", 0)) for b in fixed.values())
     net, ev = load_evaluator(evaluator_path, device)
     with load_npz(stats_evaluator) as z:
+        if "available" in z and not bool(z["available"]):
+            raise DataError(f"{stats_evaluator} holds no statistics: the dataset has no validation split "
+                            "(data.<name>.val_size is 0); score the snapshots on the test split's statistics")
         mu_r, sigma_r = z["mu"], z["sigma"]
     train_counts = read_manifest(data_dir)["class_counts"]["train"] if ev["task"] == "classes" else None
 
@@ -66,5 +73,5 @@ def score_snapshots(method: str, snapshot_path, fixed_paths: dict, evaluator_pat
             tracker.log_metrics({"snapshot_fid_domain": point["fid_domain"],
                                  "snapshot_train_seconds": point["train_seconds"]},
                                 step=point["images_processed"])
-    return {"method": method, "seed": seed, "diverged": bool(snaps["diverged"]),
+    return {"method": method, "seed": seed, "split": split, "diverged": bool(snaps["diverged"]),
             "diverged_epoch": snaps["diverged_epoch"], "epochs": snaps["epochs"], "points": points}

@@ -165,7 +165,7 @@ def write_curves(loss_csvs, out_dir) -> list[Path]:
     return written
 
 
-CURVE_COLUMNS = ("dataset", "method", "seed", "epoch", "train_seconds", "images_processed", "fid_domain",
+CURVE_COLUMNS = ("dataset", "method", "seed", "split", "epoch", "train_seconds", "images_processed", "fid_domain",
                  "classes_covered", "diverged")
 
 
@@ -178,7 +178,8 @@ def collect_snapshots(snapshot_files) -> list[dict]:
         dataset = path.parent.parent.parent.name
         last = len(curve["points"]) - 1
         for i, pt in enumerate(curve["points"]):
-            rows.append({"dataset": dataset, "method": curve["method"], "seed": curve["seed"], "epoch": pt["epoch"],
+            rows.append({"dataset": dataset, "method": curve["method"], "seed": curve["seed"],
+                         "split": curve.get("split", "test"), "epoch": pt["epoch"],
                          "train_seconds": pt["train_seconds"], "images_processed": pt["images_processed"],
                          "fid_domain": pt["fid_domain"], "classes_covered": pt.get("classes_covered"),
                          # the last snapshot before a divergence carries the mark

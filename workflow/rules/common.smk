@@ -105,12 +105,19 @@ def sample_inputs(w):
             **REGISTRY[w.method].checkpoint_paths(w.dataset, w.seed)}
 
 
+def snapshot_split(dataset):
+    """The split the snapshot curves are scored on: the validation split where data.<dataset>.val_size
+    carves one (budgets are chosen on the curves), else the test split."""
+    return "val" if dataset_options(dataset).get("val_size", 0) else "test"
+
+
 def snapshot_inputs(w):
     """A method's snapshot file, the checkpoints they are used with, the evaluator and real stats."""
     m = REGISTRY[w.method]
     return {"data": f"data/prepared/{w.dataset}/manifest.json", "snapshots": m.snapshot_path(w.dataset, w.seed),
             "evaluator": f"results/{w.dataset}/evaluator/model.pt",
-            "stats_evaluator": f"results/{w.dataset}/stats/evaluator.npz",
+            "stats_evaluator": f"results/{w.dataset}/stats/"
+                               + ("evaluator_val.npz" if snapshot_split(w.dataset) == "val" else "evaluator.npz"),
             **{f"fixed_{role}": p for role, p in m.snapshot_fixed_paths(w.dataset, w.seed).items()}}
 
 

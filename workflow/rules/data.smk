@@ -4,6 +4,7 @@
 rule prepare_data:
     output:
         train="data/prepared/{dataset}/train.npz",
+        val="data/prepared/{dataset}/val.npz",
         test="data/prepared/{dataset}/test.npz",
         manifest="data/prepared/{dataset}/manifest.json",
     params:

@@ -31,6 +31,7 @@ rule real_stats:
     output:
         evaluator="results/{dataset}/stats/evaluator.npz",
         inception="results/{dataset}/stats/inception.npz",
+        evaluator_val="results/{dataset}/stats/evaluator_val.npz",
     params:
         # only what changes its output: fid.num_samples and require_inception do not
         job=lambda w: job(w, None, "real_stats",
@@ -48,7 +49,7 @@ rule real_stats:
     shell:
         "glann real-stats --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
         " --evaluator {input.evaluator} --out-evaluator {output.evaluator}"
-        " --out-inception {output.inception} > {log} 2>&1"
+        " --out-inception {output.inception} --out-evaluator-val {output.evaluator_val} > {log} 2>&1"
 
 
 rule evaluate:
@@ -85,6 +86,7 @@ rule evaluate_snapshots:
         curve="results/{dataset}/{method}/seed{seed}/snapshots.json",
     params:
         job=lambda w: job(w, None, params={**config["snapshots"], "min_class_share": config["eval"]["min_class_share"],
+                                           "split": snapshot_split(w.dataset),
                                            **({k: config["sample"][k] for k in ("bn_stats", "bn_batches")}
                                               if REGISTRY[w.method].v1_generator else {})}),
         fixed=lambda w, input: fixed_args(w, input),
