@@ -35,6 +35,11 @@ def test_schema_rejections(patch, expect):
     ({"datasets": ["digits"], "data": {"digits": {"test_size": 6}}},
      "data.digits.test_size: the test split would hold 6 images (test_size 6 of 1797 images); the "
      "evaluation's precision/recall with eval.prdc_k = 5 needs at least 7"),
+    ({"datasets": ["digits"], "data": {"digits": {"val_size": 1436}}},
+     "data.digits.val_size: 1436 of 1437 training images gives a 1436-image validation split; it needs at "
+     "least 2 images and must leave 2 to train on"),
+    ({"datasets": ["mnist5k"], "data": {"mnist5k": {"val_size": 0.0001}}},
+     "data.mnist5k.val_size: 0.0001 of 4000 training images gives a 1-image validation split"),
 ])
 def test_values_that_fail_only_together_are_refused(patch, expect):
     msgs = check({**BASE, **patch}, SCHEMA)

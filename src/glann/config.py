@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from pathlib import Path
 
@@ -113,9 +114,10 @@ def check(config: dict, schema: dict) -> list[str]:
     return msgs
 
 
-def _test_split_size(opts: dict, kind: str) -> tuple[int, str] | None:
+def _test_split_size(opts: dict, kind: str) -> tuple[int, str, int] | None:
     """How many images the test split will hold (sklearn's rule: ceil(test_size * n) for a
-    fraction), and how that was worked out; None where it cannot be known before reading."""
+    fraction), how that was worked out, and the images in all; None where it cannot be known
+    before reading."""
     if kind not in CARVED_SPLITS:
         return None
     n, test_size = CARVED_SPLITS[kind]
@@ -126,10 +128,8 @@ def _test_split_size(opts: dict, kind: str) -> tuple[int, str] | None:
             return None  # prepare_data says so, naming the key
         n = sum(1 for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if isinstance(test_size, float) and test_size < 1:
-        import math
-
-        return math.ceil(test_size * n), f"test_size {test_size} of {n} images"
-    return min(int(test_size), n), f"test_size {int(test_size)} of {n} images"
+        return math.ceil(test_size * n), f"test_size {test_size} of {n} images", n
+    return min(int(test_size), n), f"test_size {int(test_size)} of {n} images", n
 
 
 def cross_key_errors(cfg: dict) -> list[str]:
@@ -151,6 +151,15 @@ def cross_key_errors(cfg: dict) -> list[str]:
     for name in cfg["datasets"]:
         opts = data.get(name) or {}
         split = _test_split_size(opts, opts.get("type", name))
+        val_size = opts.get("val_size", 0)
+        if split is not None and val_size:
+            n_train = split[2] - split[0]
+            n_val = (math.ceil(val_size * n_train) if isinstance(val_size, float) and val_size < 1
+                     else int(val_size))
+            if not 2 <= n_val <= n_train - 2:
+                msgs.append(f"config error at data.{name}.val_size: {val_size} of {n_train} training images "
+                            f"gives a {n_val}-image validation split; it needs at least 2 images and must leave "
+                            f"2 to train on. Set data.{name}.val_size to a share such as 0.1 (or 0 for none)")
         if split is not None and split[0] < need:
             msgs.append(f"config error at data.{name}.test_size: the test split would hold {split[0]} images "
                         f"({split[1]}); the evaluation's precision/recall with eval.prdc_k = {k} needs at least "
