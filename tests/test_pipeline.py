@@ -34,7 +34,8 @@ def _rules_run(log: str) -> list[str]:
 def test_quick_pipeline_outputs(quick_run):
     wf = quick_run["wf"]
     manifest = json.loads((wf / "data/prepared/digits/manifest.json").read_text())
-    assert manifest["shapes"]["train"] == [1437, 16, 16, 1] and len(manifest["sha256"]) == 2
+    assert manifest["shapes"]["train"] == [1437, 16, 16, 1] and len(manifest["sha256"]) == 3
+    assert manifest["shapes"]["val"] == [0, 16, 16, 1]  # no val_size: no validation split
     for m in METHODS:
         run = wf / "results/digits" / m / "seed0"
         with np.load(run / "samples.npz") as z:
@@ -62,6 +63,7 @@ def test_quick_pipeline_outputs(quick_run):
         run = wf / "results/digits" / m / "seed0"
         curve = json.loads((run / "snapshots.json").read_text())
         pts = curve["points"]
+        assert curve["split"] == "test"  # no validation split: scored on test
         assert all(np.isfinite(p["fid_domain"]) and p["n_samples"] == 100 for p in pts)
         assert [p["images_processed"] for p in pts] == sorted(p["images_processed"] for p in pts)
         if m == "nsgan":  # diverged in its only epoch: no snapshot, the curve says so
