@@ -132,6 +132,22 @@ def _test_split_size(opts: dict, kind: str) -> tuple[int, str, int] | None:
     return min(int(test_size), n), f"test_size {int(test_size)} of {n} images", n
 
 
+def validation_count(val_size, n_train: int) -> int:
+    """Images data.<name>.val_size moves from the training split to validation: ceil(share * n)
+    for a share below 1 (sklearn's rule, as the test split), else the count itself."""
+    return math.ceil(val_size * n_train) if isinstance(val_size, float) and val_size < 1 else int(val_size)
+
+
+def validation_error(name: str, val_size, n_train: int) -> str | None:
+    """The one-line refusal of a validation split too small to score or too large to leave training images."""
+    n_val = validation_count(val_size, n_train)
+    if 2 <= n_val <= n_train - 2:
+        return None
+    return (f"config error at data.{name}.val_size: {val_size} of {n_train} training images gives a "
+            f"{n_val}-image validation split; it needs at least 2 images and must leave 2 to train on. "
+            f"Set data.{name}.val_size to a share such as 0.1 (or 0 for none)")
+
+
 def cross_key_errors(cfg: dict) -> list[str]:
     """Mistakes no single key shows: values that only fail together, found before any job
     (``cfg`` has its defaults filled in)."""
@@ -152,14 +168,8 @@ def cross_key_errors(cfg: dict) -> list[str]:
         opts = data.get(name) or {}
         split = _test_split_size(opts, opts.get("type", name))
         val_size = opts.get("val_size", 0)
-        if split is not None and val_size:
-            n_train = split[2] - split[0]
-            n_val = (math.ceil(val_size * n_train) if isinstance(val_size, float) and val_size < 1
-                     else int(val_size))
-            if not 2 <= n_val <= n_train - 2:
-                msgs.append(f"config error at data.{name}.val_size: {val_size} of {n_train} training images "
-                            f"gives a {n_val}-image validation split; it needs at least 2 images and must leave "
-                            f"2 to train on. Set data.{name}.val_size to a share such as 0.1 (or 0 for none)")
+        if split is not None and val_size and (err := validation_error(name, val_size, split[2] - split[0])):
+            msgs.append(err)
         if split is not None and split[0] < need:
             msgs.append(f"config error at data.{name}.test_size: the test split would hold {split[0]} images "
                         f"({split[1]}); the evaluation's precision/recall with eval.prdc_k = {k} needs at least "

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import pickle
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import save_npz, sha256_of, write_json
-from .config import IMAGE_EXTENSIONS, REGISTRY  # noqa: F401 (re-exported)
+from .config import IMAGE_EXTENSIONS, REGISTRY, validation_count, validation_error  # noqa: F401 (re-exported)
 from .errors import DataError, GlannError
 
 log = logging.getLogger(__name__)
@@ -314,15 +313,10 @@ def carve_validation(name: str, x: np.ndarray, y: np.ndarray, opts: dict):
     val_size = opts.get("val_size", 0)
     if not val_size:
         return x, y, x[:0], y[:0]
-    n = len(x)
-    n_val = math.ceil(val_size * n) if isinstance(val_size, float) and val_size < 1 else int(val_size)
-    if not 2 <= n_val <= n - 2:
-        raise DataError(
-            f"config error at data.{name}.val_size: {val_size} of {n} training images gives a "
-            f"{n_val}-image validation split; it needs at least 2 images and must leave 2 to train on. "
-            f"Set data.{name}.val_size to a share such as 0.1 (or 0 for no validation split)."
-        )
-    tr, va = stratified_split(y, n_val, opts.get("split_seed", 0))
+    err = validation_error(name, val_size, len(x))
+    if err:
+        raise DataError(err)
+    tr, va = stratified_split(y, validation_count(val_size, len(x)), opts.get("split_seed", 0))
     return x[tr], y[tr], x[va], y[va]
 
 
