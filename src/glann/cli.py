@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from .errors import GlannError
@@ -61,6 +62,9 @@ def tracked_run(job: dict, step: str, data=None, context: str = "training"):
         if data:
             tracker.log_dataset(data, context)
         yield tracker
+    except KeyboardInterrupt:  # Ctrl-C, or the snakemake that started the job is gone (_die_with_snakemake)
+        tracker.finish("KILLED")
+        raise
     except BaseException:
         tracker.finish("FAILED")
         raise
@@ -78,6 +82,12 @@ def cmd_prepare(args):
     job = _job(args)
     m = prepare(job["dataset"], job["params"], args.out_dir)
     log.info("prepared %s: %s from %s", job["dataset"], m["shapes"], m["source"])
+
+
+def cmd_restore_data(args):
+    from .preflight import restore_prepared
+
+    print(restore_prepared(args.data_dir))
 
 
 def cmd_train_glo(args):
@@ -258,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("evaluate-snapshots", cmd_evaluate_snapshots, "data", "snapshots", "evaluator", "stats-evaluator",
             "out")
     p.add_argument("--fixed", nargs="*", help="ROLE=PATH checkpoints the snapshots are used with (GLANN's glo)")
+    r = sub.add_parser("restore-data", help="rebuild a damaged prepared split, keeping the trained models "
+                                            "when the rebuild is byte-identical (glann.preflight)")
+    r.add_argument("data_dir", help="the prepared dataset folder, e.g. data/prepared/digits")
+    r.set_defaults(fn=cmd_restore_data)
     g = sub.add_parser("generate", help="sample a trained method without Snakemake (see glann.generate)")
     from .generate import add_arguments
 
@@ -300,8 +314,48 @@ def main(argv=None) -> int:
     return run(argv)
 
 
+SNAKEMAKE_PID_ENV = "GLANN_SNAKEMAKE_PID"  # set by workflow/rules/common.smk in the snakemake process
+
+
+def _die_with_snakemake(interval: float = 0.5) -> None:
+    """Stop this job (as Ctrl-C would) once the snakemake process that started it is gone.
+
+    A kill -9 of snakemake leaves its running jobs to finish as orphans: their outputs are then
+    recorded as incomplete and recomputed by the rerun, and each finished orphan leaves an MLflow
+    run the rerun duplicates. A job that stops with its snakemake writes nothing (outputs are
+    atomic), keeps its last epoch in ``.resume``, and marks its run KILLED."""
+    pid = os.environ.get(SNAKEMAKE_PID_ENV)
+    if not pid or not pid.isdigit():
+        return
+    import signal
+    import threading
+
+    import psutil
+
+    try:
+        born = psutil.Process(int(pid)).create_time()
+    except psutil.Error:
+        return  # not a process of this machine (an environment passed on to a cluster node)
+
+    def alive() -> bool:
+        try:
+            p = psutil.Process(int(pid))
+            return p.create_time() == born and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def watch():
+        while alive():
+            time.sleep(interval)
+        log.error("the snakemake process %s that started this job is gone: stopping (the rerun redoes it)", pid)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="die-with-snakemake", daemon=True).start()
+
+
 def run(argv: list[str]) -> int:
     """Parse and run one step in this process."""
+    _die_with_snakemake()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     args = build_parser().parse_args(argv)

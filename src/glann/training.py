@@ -135,7 +135,7 @@ def _snapshot(state: dict, gen: torch.Generator, final: Callable[[], dict]) -> d
 def fit(task: str, kind: str, out_path, cfg: dict, seed: int, state: dict, gen: torch.Generator,
         step: Callable[[int, bool], dict], final: Callable[[], dict], *, tracker=None, csv_path=None,
         fault: dict | None = None, watch=("loss",), hint: str = "", rollback: str | None = None,
-        device="cpu", snapshots: int = 0, snapshot_path=None) -> dict:
+        device="cpu", snapshots: int = 0, snapshot_path=None, snapshot_exclude=()) -> dict:
     """Train for ``cfg['epochs']`` epochs with resume, logging, checkpoints and the divergence policy.
 
     ``state``: name -> object with ``state_dict``/``load_state_dict`` (saved every epoch,
@@ -151,15 +151,16 @@ def fit(task: str, kind: str, out_path, cfg: dict, seed: int, state: dict, gen: 
     ``snapshots``: keep that many copies of ``final()`` over the budget (:func:`snapshot_epochs`),
     each with the training seconds and images processed so far, written to ``snapshot_path``
     (always written when given: an empty list when ``snapshots`` is 0). They are what the
-    quality-vs-compute curves score (glann.snapshots).
+    quality-vs-compute curves score (glann.snapshots); ``snapshot_exclude``: keys of ``final()``
+    that scoring does not read (the VAE's encoder), left out of the snapshots.
     """
     with training_lock(out_path):
         return _fit(task, kind, out_path, cfg, seed, state, gen, step, final, tracker, csv_path, fault, watch,
-                    hint, rollback, device, snapshots, snapshot_path)
+                    hint, rollback, device, snapshots, snapshot_path, tuple(snapshot_exclude))
 
 
 def _fit(task, kind, out_path, cfg, seed, state, gen, step, final, tracker, csv_path, fault, watch, hint,
-         rollback, device, snapshots, snapshot_path) -> dict:
+         rollback, device, snapshots, snapshot_path, snapshot_exclude=()) -> dict:
     epochs = cfg["epochs"]
     ckpt = Checkpointer(out_path)
     saved = ckpt.load()
@@ -199,7 +200,7 @@ def _fit(task, kind, out_path, cfg, seed, state, gen, step, final, tracker, csv_
         if epoch in marks:
             kept.append({"epoch": epoch, "train_seconds": sum(r["seconds"] for r in elog.rows),
                          "images_processed": int(sum(r.get("images", 0) for r in elog.rows)),
-                         **_snapshot(state, gen, final)})
+                         **{k: v for k, v in _snapshot(state, gen, final).items() if k not in snapshot_exclude}})
         ckpt.save({"epoch": epoch, "state": {k: o.state_dict() for k, o in state.items()},
                    "rng": rng_state(gen), "history": elog.rows, "config": cfg, "snapshots": kept,
                    "run_id": getattr(tracker, "run_id", None)})

@@ -103,5 +103,6 @@ def train_vae(data_dir, out_path, cfg: dict, seed: int, device: torch.device, tr
 
     return fit("train_vae", "vae", out_path, cfg, seed, {"encoder": enc, "generator": dec, "opt": opt}, gen,
                step, final, tracker=tracker, csv_path=csv_path, fault=fault,
-               snapshots=snapshots, snapshot_path=snapshot_path, watch=("elbo",), device=device,
+               snapshots=snapshots, snapshot_path=snapshot_path, snapshot_exclude=("encoder",),
+               watch=("elbo",), device=device,
                hint="Lower vae.lr.")

@@ -27,7 +27,7 @@ rule train_imle_pixel:
     output:
         model="results/{dataset}/imle_pixel/seed{seed}/model.pt",
         losses="results/{dataset}/imle_pixel/seed{seed}/losses.csv",
-        snapshots="results/{dataset}/imle_pixel/seed{seed}/snapshots.pt",
+        snapshots=temp("results/{dataset}/imle_pixel/seed{seed}/snapshots.pt"),
     params:
         job=lambda w: job(w, "imle_pixel", "imle_pixel", snapshots=True),
         code=trainer_code("imle_pixel"),
@@ -51,7 +51,7 @@ rule train_gan:
     output:
         model="results/{dataset}/{method}/seed{seed}/model.pt",
         losses="results/{dataset}/{method}/seed{seed}/losses.csv",
-        snapshots="results/{dataset}/{method}/seed{seed}/snapshots.pt",
+        snapshots=temp("results/{dataset}/{method}/seed{seed}/snapshots.pt"),
     wildcard_constraints:
         method="|".join(m for m in METHODS if REGISTRY[m].rule == "train_gan") or "none",
     params:
@@ -77,7 +77,7 @@ rule train_vae:
     output:
         model="results/{dataset}/vae/seed{seed}/model.pt",
         losses="results/{dataset}/vae/seed{seed}/losses.csv",
-        snapshots="results/{dataset}/vae/seed{seed}/snapshots.pt",
+        snapshots=temp("results/{dataset}/vae/seed{seed}/snapshots.pt"),
     params:
         job=lambda w: job(w, "vae", "vae", snapshots=True),
         code=trainer_code("vae"),

@@ -39,6 +39,17 @@ DATASETS = config["datasets"]
 METHODS = config["methods"]
 SEEDS = config["seeds"]
 
+# Inputs before outputs: Snakemake deletes a job's outputs just before running it, so a corrupt
+# prepared split found by the job itself would already have cost the checkpoints it replaces.
+# Checked here, in the main process only (a cluster node's job process has nothing to add).
+if workflow.is_main_process:
+    from glann.preflight import check as _preflight
+
+    _problems = _preflight(DATASETS)
+    if _problems:
+        sys.stderr.write("\n".join(_problems) + "\n")
+        sys.exit(1)
+
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
@@ -180,6 +191,9 @@ def get_final_output():
 
 
 _INVOCATION = os.environ.get("GLANN_INVOCATION_ID") or uuid.uuid4().hex[:12]
+# Jobs stop when this process is gone (glann.cli._die_with_snakemake): a kill -9 of snakemake leaves
+# no orphan to finish a job the rerun would redo. Each process sets its own (a cluster node's too).
+os.environ["GLANN_SNAKEMAKE_PID"] = str(os.getpid())
 # Jobs read their tracking settings from the environment, not from params (see job()).
 export_tracking(config["tracking"])
 

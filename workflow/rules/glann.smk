@@ -7,7 +7,7 @@ rule train_glo:
     output:
         model="results/{dataset}/glann/seed{seed}/glo.pt",
         losses="results/{dataset}/glann/seed{seed}/glo_losses.csv",
-        snapshots="results/{dataset}/glann/seed{seed}/glo_snapshots.pt",
+        snapshots=temp("results/{dataset}/glann/seed{seed}/glo_snapshots.pt"),
         recon=report(
             "results/{dataset}/glann/seed{seed}/reconstructions.png",
             caption="../report/reconstructions.rst",
@@ -37,7 +37,7 @@ rule train_imle:
     output:
         model="results/{dataset}/glann/seed{seed}/imle.pt",
         losses="results/{dataset}/glann/seed{seed}/imle_losses.csv",
-        snapshots="results/{dataset}/glann/seed{seed}/imle_snapshots.pt",
+        snapshots=temp("results/{dataset}/glann/seed{seed}/imle_snapshots.pt"),
     params:
         job=lambda w: job(w, "imle", "glann", snapshots=True),
         code=code_version("train-imle"),
