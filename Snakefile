@@ -6,6 +6,19 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+# Snakemake's own message for a config file that is not valid YAML names neither the file nor the
+# line; the embedded config is read here first, so its mistakes are named. (Files given with
+# --configfile are read by Snakemake before this file runs: see docs/failures.md.)
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from glann.config import yaml_error  # noqa: E402
+
+if _yaml_problem := yaml_error("config/config.yaml"):
+    sys.stderr.write(_yaml_problem + "\n")
+    sys.exit(1)
+
 
 configfile: "config/config.yaml"
 

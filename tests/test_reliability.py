@@ -43,6 +43,31 @@ def test_config_errors_stop_snakemake_before_any_job(tmp_path, override, expect)
     assert not (wf / "data").exists() and not (wf / "results").exists() and not (wf / "logs").exists()
 
 
+def test_an_embedded_config_that_is_not_yaml_is_named_with_its_line(tmp_path):
+    """Snakemake's own message names neither file nor line; the Snakefile reads it first."""
+    wf = copy_workflow(tmp_path / "wf")
+    cfg = wf / "config/config.yaml"
+    cfg.write_text(cfg.read_text() + "\nbroken: [1, 2\nnext: 3\n")
+    line_no = cfg.read_text().splitlines().index("next: 3") + 1
+    proc = snakemake(wf, "-n", "--cores", "1", check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"config error in config/config.yaml, line {line_no}, column 5: not valid YAML"), last
+    assert not (wf / "data").exists() and not (wf / "logs").exists()
+
+
+def test_yaml_error_names_file_line_and_column(tmp_path):
+    from glann.config import yaml_error
+
+    f = tmp_path / "c.yaml"
+    f.write_text("datasets: [digits]\nglo:\n\tepochs: 2\n")
+    assert yaml_error(f).startswith(f"config error in {f}, line 3, column 1: not valid YAML")
+    f.write_text("- a\n- b\n")
+    assert "the top level must be a mapping" in yaml_error(f)
+    f.write_text("datasets: [digits]\n")
+    assert yaml_error(f) is None and yaml_error(tmp_path / "absent.yaml") is None
+
+
 # --------------------------------------------------------------------------- 4. data errors
 def test_truncated_prepared_split_names_the_file(digits_dir, tmp_path):
     from glann.datasets import load_prepared
@@ -52,7 +77,7 @@ def test_truncated_prepared_split_names_the_file(digits_dir, tmp_path):
     for f in ("train.npz", "test.npz", "manifest.json"):
         (d / f).write_bytes((digits_dir / f).read_bytes())
     (d / "train.npz").write_bytes((d / "train.npz").read_bytes()[:1000])
-    with pytest.raises(DataError, match=r"train\.npz does not match its manifest.*Delete .* rerun"):
+    with pytest.raises(DataError, match=r"train\.npz does not match its manifest.*Run `glann restore-data .*` .* rerun snakemake"):
         load_prepared(d, "train")
 
 

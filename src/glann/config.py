@@ -45,6 +45,29 @@ def load_schema(path) -> dict:
     return yaml.load(Path(path).read_text(), Loader=loader)
 
 
+def yaml_error(path) -> str | None:
+    """One line naming the file, line and column where a YAML config file stops being YAML, or a
+    top level that is not a mapping; None when it reads (or is absent: Snakemake says so)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"config error: cannot read {path} ({exc}). Nothing was run."
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(text, Loader=loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        what = " ".join(str(p) for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p)
+        return f"config error in {where}: not valid YAML ({what or exc}). Nothing was run."
+    if data is not None and not isinstance(data, dict):
+        return f"config error in {path}: the top level must be a mapping of keys (datasets:, methods:, ...). Nothing was run."
+    return None
+
+
 def _path(error) -> str:
     out = ""
     for p in error.absolute_path:

@@ -368,15 +368,16 @@ def load_prepared(data_dir, split: str, verify: bool = True):
     manifest = read_manifest(data_dir)
     path = data_dir / f"{split}.npz"
     if not path.exists():
-        raise DataError(f"{path} is missing: delete {data_dir} and rerun snakemake to prepare it again.")
+        raise DataError(f"{path} is missing: run `glann restore-data {data_dir}` (the trained models are kept "
+                        "when the rebuilt data is byte-identical), then rerun snakemake.")
     if verify:
         expected = manifest.get("sha256", {}).get(path.name)
         actual = sha256_of(path)
         if expected != actual:
             raise DataError(
                 f"{path} does not match its manifest (sha256 {actual[:12]}... != {str(expected)[:12]}...): "
-                f"the file was modified or corrupted. Delete {data_dir} and rerun snakemake "
-                "(or `dvc pull` it again)."
+                f"the file was modified or corrupted. Run `glann restore-data {data_dir}` (the trained models "
+                "are kept when the rebuilt data is byte-identical) or `dvc pull` it, then rerun snakemake."
             )
     try:
         with np.load(path) as z:
