@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from glann.config import yaml_error  # noqa: E402
 
 if _yaml_problem := yaml_error("config/config.yaml"):
-    sys.stderr.write(_yaml_problem + "\n")
+    sys.stderr.write(f"{_yaml_problem}\n")
     sys.exit(1)
 
 

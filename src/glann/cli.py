@@ -314,9 +314,6 @@ def main(argv=None) -> int:
     return run(argv)
 
 
-SNAKEMAKE_PID_ENV = "GLANN_SNAKEMAKE_PID"  # set by workflow/rules/common.smk in the snakemake process
-
-
 def _die_with_snakemake(interval: float = 0.5) -> None:
     """Stop this job (as Ctrl-C would) once the snakemake process that started it is gone.
 
@@ -324,6 +321,8 @@ def _die_with_snakemake(interval: float = 0.5) -> None:
     recorded as incomplete and recomputed by the rerun, and each finished orphan leaves an MLflow
     run the rerun duplicates. A job that stops with its snakemake writes nothing (outputs are
     atomic), keeps its last epoch in ``.resume``, and marks its run KILLED."""
+    from .config import SNAKEMAKE_PID_ENV  # set by workflow/rules/common.smk in each snakemake process
+
     pid = os.environ.get(SNAKEMAKE_PID_ENV)
     if not pid or not pid.isdigit():
         return

@@ -33,6 +33,14 @@ def export_tracking(tracking: dict) -> None:
     os.environ[TRACKING_ENV] = json.dumps(tracking, sort_keys=True)
 
 
+SNAKEMAKE_PID_ENV = "GLANN_SNAKEMAKE_PID"  # the snakemake process a job stops with (glann.cli)
+
+
+def export_snakemake_pid() -> None:
+    """Name this snakemake process to the jobs it starts: they stop once it is gone (kill -9)."""
+    os.environ[SNAKEMAKE_PID_ENV] = str(os.getpid())
+
+
 def cuda_visible() -> bool:
     """Whether this machine has an NVIDIA GPU, without importing torch (every start pays for it)."""
     if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from glann.codehash import code_hash  # noqa: E402
-from glann.config import check, coerce, cuda_visible, export_tracking, fill_defaults, load_schema  # noqa: E402
+from glann.config import (  # noqa: E402
+    check, coerce, cuda_visible, export_snakemake_pid, export_tracking, fill_defaults, load_schema)
 from glann.methods import METHODS as REGISTRY  # noqa: E402
 
 SCHEMA_PATH = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
@@ -193,7 +194,7 @@ def get_final_output():
 _INVOCATION = os.environ.get("GLANN_INVOCATION_ID") or uuid.uuid4().hex[:12]
 # Jobs stop when this process is gone (glann.cli._die_with_snakemake): a kill -9 of snakemake leaves
 # no orphan to finish a job the rerun would redo. Each process sets its own (a cluster node's too).
-os.environ["GLANN_SNAKEMAKE_PID"] = str(os.getpid())
+export_snakemake_pid()
 # Jobs read their tracking settings from the environment, not from params (see job()).
 export_tracking(config["tracking"])
 
