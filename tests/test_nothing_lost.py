@@ -177,3 +177,27 @@ def test_kill9_of_snakemake_during_evaluate_leaves_no_orphan_to_finish(tmp_path)
     con = sqlite3.connect(wf / "mlflow.db")
     runs = [s for (s,) in con.execute("select status from runs where name like 'evaluate%' order by start_time")]
     assert runs.count("FINISHED") == 1 and "RUNNING" not in runs, runs
+
+
+@pytest.mark.parametrize("same_host", [True, False])
+def test_a_job_whose_snakemake_is_already_gone_stops_before_any_work(tmp_path, same_host):
+    """The snakemake process may die before the job's watch starts; a job on another host (an
+    environment passed on to a cluster node) has nothing to watch and runs."""
+    import json
+    import socket
+
+    import psutil
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    born = psutil.Process(gone.pid).create_time()
+    gone.wait()
+    host = socket.gethostname() if same_host else "elsewhere.invalid"
+    env = {**os.environ, **ENV, "GLANN_SNAKEMAKE_PID": f"{host}:{gone.pid}:{born!r}"}
+    job = json.dumps({"dataset": "digits", "method": "-", "params": {"size": 8}})
+    proc = subprocess.run([str(BIN / "glann"), "prepare", "--job", job, "--out-dir", str(tmp_path / "d")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    if same_host:
+        assert proc.returncode == 130 and "that started this job is gone" in proc.stderr, proc.stderr[-2000:]
+        assert not (tmp_path / "d/manifest.json").exists()
+    else:
+        assert proc.returncode == 0 and (tmp_path / "d/manifest.json").exists(), proc.stderr[-2000:]

@@ -1,12 +1,14 @@
 """Names used outside Python files vulture reads (Snakefile rules, torch hooks): `vulture` in CI."""
 from glann.codehash import code_hash
-from glann.config import cuda_visible, export_tracking
+from glann.config import cuda_visible, export_snakemake_pid, export_tracking, yaml_error
 from glann.methods import Method
+from glann.preflight import check
 from glann.tracking import on_end, on_start
 
 _ = object()  # stands for any object: this file is read by vulture, never run
 
-code_hash, on_start, on_end, cuda_visible, export_tracking  # workflow/rules/common.smk
+code_hash, on_start, on_end, cuda_visible, export_tracking, export_snakemake_pid, check  # workflow/rules/common.smk
+yaml_error  # Snakefile
 Method.v1_generator, Method.checkpoint_paths, Method.loss_csv_paths, Method.snapshot_path, Method.snapshot_fixed_paths  # common.smk
 _.forward  # torch modules
 _.benchmark, _.allow_tf32  # torch.backends switches

@@ -320,26 +320,29 @@ def _die_with_snakemake(interval: float = 0.5) -> None:
     A kill -9 of snakemake leaves its running jobs to finish as orphans: their outputs are then
     recorded as incomplete and recomputed by the rerun, and each finished orphan leaves an MLflow
     run the rerun duplicates. A job that stops with its snakemake writes nothing (outputs are
-    atomic), keeps its last epoch in ``.resume``, and marks its run KILLED."""
+    atomic), keeps its last epoch in ``.resume``, and marks its run KILLED. The snakemake process
+    is named by host, pid and start time (glann.config.export_snakemake_pid); a job on another host
+    (an environment passed on to a cluster node) has nothing to watch."""
     from .config import SNAKEMAKE_PID_ENV  # set by workflow/rules/common.smk in each snakemake process
 
-    pid = os.environ.get(SNAKEMAKE_PID_ENV)
-    if not pid or not pid.isdigit():
+    try:
+        host, pid, born = os.environ[SNAKEMAKE_PID_ENV].rsplit(":", 2)
+        pid, born = int(pid), float(born)
+    except (KeyError, ValueError):
+        return
+    import socket
+
+    if host != socket.gethostname():
         return
     import signal
     import threading
 
     import psutil
 
-    try:
-        born = psutil.Process(int(pid)).create_time()
-    except psutil.Error:
-        return  # not a process of this machine (an environment passed on to a cluster node)
-
     def alive() -> bool:
         try:
-            p = psutil.Process(int(pid))
-            return p.create_time() == born and p.status() != psutil.STATUS_ZOMBIE
+            p = psutil.Process(pid)
+            return abs(p.create_time() - born) < 0.01 and p.status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
             return False
 
@@ -354,11 +357,11 @@ def _die_with_snakemake(interval: float = 0.5) -> None:
 
 def run(argv: list[str]) -> int:
     """Parse and run one step in this process."""
-    _die_with_snakemake()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     args = build_parser().parse_args(argv)
     try:
+        _die_with_snakemake()
         args.fn(args)
     except GlannError as exc:
         print(f"error: {exc}", file=sys.stderr)

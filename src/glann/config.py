@@ -37,8 +37,13 @@ SNAKEMAKE_PID_ENV = "GLANN_SNAKEMAKE_PID"  # the snakemake process a job stops w
 
 
 def export_snakemake_pid() -> None:
-    """Name this snakemake process to the jobs it starts: they stop once it is gone (kill -9)."""
-    os.environ[SNAKEMAKE_PID_ENV] = str(os.getpid())
+    """Name this snakemake process to the jobs it starts (host, pid, start time): they stop once it
+    is gone (kill -9). The start time tells a reused pid from it."""
+    import socket
+
+    import psutil
+
+    os.environ[SNAKEMAKE_PID_ENV] = f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time()!r}"
 
 
 def cuda_visible() -> bool:
