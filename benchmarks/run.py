@@ -19,9 +19,8 @@ README's Performance section. Sections:
             vs a bare PyTorch loop with the same model, lap1 loss, batch 128 and Adam.
   pipeline  `snakemake --cores all` in a fresh temp copy, then a no-op rerun, for each of
             --pipeline-configs: quick (config/quick.yaml as shipped: deferred tracking),
-            quick-live (the same with tracking.live: true), default (the embedded
-            config/config.yaml, live tracking) and quick-warm (quick, with its jobs
-            started by `glann serve`, glann.jobserver); snakemake's own no-op on a one-rule
+            quick-live (the same with tracking.live: true), and default (the embedded
+            config/config.yaml, live tracking); snakemake's own no-op on a one-rule
             Snakefile; per job the median seconds and peak RSS over the repeats
             (Snakemake's benchmark files).
 """
@@ -263,11 +262,11 @@ def _copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def _snakemake(cwd: Path, *extra, env=None) -> float:
+def _snakemake(cwd: Path, *extra) -> float:
     exe = str(Path(sys.executable).with_name("snakemake"))
     t0 = time.perf_counter()
     subprocess.run([exe, "--cores", "all", "--quiet", "all", *extra], cwd=cwd, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return time.perf_counter() - t0
 
 
@@ -298,25 +297,7 @@ PIPELINES = {
     "quick-live": ("config quick, live tracking", ["--configfile", "config/quick.yaml", "live.yaml"],
                    "tracking: {live: true}\n"),
     "default": ("config default", [], None),
-    "quick-warm": ("config quick, jobs started by glann serve", ["--configfile", "config/quick.yaml"], None),
 }
-
-
-class _JobServer:
-    """``glann serve`` for the "-warm" pipelines (started once, before their repeats)."""
-
-    def __init__(self):
-        self.path = Path(tempfile.mkdtemp(prefix="glann-serve-")) / "glann.sock"
-        exe = str(Path(sys.executable).with_name("glann"))
-        self.proc = subprocess.Popen([exe, "serve", "--socket", str(self.path)], stderr=subprocess.DEVNULL)
-        while not self.path.exists():
-            if self.proc.poll() is not None:
-                raise SystemExit("glann serve did not start")
-            time.sleep(0.1)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait()
 
 
 def bench_pipeline(args) -> list[dict]:
@@ -325,18 +306,14 @@ def bench_pipeline(args) -> list[dict]:
         label, cfg, extra = PIPELINES[name]
         repeats = args.default_repeats if name == "default" else args.repeats
         full, noop, jobs = [], [], []
-        server = _JobServer() if name.endswith("-warm") else None
-        env = {"GLANN_JOB_SERVER": str(server.path)} if server else None
         for _ in range(repeats):
             wf = _copy_workflow(Path(tempfile.mkdtemp(prefix=f"glann-pipe-{name}-")))
             if extra:
                 (wf / "live.yaml").write_text(extra)
-            full.append(_snakemake(wf, *cfg, env=env))
-            noop.append(_snakemake(wf, *cfg, env=env))
+            full.append(_snakemake(wf, *cfg))
+            noop.append(_snakemake(wf, *cfg))
             jobs.append(_job_benchmarks(wf))
             shutil.rmtree(wf, ignore_errors=True)
-        if server:
-            server.stop()
         rows.append({"what": f"snakemake --cores all, {label}", "ours_s": statistics.median(full),
                      "ours_runs": full, "noop_s": statistics.median(noop), "noop_runs": noop,
                      "jobs": _job_medians(jobs)})

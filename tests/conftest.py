@@ -80,23 +80,6 @@ def snakemake(cwd, *args, env=None, check=True, timeout=900):
     return proc
 
 
-@pytest.fixture(scope="session")
-def job_server(tmp_path_factory):
-    """A ``glann serve`` for pipeline runs whose jobs are mostly imports (glann.jobserver).
-
-    Its socket path, for GLANN_JOB_SERVER; stopped (and checked to have removed its socket)
-    at the end of the session."""
-    path = tmp_path_factory.mktemp("job_server") / "glann.sock"
-    exe = str(Path(sys.executable).with_name("glann"))
-    proc = subprocess.Popen([exe, "serve", "--socket", str(path)], stderr=subprocess.PIPE, text=True)
-    _wait("glann serve to listen", lambda: path.exists() or proc.poll() is not None, timeout=180)
-    assert proc.poll() is None, proc.stderr.read()
-    yield path
-    proc.terminate()
-    proc.wait(timeout=120)
-    assert not path.exists(), "glann serve left its socket behind"
-
-
 # --------------------------------------------------------------------------- the shared quick pipeline run
 QUICK = ["--cores", "2"]
 
@@ -152,7 +135,7 @@ def quick_config(extra: dict) -> str:
 
 
 @pytest.fixture(scope="session")
-def quick_run(tmp_path_factory, job_server):
+def quick_run(tmp_path_factory):
     """See tests/test_pipeline.py: one quick pipeline run, killed and interrupted on the way."""
     import torch
 
@@ -198,8 +181,7 @@ def quick_run(tmp_path_factory, job_server):
     # the snapshot files are temp() outputs: the rerun deletes them once it has scored them
     finished = sorted(f for f in _finished_outputs(first) if (wf / f).exists() and not f.endswith("snapshots.pt"))
     before = _fingerprint(wf, finished)
-    # the rerun's jobs start warm (the first run's are real processes: train-glo is found and killed by pid)
-    rerun = snakemake(wf, *QUICK, "--printshellcmds", env={"GLANN_TRACKING": "1", "GLANN_JOB_SERVER": str(job_server)})
+    rerun = snakemake(wf, *QUICK, "--printshellcmds", env={"GLANN_TRACKING": "1"})
     return {"wf": wf, "first": first, "rerun": rerun.stdout + rerun.stderr, "returncode": proc.returncode,
             "finished": finished, "before": before, "killed_at": killed_at}
 

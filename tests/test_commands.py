@@ -91,11 +91,10 @@ def test_issue_commands_dry_run_the_intended_jobs(wf):
 
 
 @pytest.mark.pipeline
-def test_config_override_reaches_the_job(tmp_path, job_server):
+def test_config_override_reaches_the_job(tmp_path):
     w = copy_workflow(tmp_path / "wf")
     target = "results/digits/glann/seed0/glo.pt"
-    snakemake(w, target, "--cores", "2", "--configfile", "config/quick.yaml", "--config", "glo={epochs: 3}",
-              env={"GLANN_JOB_SERVER": str(job_server)})
+    snakemake(w, target, "--cores", "2", "--configfile", "config/quick.yaml", "--config", "glo={epochs: 3}")
     glo = torch.load(w / target, weights_only=False)
     assert glo["epochs"] == 3 and [r["epoch"] for r in glo["history"]] == [1, 2, 3]
 

@@ -3,7 +3,6 @@ file the pipeline writes, the artifacts go to a DVC remote and come back in a fr
 where Snakemake then has nothing to do."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

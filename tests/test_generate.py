@@ -1,10 +1,7 @@
 """`glann generate`: sample a trained method without Snakemake, from a folder or an MLflow run.
 
-The png/npz checks run their 12 commands through the session's ``glann serve`` (a step
-through it is the same step: tests/test_jobserver.py); the MLflow-run and refusal tests run
-``glann generate`` in its own process."""
+Each check runs ``glann generate`` in its own process, in the shared quick run's folder."""
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -17,35 +14,31 @@ from PIL import Image
 BIN = Path(sys.executable).parent
 
 
-def _generate(*args, cwd, server=None):
-    env = {k: v for k, v in os.environ.items() if k != "GLANN_JOB_SERVER"}
-    if server:
-        env["GLANN_JOB_SERVER"] = str(server)
+def _generate(*args, cwd):
     return subprocess.run([str(BIN / "glann"), "generate", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env=env)
+                          timeout=600)
 
 
 @pytest.mark.pipeline
 @pytest.mark.parametrize("method", ["glann", "glo_gauss", "vae", "wgan_gp"])
-def test_generate_png_and_npz_from_the_quick_run(quick_run, tmp_path, method, job_server):
+def test_generate_png_and_npz_from_the_quick_run(quick_run, tmp_path, method):
     wf = quick_run["wf"]
     run = f"results/digits/{method}/seed0"
     png = _generate(run, "-n", "25", "--out", str(tmp_path / "png"), "--batch-size", "10", "--seed", "3",
-                    "--interpolate", "3", "--device", "cpu", cwd=wf, server=job_server)
+                    "--interpolate", "3", "--device", "cpu", cwd=wf)
     assert png.returncode == 0, png.stderr[-2000:]
     files = sorted((tmp_path / "png").glob("0*.png"))
     assert len(files) == 25 and Image.open(files[0]).size == (16, 16)
     assert Image.open(tmp_path / "png" / "interpolation.png").size[1] > 16 * 3
     npz = _generate(run, "-n", "25", "--out", str(tmp_path / "npz"), "--format", "npz", "--batch-size", "10",
-                    "--seed", "3", cwd=wf, server=job_server)
+                    "--seed", "3", cwd=wf)
     assert npz.returncode == 0, npz.stderr[-2000:]
     shards = sorted((tmp_path / "npz").glob("samples-*.npz"))
     assert [len(np.load(s)["images"]) for s in shards] == [10, 10, 5]  # streamed, batch by batch
     images = np.concatenate([np.load(s)["images"] for s in shards])
     assert images.dtype == np.uint8 and images.shape == (25, 16, 16, 1)
     assert np.array_equal(images[0, ..., 0], np.asarray(Image.open(files[0])))  # same seed, same images
-    other = _generate(run, "-n", "10", "--out", str(tmp_path / "other"), "--format", "npz", "--seed", "4", cwd=wf,
-                      server=job_server)
+    other = _generate(run, "-n", "10", "--out", str(tmp_path / "other"), "--format", "npz", "--seed", "4", cwd=wf)
     assert other.returncode == 0
     assert not np.array_equal(np.load(tmp_path / "other" / "samples-00000.npz")["images"], images[:10])
 

@@ -146,19 +146,20 @@ def test_one_model_one_trainer(digits_dir, tmp_path):
 def test_runs_left_running_by_dead_processes_are_closed(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from glann import tracking
+    from glann import invocation
+    from glann.mlflow_store import get_or_create_experiment
 
     monkeypatch.setenv("GLANN_TRACKING", "1")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
-    exp = tracking.get_or_create_experiment(client, "digits", uri)
+    exp = get_or_create_experiment(client, "digits", uri)
     dead = subprocess.Popen(["true"])
     dead.wait()
     host = __import__("socket").gethostname()
     orphan = client.create_run(exp, tags={"glann.pid": str(dead.pid), "glann.host": host}).info.run_id
     alive = client.create_run(exp, tags={"glann.pid": str(os.getpid()), "glann.host": host}).info.run_id
     remote = client.create_run(exp, tags={"glann.pid": str(dead.pid), "glann.host": "elsewhere"}).info.run_id
-    assert tracking.close_orphaned_runs(["digits"], uri) == 1
+    assert invocation.close_orphaned_runs(["digits"], uri) == 1
     status = {r: client.get_run(r).info.status for r in (orphan, alive, remote)}
     assert status == {orphan: "KILLED", alive: "RUNNING", remote: "RUNNING"}
 
@@ -196,7 +197,7 @@ def test_a_resumed_job_links_to_the_killed_run_and_keeps_one_history(digits_dir,
 
 
 @pytest.mark.pipeline
-def test_kill9_of_snakemake_with_live_tracking_leaves_no_running_run(tmp_path, job_server):
+def test_kill9_of_snakemake_with_live_tracking_leaves_no_running_run(tmp_path):
     """kill -9 of the snakemake process (not its group) during train_vae, then of the orphaned job;
     the rerun closes both runs left RUNNING as KILLED, resumes the model and logs its epochs as one
     history in a run linked to the killed one."""
@@ -229,7 +230,7 @@ def test_kill9_of_snakemake_with_live_tracking_leaves_no_running_run(tmp_path, j
     killed_at = torch.load(resume, weights_only=False)["epoch"]
     assert 1 <= killed_at < 8
     snakemake(wf, "--unlock", "--cores", "1", env=env)
-    snakemake(wf, target, "--cores", "2", env={**env, "GLANN_JOB_SERVER": str(job_server)})  # starts warm
+    snakemake(wf, target, "--cores", "2", env=env)
     con = sqlite3.connect(wf / "mlflow.db")
     assert con.execute("select count(*) from runs where status = 'RUNNING'").fetchone()[0] == 0
     runs = con.execute("select run_uuid, status from runs where name = 'train_vae:vae:seed0' "

@@ -11,9 +11,7 @@ cache). What stays the preset's own: its dataset and loader, ``glo.loss: vgg``,
 fp32: on a CPU without bf16 units a v1 GAN step under bf16 autocast is 15-30x slower, so
 the trainers' bf16 path is test_faithfulness.py's. The MNIST preset runs two seeds, so the
 summary's mean ± std over seeds is exercised; the other three one. Each run is 40-80 jobs
-whose own work takes seconds: their steps run through ``glann serve`` (glann.jobserver,
-tested in tests/test_jobserver.py), which pays torch's and the other imports once instead
-of ~3 s per job.
+whose own work takes seconds.
 Numbers from these runs mean nothing and are never reported.
 """
 
@@ -76,7 +74,7 @@ def smoke_override(dataset: str, root, seeds) -> dict:
 
 @pytest.mark.pipeline
 @pytest.mark.parametrize("preset", PRESETS)
-def test_paper_preset_end_to_end(preset, tmp_path, torch_home, job_server):
+def test_paper_preset_end_to_end(preset, tmp_path, torch_home):
     cfg_path = REPO / "config/paper" / f"{preset}.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
     dataset = cfg["datasets"][0]
@@ -88,7 +86,7 @@ def test_paper_preset_end_to_end(preset, tmp_path, torch_home, job_server):
     WRITERS[dataset](tmp_path / "data", n_test=16)  # 16 real test images: real_stats' Inception pass
     seeds = [0, 1] if preset == "mnist" else [0]
     (wf / "smoke.yaml").write_text(yaml.safe_dump(smoke_override(dataset, tmp_path / "data", seeds)))
-    env = {**os.environ, "TORCH_HOME": str(torch_home), "GLANN_TRACKING": "0", "GLANN_JOB_SERVER": str(job_server),
+    env = {**os.environ, "TORCH_HOME": str(torch_home), "GLANN_TRACKING": "0",
            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
     snakemake(wf, "--cores", "2", "--configfile", f"config/paper/{preset}.yaml", "smoke.yaml", env=env)
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from conftest import REPO
-from glann.atomic import torch_save
 from glann.config import fill_defaults, load_schema
 from glann.evaluation import evaluate, real_stats
 from glann.evaluator import train_evaluator

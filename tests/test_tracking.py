@@ -133,7 +133,7 @@ def test_unreachable_tracking_server_does_not_fail_training(digits_dir, tmp_path
 
 
 @pytest.mark.pipeline
-def test_parallel_jobs_share_one_sqlite_store_without_losing_runs(tmp_path, job_server):
+def test_parallel_jobs_share_one_sqlite_store_without_losing_runs(tmp_path):
     """Reliability 8 / tracking: --cores 4, four seeds, every run recorded, no 'database is locked'."""
     wf = copy_workflow(tmp_path / "wf")
     # live tracking: every job opens the store itself (quick.yaml defers it to the end of the invocation)
@@ -141,7 +141,7 @@ def test_parallel_jobs_share_one_sqlite_store_without_losing_runs(tmp_path, job_
                                  "tracking: {live: true}\n")
     proc = snakemake(wf, "--cores", "4", "--configfile", "config/quick.yaml", "par.yaml",
                      "--until", "train_vae", "train_gan",
-                     env={"GLANN_TRACKING": "1", "GLANN_JOB_SERVER": str(job_server)})
+                     env={"GLANN_TRACKING": "1"})
     logs = "".join(p.read_text() for p in (wf / "logs").rglob("*.log"))
     assert "database is locked" not in (logs + proc.stdout + proc.stderr).lower()
     assert "tracking skipped" not in logs
@@ -180,7 +180,7 @@ print("mlflow" in sys.modules)
 
 
 def test_deferred_tracking_journals_without_importing_mlflow_and_imports_later(tmp_path, monkeypatch):
-    from glann import tracking
+    from glann import journal as tracking
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     journal, mlflow_imported = _deferred_job(tmp_path, uri)
@@ -210,7 +210,7 @@ def test_deferred_tracking_journals_without_importing_mlflow_and_imports_later(t
 
 
 def test_deferred_journal_of_a_killed_job_becomes_a_killed_run(tmp_path, monkeypatch):
-    from glann import tracking
+    from glann import journal as tracking
 
     journal, _ = _deferred_job(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", finish=False)
     monkeypatch.setenv("GLANN_TRACKING", "1")
@@ -221,7 +221,7 @@ def test_deferred_journal_of_a_killed_job_becomes_a_killed_run(tmp_path, monkeyp
 
 
 def test_deferred_journal_is_kept_while_the_server_is_unreachable(tmp_path, monkeypatch, caplog):
-    from glann import tracking
+    from glann import journal as tracking
 
     journal, _ = _deferred_job(tmp_path, f"http://127.0.0.1:{_free_port()}")
     monkeypatch.setenv("GLANN_TRACKING", "1")
@@ -235,7 +235,7 @@ def test_a_unique_constraint_race_is_retried_once(monkeypatch):
     """Parallel jobs logging the same dataset: MLflow's look-up-then-insert can lose the race
     (UNIQUE constraint failed); the second try finds the row. Any other error, or the same one
     twice, is raised."""
-    from glann import tracking
+    from glann import mlflow_store as tracking
 
     monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
     calls = []
@@ -249,14 +249,14 @@ def test_a_unique_constraint_race_is_retried_once(monkeypatch):
         return fn
 
     race = "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name"
-    assert tracking._with_retry(flaky(1, race)) == "ok" and len(calls) == 2
+    assert tracking.with_retry(flaky(1, race)) == "ok" and len(calls) == 2
     calls.clear()
     with pytest.raises(RuntimeError, match="UNIQUE"):
-        tracking._with_retry(flaky(2, race))
+        tracking.with_retry(flaky(2, race))
     assert len(calls) == 2
     calls.clear()
-    assert tracking._with_retry(flaky(3, "database is locked")) == "ok" and len(calls) == 4
+    assert tracking.with_retry(flaky(3, "database is locked")) == "ok" and len(calls) == 4
     calls.clear()
     with pytest.raises(RuntimeError, match="no such table"):
-        tracking._with_retry(flaky(1, "no such table: runs"))
+        tracking.with_retry(flaky(1, "no such table: runs"))
     assert len(calls) == 1

@@ -3,7 +3,7 @@ from glann.codehash import code_hash
 from glann.config import cuda_visible, export_snakemake_pid, export_tracking, yaml_error
 from glann.methods import Method
 from glann.preflight import check
-from glann.tracking import on_end, on_start
+from glann.invocation import on_end, on_start
 
 _ = object()  # stands for any object: this file is read by vulture, never run
 

@@ -235,12 +235,6 @@ def cmd_generate(args):
     generate(args)
 
 
-def cmd_serve(args):
-    from .jobserver import serve
-
-    raise SystemExit(serve(args.socket, run, args.idle_exit))
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="glann", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -282,10 +276,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grids", nargs="*")
     p.add_argument("--losses", nargs="*", default=None, help="per-epoch loss CSVs -> <out-dir>/curves/")
     p.add_argument("--snapshots", nargs="*", default=None, help="scored snapshots -> <out-dir>/fid_vs_compute.*")
-    s = sub.add_parser("serve", help="warm starts: run the steps of GLANN_JOB_SERVER clients (glann.jobserver)")
-    s.add_argument("--socket", required=True, help="Unix socket path; set GLANN_JOB_SERVER to it for the jobs")
-    s.add_argument("--idle-exit", type=float, default=None, help="stop after this many seconds without a job")
-    s.set_defaults(fn=cmd_serve)
     return ap
 
 
@@ -302,16 +292,8 @@ def _batch_key(args) -> str:
 
 
 def main(argv=None) -> int:
-    """``glann <step>``: in a process forked by ``glann serve`` when GLANN_JOB_SERVER names one."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    from .jobserver import SERVER_ENV, run_on_server  # standard library only: cheap
-
-    server = os.environ.get(SERVER_ENV)
-    if server and argv[:1] != ["serve"]:
-        code = run_on_server(argv, server)
-        if code is not None:
-            return code
-    return run(argv)
+    """``glann <step>``: parse and run one step in this process."""
+    return run(list(sys.argv[1:] if argv is None else argv))
 
 
 def _die_with_snakemake(interval: float = 0.5) -> None:

@@ -45,7 +45,7 @@ def run_dir_of_mlflow_run(run_id: str, uri: str | None = None) -> Path:
     """The run folder an MLflow run recorded (tag ``glann.run_dir``)."""
     from mlflow.tracking import MlflowClient
 
-    from .tracking import tracking_uri
+    from .mlflow_store import tracking_uri
 
     try:
         run = MlflowClient(tracking_uri=tracking_uri(uri)).get_run(run_id)

@@ -200,7 +200,7 @@ export_tracking(config["tracking"])
 
 
 onstart:
-    from glann.tracking import on_start
+    from glann.invocation import on_start
 
     # device: cuda on a machine without CUDA: one line before any job (a cluster executor
     # submits the jobs to GPU nodes, so only jobs run here are checked).
@@ -216,12 +216,12 @@ onstart:
 
 
 onsuccess:
-    from glann.tracking import on_end
+    from glann.invocation import on_end
 
     on_end(config["tracking"])
 
 
 onerror:
-    from glann.tracking import on_end
+    from glann.invocation import on_end
 
     on_end(config["tracking"], "FAILED")
