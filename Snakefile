@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from glann.config import yaml_error  # noqa: E402
+from glann.pipeline.config import yaml_error  # noqa: E402
 
 if _yaml_problem := yaml_error("config/config.yaml"):
     sys.stderr.write(f"{_yaml_problem}\n")

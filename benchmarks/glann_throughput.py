@@ -32,11 +32,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from glann.atomic import save_npz, write_json  # noqa: E402
 from glann.atomic import sha256_of as sha256_file  # noqa: E402
-from glann.config import fill_defaults, load_schema  # noqa: E402
-from glann.datasets import load_prepared  # noqa: E402
-from glann.gans import train_gan  # noqa: E402
-from glann.glo import train_glo  # noqa: E402
-from glann.imle import train_imle  # noqa: E402
+from glann.pipeline.config import fill_defaults, load_schema  # noqa: E402
+from glann.data.datasets import load_prepared  # noqa: E402
+from glann.methods.gans import train_gan  # noqa: E402
+from glann.methods.glo import train_glo  # noqa: E402
+from glann.methods.imle import train_imle  # noqa: E402
+from glann.methods.training import TrainContext  # noqa: E402
 from glann.runtime import resolve_device, setup_torch  # noqa: E402
 
 # the schema's defaults (the paper's values), as the pipeline's jobs get them; GLO with lap1
@@ -79,15 +80,15 @@ def kernel_seconds(fn, device) -> float | None:
 
 def one_run(args, work: Path, device, n_images: int) -> dict:
     res = {}
-    glo = train_glo(work, work / "glo.pt", {**GLO, "epochs": args.glo_epochs}, 0, device, amp=args.amp)
+    glo = train_glo(work, {**GLO, "epochs": args.glo_epochs}, TrainContext(work / "glo.pt", 0, device, amp=args.amp))
     res["glo_seconds_per_epoch"] = steady_epoch_seconds(glo)
     res["glo_images_per_s"] = n_images / res["glo_seconds_per_epoch"]
     if args.imle_epochs:
-        imle = train_imle(work / "glo.pt", work / "imle.pt", {**IMLE, "epochs": args.imle_epochs}, 0, device)
+        imle = train_imle(work / "glo.pt", {**IMLE, "epochs": args.imle_epochs}, TrainContext(work / "imle.pt", 0, device))
         res["imle_seconds_per_epoch"] = float(np.median([r["seconds"] for r in imle["history"]]))
     for kind in filter(None, args.gan_kinds.split(",")):
         cfg = {**GAN_CFG[kind], "epochs": args.gan_epochs}
-        out = train_gan(kind, work, work / f"{kind}.pt", cfg, 0, device, amp=args.amp)
+        out = train_gan(kind, work, cfg, TrainContext(work / f"{kind}.pt", 0, device, amp=args.amp))
         res[f"{kind}_seconds_per_epoch"] = steady_epoch_seconds(out)
         # images through the generator's training step per second (critic steps see the same images)
         res[f"{kind}_images_per_s"] = n_images / res[f"{kind}_seconds_per_epoch"]
@@ -96,10 +97,9 @@ def one_run(args, work: Path, device, n_images: int) -> dict:
 
 def busy_shares(args, work: Path, device, res: dict) -> dict:
     shares = {}
-    jobs = {"glo": lambda: train_glo(work, work / "p_glo.pt", {**GLO, "epochs": 1}, 0, device, amp=args.amp)}
+    jobs = {"glo": lambda: train_glo(work, {**GLO, "epochs": 1}, TrainContext(work / "p_glo.pt", 0, device, amp=args.amp))}
     for kind in filter(None, args.gan_kinds.split(",")):
-        jobs[kind] = (lambda k=kind: train_gan(k, work, work / f"p_{k}.pt", {**GAN_CFG[k], "epochs": 1},
-                                               0, device, amp=args.amp))
+        jobs[kind] = (lambda k=kind: train_gan(k, work, {**GAN_CFG[k], "epochs": 1}, TrainContext(work / f"p_{k}.pt", 0, device, amp=args.amp)))
     for name, fn in jobs.items():
         busy = kernel_seconds(fn, device)
         if busy is not None:

@@ -8,14 +8,14 @@ Each figure is the median of ``--repeats`` runs (at least 3). Results go to
 ``benchmarks/results/<host>.json`` and a markdown table is printed, ready for
 README's Performance section. Sections:
 
-  nn        IMLE's exact nearest-neighbour search (glann.nn_search, torch, chunked)
+  nn        IMLE's exact nearest-neighbour search (glann.methods.nn_search, torch, chunked)
             vs faiss-cpu IndexFlatL2: 10,000 queries x 20,000 points at 64-d and 784-d;
             the indices must agree (up to exact floating-point ties, counted).
   fid       Inception features + Frechet distance of N generated 28x28 images fed as
             tensors (the pipeline's path) vs `python -m pytorch_fid` on the same images
             saved as PNG, same weights: a randomly initialised FID InceptionV3 saved
             to a file (timing only; the value is meaningless and not reported as FID).
-  glo       GLO training throughput (glann.glo.train_glo: checkpoints, CSV, RNG state)
+  glo       GLO training throughput (glann.methods.glo.train_glo: checkpoints, CSV, RNG state)
             vs a bare PyTorch loop with the same model, lap1 loss, batch 128 and Adam.
   pipeline  `snakemake --cores all` in a fresh temp copy, then a no-op rerun, for each of
             --pipeline-configs: quick (config/quick.yaml as shipped: deferred tracking),
@@ -77,7 +77,7 @@ def timed(fn, repeats: int):
 def bench_nn(args) -> list[dict]:
     import faiss
 
-    from glann.nn_search import faiss_nearest_neighbors, nearest_neighbors
+    from glann.methods.nn_search import faiss_nearest_neighbors, nearest_neighbors
 
     faiss.omp_set_num_threads(torch.get_num_threads())
     rows = []
@@ -119,8 +119,8 @@ def _images(n: int) -> np.ndarray:
 def bench_fid(args) -> list[dict]:
     from PIL import Image
 
-    from glann.inception import inception_features, load_inception
-    from glann.metrics import frechet_distance, gaussian_stats
+    from glann.evaluation.inception import inception_features, load_inception
+    from glann.evaluation.metrics import frechet_distance, gaussian_stats
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from weights import save_random_inception
@@ -169,7 +169,7 @@ def bench_fid(args) -> list[dict]:
 # --------------------------------------------------------------------------- c. GLO vs a bare loop
 def _glo_cfg() -> dict:
     """The schema's GLO defaults (as jobs get them), with loss lap1."""
-    from glann.config import fill_defaults, load_schema
+    from glann.pipeline.config import fill_defaults, load_schema
 
     cfg = fill_defaults({"datasets": ["mnist5k"], "methods": ["glann"], "seeds": [0]},
                         load_schema(REPO / "workflow/schemas/config.schema.yaml"))
@@ -193,8 +193,8 @@ def bare_glo_epochs(images_u8: torch.Tensor, epochs: int, device) -> list[float]
     """The same GLO step written plainly: no checkpoints, logs or RNG bookkeeping."""
     import torch.nn.functional as F
 
-    from glann.losses import lap1_loss
-    from glann.models import make_generator
+    from glann.methods.losses import lap1_loss
+    from glann.methods.models import make_generator
 
     n = len(images_u8)
     torch.manual_seed(0)
@@ -223,7 +223,8 @@ def bare_glo_epochs(images_u8: torch.Tensor, epochs: int, device) -> list[float]
 
 
 def bench_glo(args) -> list[dict]:
-    from glann.glo import train_glo
+    from glann.methods.glo import train_glo
+    from glann.methods.training import TrainContext
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tile = args.glo_tile or (12 if device.type == "cuda" else 1)
@@ -234,7 +235,8 @@ def bench_glo(args) -> list[dict]:
     ours, bare = [], []
     for r in range(args.repeats):
         out = work / f"glo{r}.pt"
-        res = train_glo(work, out, {**_glo_cfg(), "epochs": epochs}, 0, device, csv_path=work / f"l{r}.csv", amp="off")
+        res = train_glo(work, {**_glo_cfg(), "epochs": epochs},
+                        TrainContext(out, 0, device, csv=work / f"l{r}.csv", amp="off"))
         ours.append(statistics.median([h["seconds"] for h in res["history"]][1:] or [res["history"][0]["seconds"]]))
         times = bare_glo_epochs(images, epochs, device)
         bare.append(statistics.median(times[1:] or times))

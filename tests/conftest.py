@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    # a suite started in the background (`nohup ... &`) ignores SIGINT, and every child process
+    # inherits that: the tests that interrupt snakemake with SIGINT need it to have its default action
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 os.environ.setdefault("GLANN_TRACKING", "0")  # unit tests do not write to mlflow.db
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     # one worker per core: one intra-op thread each (two OpenMP teams per core thrash);
@@ -20,7 +24,7 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 
 @pytest.fixture(scope="session")
 def mnist5k_dir(tmp_path_factory):
-    from glann.datasets import prepare
+    from glann.data.datasets import prepare
 
     d = tmp_path_factory.mktemp("mnist5k")
     prepare("mnist5k", {}, d)
@@ -29,7 +33,7 @@ def mnist5k_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory):
-    from glann.datasets import prepare
+    from glann.data.datasets import prepare
 
     d = tmp_path_factory.mktemp("digits")
     prepare("digits", {"size": 16}, d)
@@ -41,7 +45,7 @@ def digits_small_dir(tmp_path_factory):
     """The digits set cut to its first 320 training and 64 test images (16x16), prepared as
     the pipeline prepares any dataset: for tests of exact properties (resume, rollback,
     snapshots bit for bit) that hold on any data and need no more epochs' worth of it."""
-    from glann import datasets
+    from glann.data import datasets
 
     full = datasets.LOADERS["digits"]
 
@@ -187,48 +191,24 @@ def quick_run(tmp_path_factory):
 
 
 # --------------------------------------------------------------------------- two workers (pytest-xdist)
-# `python -m pytest -n 2` (README): tests go to the workers in units that keep an expensive
-# fixture built once: one unit per test module (module fixtures), the four files that check the
-# shared quick run together (a session fixture), and each paper-preset run on its own (the
-# longest tests, so they spread). Longest units first, so none starts last.
-QUICK_RUN_FILES = ("tests/test_dvc.py", "tests/test_generate.py", "tests/test_pipeline.py", "tests/test_tracking.py")
-ONE_TEST_UNITS = ("tests/test_presets.py::test_paper_preset_end_to_end[",)
+# `python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder` (README, .ci/run): pytest-xdist
+# runs the tests of one `xdist_group` on one worker, groups in collection order. Each test file is
+# a group (its module fixtures are built once), every test that uses the shared quick run joins the
+# group "quick_run" (the session fixture is built once), and a test may name its own group (each
+# paper-preset run: tests/test_presets.py). The longest groups go first so that none starts last.
+FIRST = ("quick_run", "preset")
 
 
-def work_unit(nodeid: str) -> str:
-    """The unit of tests one worker runs together: see above."""
-    if nodeid.startswith(ONE_TEST_UNITS):
-        return nodeid
-    module = nodeid.split("::", 1)[0]
-    return "quick run" if module in QUICK_RUN_FILES else module
-
-
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
-    """A test file that starts using the quick run must join QUICK_RUN_FILES (else a second
-    worker builds it again)."""
-    strays = sorted({i.nodeid.split("::")[0] for i in items
-                     if "quick_run" in getattr(i, "fixturenames", ()) and work_unit(i.nodeid) != "quick run"})
-    if strays:
-        raise pytest.UsageError(f"{', '.join(strays)} use the quick_run fixture: add them to QUICK_RUN_FILES in "
-                                "tests/conftest.py")
+    def group(item):
+        mark = item.get_closest_marker("xdist_group")
+        if mark is None:
+            name = "quick_run" if "quick_run" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(name))
+            return name
+        return mark.args[0] if mark.args else mark.kwargs["name"]
 
-
-try:
-    from xdist.scheduler import LoadScopeScheduling
-except ImportError:  # pytest-xdist is optional: without it the suite runs in one process
-    pass
-else:
-    class UnitScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid):
-            return work_unit(nodeid)
-
-        def _assign_work_unit(self, node):
-            # the quick run's files, then the preset runs, then modules by number of tests
-            def rank(scope):
-                return (scope != "quick run", not scope.startswith(ONE_TEST_UNITS), -len(self.workqueue[scope]))
-
-            self.workqueue.move_to_end(min(self.workqueue, key=rank), last=False)
-            super()._assign_work_unit(node)
-
-    def pytest_xdist_make_scheduler(config, log):
-        return UnitScheduling(config, log)
+    rank = {id(i): next((k for k, prefix in enumerate(FIRST) if group(i).startswith(prefix)), len(FIRST))
+            for i in items}
+    items.sort(key=lambda i: rank[id(i)])  # stable: collection order within each rank

@@ -4,13 +4,14 @@ import numpy as np
 import torch
 
 from conftest import REPO
+from glann.methods.training import TrainContext
 from glann.atomic import torch_save
-from glann.config import fill_defaults, load_schema
-from glann.gans import gradient_penalty, train_gan
-from glann.imle import train_imle_pixel
-from glann.gaussian import fit_gaussian, gaussian_sampler
-from glann.sampling import Sampler
-from glann.vae import train_vae
+from glann.pipeline.config import fill_defaults, load_schema
+from glann.methods.gans import gradient_penalty, train_gan
+from glann.methods.imle import train_imle_pixel
+from glann.methods.gaussian import fit_gaussian, gaussian_sampler
+from glann.methods.sampling import Sampler
+from glann.methods.vae import train_vae
 
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
 CFG = fill_defaults({"datasets": ["digits"], "methods": ["glann"], "seeds": [0]}, SCHEMA)
@@ -31,7 +32,7 @@ def test_gradient_penalty_matches_direct_autograd():
 
 
 def test_vae_elbo_improves(digits_dir, tmp_path):
-    out = train_vae(digits_dir, tmp_path / "vae.pt", {**CFG["vae"], "epochs": 4}, 0, CPU)
+    out = train_vae(digits_dir, {**CFG["vae"], "epochs": 4}, TrainContext(tmp_path / "vae.pt", 0, CPU))
     elbos = [r["elbo"] for r in out["history"]]
     assert elbos[-1] > elbos[0] + 5, elbos
 
@@ -58,22 +59,20 @@ def _check_samples(method, paths, shape):
 
 def test_each_gan_trains_and_samples(digits_dir, tmp_path):
     for kind in ("mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began"):
-        out = train_gan(kind, digits_dir, tmp_path / f"{kind}.pt", {**CFG[kind], "epochs": 1}, 0, CPU,
-                        csv_path=tmp_path / f"{kind}.csv")
+        out = train_gan(kind, digits_dir, {**CFG[kind], "epochs": 1}, TrainContext(tmp_path / f"{kind}.pt", 0, CPU, csv=tmp_path / f"{kind}.csv"))
         assert not out["diverged"] and len(out["history"]) == 1
         assert (tmp_path / f"{kind}.csv").read_text().startswith("epoch,d_loss,g_loss")
         _check_samples(kind, {"model": tmp_path / f"{kind}.pt"}, (16, 16, 1))
 
 
 def test_imle_pixel_trains_and_samples(digits_dir, tmp_path):
-    out = train_imle_pixel(digits_dir, tmp_path / "m.pt", {**CFG["imle_pixel"], "epochs": 2, "samples_factor": 2}, 0, CPU)
+    out = train_imle_pixel(digits_dir, {**CFG["imle_pixel"], "epochs": 2, "samples_factor": 2}, TrainContext(tmp_path / "m.pt", 0, CPU))
     assert out["history"][1]["loss"] < out["history"][0]["loss"]
     _check_samples("imle_pixel", {"model": tmp_path / "m.pt"}, (16, 16, 1))
 
 
 def test_injected_nan_marks_gan_diverged(digits_dir, tmp_path):
-    out = train_gan("nsgan", digits_dir, tmp_path / "m.pt", {**CFG["nsgan"], "epochs": 3}, 0, CPU,
-                     fault={"nan_at_epoch": 2})
+    out = train_gan("nsgan", digits_dir, {**CFG["nsgan"], "epochs": 3}, TrainContext(tmp_path / "m.pt", 0, CPU, fault={"nan_at_epoch": 2}))
     assert out["diverged"] and out["diverged_epoch"] == 2
     assert len(out["history"]) == 1  # epoch 1's weights kept
     blob = torch.load(tmp_path / "m.pt", weights_only=False)

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from conftest import REPO, copy_workflow, snakemake
-from glann.config import check, coerce, load_schema
+from glann.pipeline.config import check, coerce, load_schema
 
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
 BASE = {"datasets": ["mnist5k"], "methods": ["glann"], "seeds": [0]}

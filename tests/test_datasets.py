@@ -6,7 +6,8 @@ import struct
 import numpy as np
 import pytest
 
-from glann.datasets import load_prepared, prepare, celeba_transform
+from glann.data.datasets import load_prepared, prepare
+from glann.data.sources import celeba_transform
 from glann.errors import DataError, GlannError
 
 

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from glann.inception import inception_features, load_inception
-from glann.metrics import (birthday_test, duplicate_threshold, frechet_distance, frechet_distance_to_features,
+from glann.methods.training import TrainContext
+from glann.evaluation.inception import inception_features, load_inception
+from glann.evaluation.metrics import (birthday_test, duplicate_threshold, frechet_distance, frechet_distance_to_features,
                           gaussian_stats, mode_coverage)
 from glann.errors import WeightsError
-from glann.summary import aggregate, render_markdown
+from glann.evaluation.summary import aggregate, render_markdown
 
 
 def test_frechet_closed_form_for_diagonal_gaussians():
@@ -128,11 +129,11 @@ def test_inception_weights_truncated_or_wrong(tmp_path):
 
 
 def test_fid_domain_real_vs_real_far_below_real_vs_noise(mnist5k_dir, tmp_path):
-    from glann.datasets import load_prepared
-    from glann.evaluator import evaluator_outputs, load_evaluator, train_evaluator
+    from glann.data.datasets import load_prepared
+    from glann.evaluation.evaluator import evaluator_outputs, load_evaluator, train_evaluator
 
-    info = train_evaluator(mnist5k_dir, tmp_path / "ev.pt", {"arch": "auto", "epochs": 4, "batch_size": 128,
-                                                             "lr": 1e-3}, 0, torch.device("cpu"))
+    info = train_evaluator(mnist5k_dir, {"arch": "auto", "epochs": 4, "batch_size": 128,
+                                                             "lr": 1e-3}, TrainContext(tmp_path / "ev.pt", 0, torch.device("cpu")))
     assert info["test_accuracy"] > 0.85
     net, _ = load_evaluator(tmp_path / "ev.pt", torch.device("cpu"))
     x, _ = load_prepared(mnist5k_dir, "train")
@@ -193,7 +194,7 @@ def _mixture(rng, centres, per, scale=0.3):
 def synthetic_eval(tmp_path, monkeypatch):
     """evaluate() with the evaluator replaced by given features: real = 10 well-separated
     clusters, fake = fresh draws from clusters 0-4 only (a generator that drops half the modes)."""
-    from glann import evaluation
+    from glann.evaluation import scoring as evaluation
     from glann.atomic import save_npz
 
     rng = np.random.default_rng(0)
@@ -238,7 +239,7 @@ def test_mode_coverage_kl_direction():
 
 def test_max_f_beta_weights_recall_for_beta_8():
     """F_8 weighs recall; F_1/8 weighs precision (Sajjadi et al. 2018, Eq. 4)."""
-    from glann.metrics import max_f_beta
+    from glann.evaluation.metrics import max_f_beta
 
     p, r = np.array([0.9]), np.array([0.2])
     f8, f18 = max_f_beta(p, r, 8.0), max_f_beta(p, r, 1 / 8)
@@ -261,7 +262,7 @@ def test_birthday_support_estimate_is_unbiased_for_known_support():
 
 def test_summary_on_two_datasets_and_two_seeds(tmp_path):
     """summary.json holds means, table.csv mean and sample std, per (dataset, method), computed by hand."""
-    from glann.summary import summarize
+    from glann.evaluation.summary import summarize
 
     values = {("mnist5k", "glann"): (10.0, 14.0), ("mnist5k", "vae"): (40.0, 50.0),
               ("digits", "glann"): (1.0, 2.0), ("digits", "vae"): (7.0, 9.0)}

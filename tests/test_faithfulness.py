@@ -8,13 +8,14 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from conftest import REPO
+from glann.methods.training import TrainContext
 from glann.atomic import torch_save
-from glann import gans, imle
-from glann.config import check, fill_defaults, load_schema
-from glann.metrics import frechet_distance
-from glann.losses import lap1_loss
-from glann.models import make_generator, unit_norm_detached
-from glann.vae import train_vae
+from glann.methods import gans, imle
+from glann.pipeline.config import check, fill_defaults, load_schema
+from glann.evaluation.metrics import frechet_distance
+from glann.methods.losses import lap1_loss
+from glann.methods.models import make_generator, unit_norm_detached
+from glann.methods.vae import train_vae
 
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
 CFG = fill_defaults({"datasets": ["digits"], "methods": ["glann"], "seeds": [0]}, SCHEMA)
@@ -45,19 +46,18 @@ def test_refusal_emulation_catches_bce_under_autocast():
 @pytest.mark.parametrize("method", ["vae", "nsgan", "wgan_gp", "glo", "imle_pixel"])
 def test_training_under_bf16_autocast_uses_no_refused_op(method, digits_dir, tmp_path):
     """Every trainer under (CPU) bf16 autocast, with CUDA's refusals emulated: finite losses."""
-    from glann.glo import train_glo
+    from glann.methods.glo import train_glo
 
     out = tmp_path / "m.pt"
     with RefuseLikeCudaAutocast():
         if method == "vae":
-            res = train_vae(digits_dir, out, {**CFG["vae"], "epochs": 1}, 0, CPU, amp="bf16")
+            res = train_vae(digits_dir, {**CFG["vae"], "epochs": 1}, TrainContext(out, 0, CPU, amp="bf16"))
         elif method == "glo":
-            res = train_glo(digits_dir, out, {**CFG["glo"], "loss": "lap1", "epochs": 1}, 0, CPU, amp="bf16")
+            res = train_glo(digits_dir, {**CFG["glo"], "loss": "lap1", "epochs": 1}, TrainContext(out, 0, CPU, amp="bf16"))
         elif method == "imle_pixel":
-            res = imle.train_imle_pixel(digits_dir, out, {**CFG["imle_pixel"], "epochs": 1, "samples_factor": 2},
-                                        0, CPU, amp="bf16")
+            res = imle.train_imle_pixel(digits_dir, {**CFG["imle_pixel"], "epochs": 1, "samples_factor": 2}, TrainContext(out, 0, CPU, amp="bf16"))
         else:
-            res = gans.train_gan(method, digits_dir, out, {**CFG[method], "epochs": 1}, 0, CPU, amp="bf16")
+            res = gans.train_gan(method, digits_dir, {**CFG[method], "epochs": 1}, TrainContext(out, 0, CPU, amp="bf16"))
     row = res["history"][-1]
     assert all(math.isfinite(v) for k, v in row.items() if isinstance(v, float) and k != "nn_distance")
     assert not res.get("diverged")
@@ -87,7 +87,7 @@ def test_gan_discriminator_sees_real_and_fake_separately_and_g_reuses_z(kind, di
         monkeypatch.setattr(gans, "Discriminator", SpyD)
         zs.clear()
         cfg = {**CFG[kind], "epochs": 1, "d_joint_batch": joint}
-        gans.train_gan(kind, digits_dir, tmp_path / f"m{joint}.pt", cfg, 0, CPU)
+        gans.train_gan(kind, digits_dir, cfg, TrainContext(tmp_path / f"m{joint}.pt", 0, CPU))
     b = CFG[kind]["batch_size"]
     # (WGAN-GP's penalty adds calls of one batch on the interpolates)
     assert set(sizes[True]) == ({2 * b} if kind == "nsgan" else {2 * b, b})
@@ -108,7 +108,7 @@ def test_imle_uses_the_released_adam_betas(tmp_path, monkeypatch):
 
     torch_save(tmp_path / "glo.pt", {"codes": torch.nn.functional.normalize(torch.randn(300, 16), dim=1)})
     monkeypatch.setattr(imle.torch.optim, "Adam", SpyAdam)
-    imle.train_imle(tmp_path / "glo.pt", tmp_path / "imle.pt", {**CFG["imle"], "epochs": 1}, 0, CPU)
+    imle.train_imle(tmp_path / "glo.pt", {**CFG["imle"], "epochs": 1}, TrainContext(tmp_path / "imle.pt", 0, CPU))
     assert CFG["imle"]["betas"] == [0.5, 0.999] and seen == [(0.5, 0.999)]
 
 
@@ -123,7 +123,7 @@ def test_pixel_imle_bn_statistics_are_those_of_sampling_noise(digits_dir, tmp_pa
 
     monkeypatch.setattr(imle, "search", spy_search)
     cfg = {**CFG["imle_pixel"], "epochs": 2, "samples_factor": 2, "staleness": 1}
-    out = imle.train_imle_pixel(digits_dir, tmp_path / "m.pt", cfg, 0, CPU)
+    out = imle.train_imle_pixel(digits_dir, cfg, TrainContext(tmp_path / "m.pt", 0, CPU))
     G = make_generator(cfg["noise_dim"], (16, 16, 1), "auto", "auto")
     G.load_state_dict(out["generator"])
     saved = [m.running_mean.clone() for m in G.modules() if isinstance(m, torch.nn.BatchNorm1d)]
@@ -146,27 +146,26 @@ def test_pixel_imle_regresses_the_sample_it_matched(digits_dir, tmp_path, monkey
         return G
 
     monkeypatch.setattr(imle, "make_generator", spy_generator)
-    imle.train_imle_pixel(digits_dir, tmp_path / "a.pt", {**CFG["imle_pixel"], "epochs": 1, "samples_factor": 2,
-                                                          "bn_statistics": "recalibrated"}, 0, CPU)
+    imle.train_imle_pixel(digits_dir, {**CFG["imle_pixel"], "epochs": 1, "samples_factor": 2,
+                                                          "bn_statistics": "recalibrated"}, TrainContext(tmp_path / "a.pt", 0, CPU))
     assert CFG["imle_pixel"]["bn_statistics"] == "batch"
     regress = [t for n, t in training_flags if n == 128]  # regression batches (matching uses chunks)
     assert len(regress) == 1437 // 128 and not any(regress)
     training_flags.clear()
-    imle.train_imle_pixel(digits_dir, tmp_path / "b.pt", {**CFG["imle_pixel"], "epochs": 1, "samples_factor": 2,
-                                                          "bn_statistics": "batch"}, 0, CPU)
+    imle.train_imle_pixel(digits_dir, {**CFG["imle_pixel"], "epochs": 1, "samples_factor": 2,
+                                                          "bn_statistics": "batch"}, TrainContext(tmp_path / "b.pt", 0, CPU))
     regress = [t for n, t in training_flags if n == 128]
     assert len(regress) == 1437 // 128 and all(regress)
 
 
 def test_glo_codes_start_small_and_g_divides_by_a_detached_norm(digits_dir, tmp_path):
-    from glann.glo import train_glo
+    from glann.methods.glo import train_glo
 
     z = torch.randn(3, 8, requires_grad=True)
     w = torch.randn(3, 8)
     (unit_norm_detached(z) * w).sum().backward()
     torch.testing.assert_close(z.grad, w / z.detach().norm(dim=1, keepdim=True))  # no radial projection
-    runs = [train_glo(digits_dir, tmp_path / f"g{s}.pt", {**CFG["glo"], "loss": "lap1", "epochs": 1, "init_std": s},
-                      0, CPU) for s in (0.01, 1.0)]
+    runs = [train_glo(digits_dir, {**CFG["glo"], "loss": "lap1", "epochs": 1, "init_std": s}, TrainContext(tmp_path / f"g{s}.pt", 0, CPU)) for s in (0.01, 1.0)]
     assert not torch.equal(runs[0]["codes"], runs[1]["codes"]), "init_std must matter (codes not projected at init)"
     for r in runs:
         torch.testing.assert_close(r["codes"].norm(dim=1), torch.ones(len(r["codes"])))
@@ -174,7 +173,7 @@ def test_glo_codes_start_small_and_g_divides_by_a_detached_norm(digits_dir, tmp_
 
 def test_lap1_weightings():
     """sum: 2^(-2j) on summed levels (a global offset costs ~16^-J); mean: every level's mean L1."""
-    from glann.losses import laplacian_pyramid
+    from glann.methods.losses import laplacian_pyramid
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 1, 16, 16, generator=g)
@@ -209,7 +208,7 @@ def test_frechet_regularises_a_failed_square_root_as_pytorch_fid_does(monkeypatc
     import pytorch_fid.fid_score as pf
     from scipy import linalg
 
-    import glann.metrics as gm
+    import glann.evaluation.metrics as gm
 
     real_sqrtm, calls = linalg.sqrtm, []
 
@@ -238,7 +237,7 @@ def test_frechet_regularises_a_failed_square_root_as_pytorch_fid_does(monkeypatc
 def test_frechet_drops_an_imaginary_part_only_below_pytorch_fids_tolerance(monkeypatch):
     """A square root whose diagonal has an imaginary part up to 1e-3 is taken as its real part;
     above, the distance is refused (pytorch-fid's rule)."""
-    import glann.metrics as gm
+    import glann.evaluation.metrics as gm
 
     s1, s2 = np.diag([1.0, 4.0]), np.diag([9.0, 1.0])
     expected = 1.0 + 5.0 + 10.0 - 2 * (3.0 + 2.0)

@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from conftest import REPO
+from glann.methods.training import TrainContext
 from glann.atomic import torch_save
-from glann.config import fill_defaults, load_schema
-from glann.glo import project_to_sphere, train_glo
-from glann.imle import mean_nn_distance, train_imle
-from glann.models import IMLEMapping
-from glann.sampling import Sampler
+from glann.pipeline.config import fill_defaults, load_schema
+from glann.methods.glo import project_to_sphere, train_glo
+from glann.methods.imle import mean_nn_distance, train_imle
+from glann.methods.models import IMLEMapping
+from glann.methods.sampling import Sampler
 
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
 CFG = fill_defaults({"datasets": ["mnist5k"], "methods": ["glann"], "seeds": [0]}, SCHEMA)
@@ -36,7 +37,7 @@ def test_projection_keeps_codes_on_sphere():
 @pytest.fixture(scope="module")
 def glo_run(mnist5k_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("glo") / "glo.pt"
-    glo = train_glo(mnist5k_dir, out, glo_cfg(epochs=3), 0, CPU)
+    glo = train_glo(mnist5k_dir, glo_cfg(epochs=3), TrainContext(out, 0, CPU))
     return out, glo
 
 
@@ -55,7 +56,7 @@ def test_imle_lowers_code_to_sample_distance(tmp_path):
     torch_save(tmp_path / "glo.pt", {"codes": codes})
     torch.manual_seed(1)
     before = mean_nn_distance(IMLEMapping(32, 64, 128), codes, 32, 2.0, seed=7)
-    out = train_imle(tmp_path / "glo.pt", tmp_path / "imle.pt", {**CFG["imle"], "epochs": 15}, 0, CPU)
+    out = train_imle(tmp_path / "glo.pt", {**CFG["imle"], "epochs": 15}, TrainContext(tmp_path / "imle.pt", 0, CPU))
     T = IMLEMapping(32, 64, 128)
     T.load_state_dict(out["mapping"])
     after = mean_nn_distance(T, codes, 32, 2.0, seed=7)
@@ -65,7 +66,7 @@ def test_imle_lowers_code_to_sample_distance(tmp_path):
 
 def test_glann_sampling_is_deterministic(glo_run, tmp_path):
     glo_path, _ = glo_run
-    train_imle(glo_path, tmp_path / "imle.pt", {**CFG["imle"], "epochs": 1}, 0, CPU)
+    train_imle(glo_path, {**CFG["imle"], "epochs": 1}, TrainContext(tmp_path / "imle.pt", 0, CPU))
     s = Sampler("glann", {"glo": glo_path, "imle": tmp_path / "imle.pt"}, CPU)
     a, b, c = s.generate(50, seed=3), s.generate(50, seed=3), s.generate(50, seed=4)
     assert a.dtype == np.uint8 and a.shape == (50, 28, 28, 1)

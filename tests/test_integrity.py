@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from conftest import REPO
+from glann.methods.training import TrainContext
 from glann.atomic import integrity_path, load_npz, load_torch, save_npz, torch_save
-from glann.config import fill_defaults, load_schema
+from glann.pipeline.config import fill_defaults, load_schema
 from glann.errors import CorruptFileError, DataError
 
 BIN = Path(sys.executable).parent
@@ -62,16 +63,16 @@ def test_a_foreign_file_is_named(tmp_path):
 
 def test_each_step_checks_what_it_reads(digits_dir, tmp_path):
     """Trained model (IMLE reads GLO), resume file, samples and stats (evaluate), prepared data."""
-    from glann.evaluation import evaluate
-    from glann.glo import train_glo
-    from glann.imle import train_imle
+    from glann.evaluation.scoring import evaluate
+    from glann.methods.glo import train_glo
+    from glann.methods.imle import train_imle
 
     glo = tmp_path / "glo.pt"
-    train_glo(digits_dir, glo, {**CFG["glo"], "loss": "l1", "epochs": 1}, 0, CPU)
+    train_glo(digits_dir, {**CFG["glo"], "loss": "l1", "epochs": 1}, TrainContext(glo, 0, CPU))
     assert integrity_path(glo).exists()
     _truncate(glo, 5000)
     with pytest.raises(CorruptFileError, match=f"{glo} is truncated or corrupt"):
-        train_imle(glo, tmp_path / "imle.pt", {**CFG["imle"], "epochs": 1}, 0, CPU)
+        train_imle(glo, {**CFG["imle"], "epochs": 1}, TrainContext(tmp_path / "imle.pt", 0, CPU))
     assert not (tmp_path / "imle.pt").exists() and not (tmp_path / "imle.pt.resume").exists()
 
     resume = tmp_path / "g2.pt.resume"
@@ -79,7 +80,7 @@ def test_each_step_checks_what_it_reads(digits_dir, tmp_path):
     _flip(resume)
     with pytest.raises(CorruptFileError, match=r"g2\.pt\.resume is truncated or corrupt: delete it and rerun "
                                                r"snakemake \(training then restarts from epoch 1\)"):
-        train_glo(digits_dir, tmp_path / "g2.pt", {**CFG["glo"], "loss": "l1", "epochs": 1}, 0, CPU)
+        train_glo(digits_dir, {**CFG["glo"], "loss": "l1", "epochs": 1}, TrainContext(tmp_path / "g2.pt", 0, CPU))
 
     save_npz(tmp_path / "samples.npz", images=np.zeros((10, 16, 16, 1), np.uint8))
     _truncate(tmp_path / "samples.npz", 30)
@@ -92,7 +93,7 @@ def test_each_step_checks_what_it_reads(digits_dir, tmp_path):
     shutil.copytree(digits_dir, data)
     _flip(data / "train.npz")
     with pytest.raises(DataError, match="train.npz does not match its manifest"):
-        from glann.datasets import load_prepared
+        from glann.data.datasets import load_prepared
 
         load_prepared(data, "train")
 
@@ -146,8 +147,8 @@ def test_one_model_one_trainer(digits_dir, tmp_path):
 def test_runs_left_running_by_dead_processes_are_closed(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from glann import invocation
-    from glann.mlflow_store import get_or_create_experiment
+    from glann.tracking import invocation
+    from glann.tracking.mlflow_store import get_or_create_experiment
 
     monkeypatch.setenv("GLANN_TRACKING", "1")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -167,9 +168,9 @@ def test_runs_left_running_by_dead_processes_are_closed(tmp_path, monkeypatch):
 def test_a_resumed_job_links_to_the_killed_run_and_keeps_one_history(digits_dir, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from glann import tracking
-    from glann.glo import train_glo
-    from glann.training import EpochLog
+    from glann.tracking import tracker as tracking
+    from glann.methods.glo import train_glo
+    from glann.methods.training import EpochLog
 
     monkeypatch.setenv("GLANN_TRACKING", "1")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -184,11 +185,11 @@ def test_a_resumed_job_links_to_the_killed_run_and_keeps_one_history(digits_dir,
     first = tracking.Tracker("digits", "glann", 0, "train_glo", uri=uri)
     monkeypatch.setattr(EpochLog, "log", killed_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        train_glo(digits_dir, tmp_path / "glo.pt", cfg, 0, CPU, tracker=first)
+        train_glo(digits_dir, cfg, TrainContext(tmp_path / "glo.pt", 0, CPU, tracker=first))
     first.finish("KILLED")
     monkeypatch.setattr(EpochLog, "log", original)
     second = tracking.Tracker("digits", "glann", 0, "train_glo", uri=uri)
-    train_glo(digits_dir, tmp_path / "glo.pt", cfg, 0, CPU, tracker=second)
+    train_glo(digits_dir, cfg, TrainContext(tmp_path / "glo.pt", 0, CPU, tracker=second))
     second.finish()
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(second.run_id)

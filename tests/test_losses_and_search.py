@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from glann.errors import WeightsError
-from glann.losses import VGGLoss, find_vgg16_weights, lap1_loss, laplacian_pyramid, make_loss
-from glann.nn_search import faiss_nearest_neighbors, nearest_neighbors
+from glann.methods.losses import VGGLoss, find_vgg16_weights, lap1_loss, laplacian_pyramid, make_loss
+from glann.methods.nn_search import faiss_nearest_neighbors, nearest_neighbors
 
 
 def _hand_bilinear(low, h, w):
@@ -167,7 +167,7 @@ def test_vgg_features_load_without_the_classifier(vgg_file, tmp_path):
     the features, or in torch's legacy format, loads too; another network's features do not."""
     from torchvision.models.vgg import cfgs, make_layers
 
-    from glann.losses import load_vgg16_features
+    from glann.methods.losses import load_vgg16_features
 
     full = _torchvision_vgg(vgg_file)
     got = load_vgg16_features(vgg_file)
@@ -195,7 +195,7 @@ def test_vgg_features_load_without_the_classifier(vgg_file, tmp_path):
 def test_vgg_layers_by_image_size(size, layers, pad, vgg_features, monkeypatch):
     """GLANN's feature levels: 2/3/4 for 16/32/64-pixel images (28 zero-padded to 32), all five
     above 64, two otherwise."""
-    import glann.losses as gl
+    import glann.methods.losses as gl
 
     monkeypatch.setattr(gl, "load_vgg16_features", lambda path: vgg_features)
     loss = VGGLoss(Path("unused"), image_size=size)
@@ -282,7 +282,7 @@ def test_faiss_backend_gives_the_same_indices():
 
 
 def test_weight_errors_quote_the_first_line_of_the_cause_plainly():
-    from glann.losses import _first_line
+    from glann.methods.losses import _first_line
 
     assert _first_line(ValueError("\x1b[1mbold\x1b[0m reason\nmore")) == "bold reason"
     assert _first_line(ValueError("")) == ""

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from glann.losses import default_levels
-from glann.metrics import birthday_test, duplicate_threshold, max_f_beta, prd_curve, prd_from_features
-from glann.summary import aggregate, format_cell, mean_std, render_csv
+from glann.methods.losses import default_levels
+from glann.evaluation.metrics import birthday_test, duplicate_threshold, max_f_beta, prd_curve, prd_from_features
+from glann.evaluation.summary import aggregate, format_cell, mean_std, render_csv
 
 
 def test_prd_curve_is_sajjadis_definition():
@@ -131,7 +131,7 @@ def test_default_pyramid_levels(size, levels):
 
 def test_loss_curves_for_dvc_plots(tmp_path):
     """One epoch,loss CSV per training job; the VAE's -ELBO so that lower is better everywhere."""
-    from glann.summary import curve_name, write_curves
+    from glann.evaluation.summary import curve_name, write_curves
 
     run = tmp_path / "results/digits/vae/seed1"
     run.mkdir(parents=True)
@@ -172,7 +172,7 @@ def test_results_table_matches_the_checked_golden_file():
 
 
 def render_markdown_for(rows):
-    from glann.summary import render_markdown
+    from glann.evaluation.summary import render_markdown
 
     return render_markdown(aggregate(rows), ["mnist"], ["glann", "nsgan", "vae"])
 
@@ -186,7 +186,7 @@ def test_inception_not_measured_is_said_once():
 def test_summarize_writes_every_file(tmp_path):
     import json
 
-    from glann.summary import summarize
+    from glann.evaluation.summary import summarize
 
     files = []
     for r in GOLDEN_ROWS:
@@ -223,7 +223,7 @@ def test_cells_rows_and_csv_edges():
 def test_markdown_over_two_datasets():
     """Several datasets and divergences, a dataset without paper numbers, a missing cell, and
     Inception FID measured nowhere (its section says so and the rest of the table follows)."""
-    from glann.summary import render_markdown
+    from glann.evaluation.summary import render_markdown
 
     rows = [{"dataset": "mnist", "method": "glann", "seed": 0, "fid_domain": 1.0, "inception_fid": 9.0},
             {"dataset": "mnist", "method": "nsgan", "seed": 0, "fid_domain": 5.0, "diverged": True,
@@ -248,7 +248,7 @@ def test_summary_files_snapshots_and_curves_by_hand(tmp_path):
     end products carry no integrity records."""
     import json
 
-    from glann.summary import summarize
+    from glann.evaluation.summary import summarize
 
     res = tmp_path / "results"
     metrics, snaps = [], []
@@ -297,7 +297,7 @@ def _features_with_product_eigenvalues(l1, l2):
 
 
 def test_frechet_to_features_tolerates_rounding_relative_to_the_scale_only():
-    from glann.metrics import frechet_distance_to_features
+    from glann.evaluation.metrics import frechet_distance_to_features
 
     f, mu, s = _features_with_product_eigenvalues(1e4, -1e-3)  # -1e-7 of the scale: rounding
     # |mu1|^2 + Tr S1 + Tr S2 - 2 sum sqrt(max(ev, 0)), with Tr S1 = |A|^2 = 2
@@ -310,7 +310,7 @@ def test_frechet_to_features_tolerates_rounding_relative_to_the_scale_only():
 
 
 def test_frechet_to_features_in_float64_without_a_square_root_of_a_singular_product(monkeypatch):
-    import glann.metrics as gm
+    import glann.evaluation.metrics as gm
 
     rng = np.random.default_rng(5)
     f32 = (rng.normal(size=(8, 8)) + 100).astype(np.float32)
@@ -332,7 +332,7 @@ def test_prd_curve_clips_unnormalised_histograms_to_one():
 
 
 def test_pairwise_distances_in_float64():
-    from glann.metrics import pairwise_sq_dists
+    from glann.evaluation.metrics import pairwise_sq_dists
 
     rng = np.random.default_rng(0)
     x = (1000 + rng.normal(size=(40, 3))).astype(np.float32)  # > 25 rows: torch.cdist's matmul path
@@ -357,7 +357,7 @@ def test_birthday_batches_with_exactly_one_or_no_duplicate_pair():
 def test_mode_coverage_edges():
     """A class with exactly ``min_share`` of the samples is covered; a class absent from the
     training set (count 0) and from the samples adds nothing to the KL."""
-    from glann.metrics import mode_coverage
+    from glann.evaluation.metrics import mode_coverage
 
     pred = np.array([0] * 5 + [1] * 4 + [2])  # shares 0.5, 0.4, 0.1
     out = mode_coverage(pred, {"0": 50, "1": 40, "2": 10, "3": 0}, min_share=0.1)
@@ -369,7 +369,7 @@ def test_mode_coverage_edges():
 
 
 def test_gaussian_stats_in_float64():
-    from glann.metrics import gaussian_stats
+    from glann.evaluation.metrics import gaussian_stats
 
     f32 = (np.random.default_rng(2).normal(size=(500, 3)) + 1e4).astype(np.float32)
     mu, sigma = gaussian_stats(f32)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from glann.models import BEGANDiscriminator, Discriminator, V1Generator, make_generator
+from glann.methods.models import BEGANDiscriminator, Discriminator, V1Generator, make_generator
 
 SHAPES = [(28, 1), (32, 3), (64, 3)]  # MNIST/Fashion, CIFAR-10, CelebA-64
 

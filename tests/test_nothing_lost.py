@@ -1,7 +1,7 @@
 """Nothing lost from a damaged input: a corrupt prepared split or checkpoint found after a
 finished run stops the workflow before Snakemake deletes any output, with one line that names
 the file and a command, and following that line gives back a complete run with every trained
-model kept (glann.preflight)."""
+model kept (glann.pipeline.preflight)."""
 
 import os
 import re
@@ -101,9 +101,9 @@ def test_a_corrupt_checkpoint_stops_the_run_and_its_printed_fix_retrains_only_it
 
 def test_restore_data_refuses_a_rebuild_that_differs_from_the_manifest(tmp_path):
     from glann.atomic import write_json
-    from glann.datasets import prepare
+    from glann.data.datasets import prepare
     from glann.errors import GlannError
-    from glann.preflight import check, restore_prepared
+    from glann.pipeline.preflight import check, restore_prepared
 
     d = tmp_path / "data/prepared/digits"
     prepare("digits", {"size": 16}, d)
@@ -127,8 +127,8 @@ def test_restore_data_refuses_a_rebuild_that_differs_from_the_manifest(tmp_path)
 
 
 def test_the_verified_cache_does_not_hide_a_rewrite_with_the_same_size_and_mtime(tmp_path):
-    from glann.datasets import prepare
-    from glann.preflight import check
+    from glann.data.datasets import prepare
+    from glann.pipeline.preflight import check
 
     d = tmp_path / "data/prepared/digits"
     prepare("digits", {"size": 16}, d)
@@ -193,7 +193,7 @@ def test_a_job_whose_snakemake_is_already_gone_stops_before_any_work(tmp_path, s
     gone.wait()
     host = socket.gethostname() if same_host else "elsewhere.invalid"
     env = {**os.environ, **ENV, "GLANN_SNAKEMAKE_PID": f"{host}:{gone.pid}:{born!r}"}
-    job = json.dumps({"dataset": "digits", "method": "-", "params": {"size": 8}})
+    job = json.dumps({"dataset": "digits", "params": {"size": 8}})
     proc = subprocess.run([str(BIN / "glann"), "prepare", "--job", job, "--out-dir", str(tmp_path / "d")],
                           capture_output=True, text=True, env=env, timeout=300)
     if same_host:

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from conftest import REPO
-from glann import gans
-from glann.config import fill_defaults, load_schema
-from glann.glo import train_glo
-from glann.models import V1Generator, recalibrate_batchnorm
-from glann.sampling import BN_BATCHES, BN_BATCH_SIZE, Sampler
+from glann.methods.training import TrainContext
+from glann.methods import gans
+from glann.pipeline.config import fill_defaults, load_schema
+from glann.methods.glo import train_glo
+from glann.methods.models import V1Generator, recalibrate_batchnorm
+from glann.methods.sampling import BN_BATCHES, BN_BATCH_SIZE, Sampler
 
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
 CFG = fill_defaults({"datasets": ["digits"], "methods": ["glann"], "seeds": [0]}, SCHEMA)
@@ -30,7 +31,7 @@ def test_glo_learning_rates_follow_the_schedule_in_every_group(digits_small_dir,
 
     monkeypatch.setattr(torch.optim.Adam, "step", spy)
     cfg = {**CFG["glo"], "loss": "lap1", "epochs": 5, "lr_halve_every": 2, "batch_size": 128}
-    train_glo(digits_small_dir, tmp_path / "glo.pt", cfg, 0, CPU)
+    train_glo(digits_small_dir, cfg, TrainContext(tmp_path / "glo.pt", 0, CPU))
     per_epoch = -(-320 // 128) * 2  # batches per epoch, two optimisers each
     assert len(seen) == 5 * per_epoch
     opts = sorted({o for o, _ in seen})
@@ -44,7 +45,7 @@ def test_glo_learning_rates_follow_the_schedule_in_every_group(digits_small_dir,
 @pytest.fixture(scope="module")
 def trained_nsgan(digits_small_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("nsgan") / "model.pt"
-    gans.train_gan("nsgan", digits_small_dir, out, {**CFG["nsgan"], "epochs": 2}, 0, CPU)
+    gans.train_gan("nsgan", digits_small_dir, {**CFG["nsgan"], "epochs": 2}, TrainContext(out, 0, CPU))
     return out
 
 

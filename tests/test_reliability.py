@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from conftest import REPO, copy_workflow, snakemake
-from glann.config import fill_defaults, load_schema
+from glann.methods.training import TrainContext
+from glann.pipeline.config import fill_defaults, load_schema
 from glann.errors import DataError, DivergedError, GlannError
 
 BIN = Path(sys.executable).parent
@@ -57,7 +58,7 @@ def test_an_embedded_config_that_is_not_yaml_is_named_with_its_line(tmp_path):
 
 
 def test_yaml_error_names_file_line_and_column(tmp_path):
-    from glann.config import yaml_error
+    from glann.pipeline.config import yaml_error
 
     f = tmp_path / "c.yaml"
     f.write_text("datasets: [digits]\nglo:\n\tepochs: 2\n")
@@ -70,7 +71,7 @@ def test_yaml_error_names_file_line_and_column(tmp_path):
 
 # --------------------------------------------------------------------------- 4. data errors
 def test_truncated_prepared_split_names_the_file(digits_dir, tmp_path):
-    from glann.datasets import load_prepared
+    from glann.data.datasets import load_prepared
 
     d = tmp_path / "digits"
     d.mkdir()
@@ -94,29 +95,27 @@ def test_cli_reports_data_errors_in_one_line(tmp_path):
 
 # --------------------------------------------------------------------------- 6. numerical failure
 def test_nan_in_glo_stops_with_epoch_and_hint(digits_dir, tmp_path):
-    from glann.glo import train_glo
+    from glann.methods.glo import train_glo
 
     with pytest.raises(DivergedError, match=r"train_glo: loss became nan in epoch 2\. Lower glo\.lr_generator"):
-        train_glo(digits_dir, tmp_path / "glo.pt", {**GLO, "epochs": 3}, 0, torch.device("cpu"),
-                  csv_path=tmp_path / "l.csv", fault={"nan_at_epoch": 2})
+        train_glo(digits_dir, {**GLO, "epochs": 3}, TrainContext(tmp_path / "glo.pt", 0, torch.device("cpu"), csv=tmp_path / "l.csv", fault={"nan_at_epoch": 2}))
     assert not (tmp_path / "glo.pt").exists()
     assert torch.load(tmp_path / "glo.pt.resume", weights_only=False)["epoch"] == 1  # epoch 1 kept
 
 
 def test_nan_in_imle_stops_with_epoch_and_hint(digits_dir, tmp_path):
-    from glann.glo import train_glo
-    from glann.imle import train_imle
+    from glann.methods.glo import train_glo
+    from glann.methods.imle import train_imle
 
-    train_glo(digits_dir, tmp_path / "glo.pt", {**GLO, "epochs": 1}, 0, torch.device("cpu"))
+    train_glo(digits_dir, {**GLO, "epochs": 1}, TrainContext(tmp_path / "glo.pt", 0, torch.device("cpu")))
     cfg = {**DEFAULTS["imle"], "noise_dim": 8, "hidden": 32, "epochs": 2}
     with pytest.raises(DivergedError, match=r"train_imle: loss became nan in epoch 1\. Lower imle\.lr"):
-        train_imle(tmp_path / "glo.pt", tmp_path / "imle.pt", cfg, 0, torch.device("cpu"),
-                   fault={"nan_at_epoch": 1})
+        train_imle(tmp_path / "glo.pt", cfg, TrainContext(tmp_path / "imle.pt", 0, torch.device("cpu"), fault={"nan_at_epoch": 1}))
 
 
 def test_cuda_out_of_memory_message_names_the_batch_size(monkeypatch, capsys):
     """No GPU here: the handler is exercised with the exception torch raises on a real OOM."""
-    from glann import cli
+    from glann.pipeline import cli
 
     def oom(args):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -11,15 +11,16 @@ import pytest
 import torch
 
 from conftest import REPO
+from glann.methods.training import TrainContext
 from glann.atomic import torch_save
-from glann import gans
-from glann.config import fill_defaults, load_schema
-from glann.evaluator import train_evaluator
-from glann.glo import project_to_sphere, train_glo
-from glann.imle import map_in_chunks, train_imle, train_imle_pixel
-from glann.models import IMLEMapping
-from glann.training import EpochLog
-from glann.vae import elbo_terms, neg_log_likelihood, train_vae
+from glann.methods import gans
+from glann.pipeline.config import fill_defaults, load_schema
+from glann.evaluation.evaluator import train_evaluator
+from glann.methods.glo import project_to_sphere, train_glo
+from glann.methods.imle import map_in_chunks, train_imle, train_imle_pixel
+from glann.methods.models import IMLEMapping
+from glann.methods.training import EpochLog
+from glann.methods.vae import elbo_terms, neg_log_likelihood, train_vae
 
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
 CFG = fill_defaults({"datasets": ["digits"], "methods": ["glann"], "seeds": [0]}, SCHEMA)
@@ -126,7 +127,7 @@ class _Spy:
 
 
 def _batches(digits_dir, batch_size):
-    from glann.datasets import load_prepared
+    from glann.data.datasets import load_prepared
 
     n = len(load_prepared(digits_dir, "train")[0])
     return n // batch_size
@@ -156,7 +157,7 @@ def test_gan_training_uses_the_configured_objective(kind, digits_dir, tmp_path, 
     # d_batchnorm: true is asked for every kind but the default-false ones' check below:
     # WGAN-GP's per-sample penalty must still get a critic without BN, whatever the config says.
     cfg = {**CFG[kind], "epochs": 1, **({"d_batchnorm": True} if kind == "wgan_gp" else {})}
-    out = gans.train_gan(kind, digits_dir, tmp_path / "m.pt", cfg, 0, CPU)
+    out = gans.train_gan(kind, digits_dir, cfg, TrainContext(tmp_path / "m.pt", 0, CPU))
     steps = _batches(digits_dir, cfg["batch_size"])
     n = cfg["critic_steps"]
     g_steps = 1 + len(range(1, steps, n))
@@ -183,8 +184,7 @@ def test_gan_training_uses_the_configured_objective(kind, digits_dir, tmp_path, 
 
 def test_wgan_gp_penalty_weight_changes_training(digits_dir, tmp_path):
     """gp_lambda reaches the critic's loss: lambda 0 and 10 train different generators."""
-    outs = [gans.train_gan("wgan_gp", digits_dir, tmp_path / f"m{lam}.pt",
-                           {**CFG["wgan_gp"], "epochs": 1, "gp_lambda": lam}, 0, CPU)
+    outs = [gans.train_gan("wgan_gp", digits_dir, {**CFG["wgan_gp"], "epochs": 1, "gp_lambda": lam}, TrainContext(tmp_path / f"m{lam}.pt", 0, CPU))
             for lam in (0.0, 10.0)]
     g0, g10 = (o["generator"] for o in outs)
     assert any(not torch.equal(g0[k], g10[k]) for k in g0)
@@ -192,9 +192,8 @@ def test_wgan_gp_penalty_weight_changes_training(digits_dir, tmp_path):
 
 def test_gan_rollback_keeps_the_last_finished_epoch_bit_for_bit(digits_small_dir, tmp_path):
     """A GAN diverging in epoch 3 ends with exactly epoch 2's generator, not its initial one."""
-    ref = gans.train_gan("nsgan", digits_small_dir, tmp_path / "ref.pt", {**CFG["nsgan"], "epochs": 2}, 0, CPU)
-    out = gans.train_gan("nsgan", digits_small_dir, tmp_path / "m.pt", {**CFG["nsgan"], "epochs": 3}, 0, CPU,
-                         fault={"nan_at_epoch": 3})
+    ref = gans.train_gan("nsgan", digits_small_dir, {**CFG["nsgan"], "epochs": 2}, TrainContext(tmp_path / "ref.pt", 0, CPU))
+    out = gans.train_gan("nsgan", digits_small_dir, {**CFG["nsgan"], "epochs": 3}, TrainContext(tmp_path / "m.pt", 0, CPU, fault={"nan_at_epoch": 3}))
     assert out["diverged"] and out["diverged_epoch"] == 3 and len(out["history"]) == 2
     saved = torch.load(tmp_path / "m.pt", weights_only=False)["generator"]
     for k, v in ref["generator"].items():
@@ -219,15 +218,14 @@ def _trainers(digits_dir, tmp_path):
     _planted_glo(glo_path)
     small = {"epochs": 2}
     return {
-        "glo": lambda out: train_glo(digits_dir, out, {**CFG["glo"], "loss": "lap1", "lr_halve_every": 1, **small},
-                                     0, CPU),
-        "imle": lambda out: train_imle(glo_path, out, {**CFG["imle"], **small}, 0, CPU),
-        "imle_pixel": lambda out: train_imle_pixel(digits_dir, out, {**CFG["imle_pixel"], "samples_factor": 2,
-                                                                     "staleness": 2, **small}, 0, CPU),
-        **{k: (lambda out, k=k: gans.train_gan(k, digits_dir, out, {**CFG[k], **small}, 0, CPU))
+        "glo": lambda out: train_glo(digits_dir, {**CFG["glo"], "loss": "lap1", "lr_halve_every": 1, **small}, TrainContext(out, 0, CPU)),
+        "imle": lambda out: train_imle(glo_path, {**CFG["imle"], **small}, TrainContext(out, 0, CPU)),
+        "imle_pixel": lambda out: train_imle_pixel(digits_dir, {**CFG["imle_pixel"], "samples_factor": 2,
+                                                                     "staleness": 2, **small}, TrainContext(out, 0, CPU)),
+        **{k: (lambda out, k=k: gans.train_gan(k, digits_dir, {**CFG[k], **small}, TrainContext(out, 0, CPU)))
            for k in gans.GAN_KINDS},
-        "vae": lambda out: train_vae(digits_dir, out, {**CFG["vae"], **small}, 0, CPU),
-        "evaluator": lambda out: (train_evaluator(digits_dir, out, {**CFG["evaluator"], **small}, 0, CPU),
+        "vae": lambda out: train_vae(digits_dir, {**CFG["vae"], **small}, TrainContext(out, 0, CPU)),
+        "evaluator": lambda out: (train_evaluator(digits_dir, {**CFG["evaluator"], **small}, TrainContext(out, 0, CPU)),
                                   torch.load(out, weights_only=False))[1],
     }
 
@@ -283,7 +281,7 @@ def test_imle_covers_every_mode_of_a_planted_mixture(tmp_path):
     centres = project_to_sphere(torch.randn(10, 64, generator=g))
     codes = project_to_sphere(centres.repeat(200, 1) + 0.02 * torch.randn(2000, 64, generator=g))
     torch_save(tmp_path / "glo.pt", {"codes": codes})
-    out = train_imle(tmp_path / "glo.pt", tmp_path / "imle.pt", {**CFG["imle"], "epochs": 15}, 0, CPU)
+    out = train_imle(tmp_path / "glo.pt", {**CFG["imle"], "epochs": 15}, TrainContext(tmp_path / "imle.pt", 0, CPU))
     T = IMLEMapping(CFG["imle"]["noise_dim"], 64, CFG["imle"]["hidden"])
     T.load_state_dict(out["mapping"])
     T.eval()
@@ -341,7 +339,7 @@ def test_vae_kl_and_likelihoods_match_torch_distributions():
 
 def test_vae_elbo_is_a_bound_below_zero(digits_dir, tmp_path):
     """For Bernoulli likelihood every term is a log-probability: the ELBO is negative and KL >= 0."""
-    out = train_vae(digits_dir, tmp_path / "vae.pt", {**CFG["vae"], "epochs": 1}, 0, CPU)
+    out = train_vae(digits_dir, {**CFG["vae"], "epochs": 1}, TrainContext(tmp_path / "vae.pt", 0, CPU))
     row = out["history"][-1]
     assert row["elbo"] < 0 and row["kl"] >= 0 and row["nll"] > 0
     assert row["elbo"] == pytest.approx(-(row["nll"] + row["kl"]), rel=1e-6)

@@ -8,17 +8,18 @@ import pytest
 import torch
 
 from conftest import REPO
-from glann.config import fill_defaults, load_schema
-from glann.evaluation import evaluate, real_stats
-from glann.evaluator import train_evaluator
-from glann.gans import train_gan
-from glann.glo import train_glo
-from glann.imle import train_imle
-from glann.sampling import Sampler, sample
-from glann.snapshots import score_snapshots
-from glann.summary import collect_snapshots, write_compute_curves
-from glann.training import snapshot_epochs
-from glann.vae import train_vae
+from glann.methods.training import TrainContext
+from glann.pipeline.config import fill_defaults, load_schema
+from glann.evaluation.scoring import evaluate, real_stats
+from glann.evaluation.evaluator import train_evaluator
+from glann.methods.gans import train_gan
+from glann.methods.glo import train_glo
+from glann.methods.imle import train_imle
+from glann.methods.sampling import Sampler, sample
+from glann.evaluation.snapshots import score_snapshots
+from glann.evaluation.summary import collect_snapshots, write_compute_curves
+from glann.methods.training import snapshot_epochs
+from glann.methods.vae import train_vae
 
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
 CFG = fill_defaults({"datasets": ["digits"], "methods": ["glann"], "seeds": [0]}, SCHEMA)
@@ -45,8 +46,8 @@ def test_a_snapshot_is_the_model_of_that_epoch_bit_for_bit(digits_small_dir, tmp
     """Snapshot 1 of a 2-epoch run == the final model of a 1-epoch run with the same seed;
     the last snapshot == the final model; compute grows from one to the next."""
     cfg = {**CFG["vae"], "epochs": 2}
-    full = train_vae(digits_small_dir, tmp_path / "a.pt", cfg, 0, CPU, snapshots=2, snapshot_path=tmp_path / "s.pt")
-    short = train_vae(digits_small_dir, tmp_path / "b.pt", {**cfg, "epochs": 1}, 0, CPU)
+    full = train_vae(digits_small_dir, cfg, TrainContext(tmp_path / "a.pt", 0, CPU, snapshots=2, snapshot_path=tmp_path / "s.pt"))
+    short = train_vae(digits_small_dir, {**cfg, "epochs": 1}, TrainContext(tmp_path / "b.pt", 0, CPU))
     snaps = torch.load(tmp_path / "s.pt", weights_only=False)
     assert [s["epoch"] for s in snaps["snapshots"]] == [1, 2]
     assert _same_state(snaps["snapshots"][0]["generator"], short["generator"])
@@ -61,21 +62,19 @@ def test_snapshots_do_not_change_training(scored, tmp_path):
     """IMLE's final() draws noise for its BatchNorm recalibration: taking snapshots must not
     shift the RNG or the BN statistics, so the model is the same with snapshots on and off."""
     cfg = {**CFG["imle"], "epochs": 3}
-    on = train_imle(scored / "glo.pt", tmp_path / "on.pt", cfg, 0, CPU, snapshots=3, snapshot_path=tmp_path / "s.pt")
-    off = train_imle(scored / "glo.pt", tmp_path / "off.pt", cfg, 0, CPU)
+    on = train_imle(scored / "glo.pt", cfg, TrainContext(tmp_path / "on.pt", 0, CPU, snapshots=3, snapshot_path=tmp_path / "s.pt"))
+    off = train_imle(scored / "glo.pt", cfg, TrainContext(tmp_path / "off.pt", 0, CPU))
     assert _same_state(on["mapping"], off["mapping"])
     assert _same_state(torch.load(tmp_path / "s.pt", weights_only=False)["snapshots"][-1]["mapping"], off["mapping"])
 
 
 def test_snapshots_off_still_writes_an_empty_file(digits_small_dir, tmp_path):
-    train_gan("lsgan", digits_small_dir, tmp_path / "m.pt", {**CFG["lsgan"], "epochs": 1}, 0, CPU,
-              snapshots=0, snapshot_path=tmp_path / "s.pt")
+    train_gan("lsgan", digits_small_dir, {**CFG["lsgan"], "epochs": 1}, TrainContext(tmp_path / "m.pt", 0, CPU, snapshots=0, snapshot_path=tmp_path / "s.pt"))
     assert torch.load(tmp_path / "s.pt", weights_only=False)["snapshots"] == []
 
 
 def test_a_diverged_gan_keeps_only_the_snapshots_before_it(digits_small_dir, tmp_path):
-    train_gan("nsgan", digits_small_dir, tmp_path / "m.pt", {**CFG["nsgan"], "epochs": 3}, 0, CPU,
-              fault={"nan_at_epoch": 3}, snapshots=3, snapshot_path=tmp_path / "s.pt")
+    train_gan("nsgan", digits_small_dir, {**CFG["nsgan"], "epochs": 3}, TrainContext(tmp_path / "m.pt", 0, CPU, fault={"nan_at_epoch": 3}, snapshots=3, snapshot_path=tmp_path / "s.pt"))
     snaps = torch.load(tmp_path / "s.pt", weights_only=False)
     assert snaps["diverged"] and snaps["diverged_epoch"] == 3
     assert [s["epoch"] for s in snaps["snapshots"]] == [1, 2]
@@ -85,11 +84,9 @@ def test_a_diverged_gan_keeps_only_the_snapshots_before_it(digits_small_dir, tmp
 def scored(digits_dir, tmp_path_factory):
     """GLO (2 snapshots) -> IMLE (2 snapshots), the evaluator and real stats on real digits."""
     d = tmp_path_factory.mktemp("snap")
-    train_glo(digits_dir, d / "glo.pt", {**CFG["glo"], "loss": "l1", "epochs": 2}, 0, CPU,
-              snapshots=2, snapshot_path=d / "glo_snapshots.pt")
-    train_imle(d / "glo.pt", d / "imle.pt", {**CFG["imle"], "epochs": 2}, 0, CPU,
-               snapshots=2, snapshot_path=d / "imle_snapshots.pt")
-    train_evaluator(digits_dir, d / "ev.pt", {**CFG["evaluator"], "epochs": 1}, 0, CPU)
+    train_glo(digits_dir, {**CFG["glo"], "loss": "l1", "epochs": 2}, TrainContext(d / "glo.pt", 0, CPU, snapshots=2, snapshot_path=d / "glo_snapshots.pt"))
+    train_imle(d / "glo.pt", {**CFG["imle"], "epochs": 2}, TrainContext(d / "imle.pt", 0, CPU, snapshots=2, snapshot_path=d / "imle_snapshots.pt"))
+    train_evaluator(digits_dir, {**CFG["evaluator"], "epochs": 1}, TrainContext(d / "ev.pt", 0, CPU))
     real_stats(digits_dir, d / "ev.pt", None, d / "ev.npz", d / "inc.npz", CPU, use_inception=False)
     return d
 
@@ -124,10 +121,10 @@ def test_snapshot_curves_are_scored_on_the_validation_split_when_one_is_carved(s
     """With data.<name>.val_size, real_stats writes the validation split's statistics and the
     curve scored on them is the Fréchet distance to the validation images, not to the test ones;
     without a validation split those statistics are marked unavailable and refused."""
-    from glann.datasets import load_prepared, prepare
+    from glann.data.datasets import load_prepared, prepare
     from glann.errors import DataError
-    from glann.evaluator import evaluator_outputs, load_evaluator
-    from glann.metrics import frechet_distance_to_features, gaussian_stats
+    from glann.evaluation.evaluator import evaluator_outputs, load_evaluator
+    from glann.evaluation.metrics import frechet_distance_to_features, gaussian_stats
 
     d = scored
     val_dir = tmp_path / "with_val"

@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from glann.methods.training import TrainContext
 from glann.atomic import torch_save
-from glann.config import fill_defaults, load_schema
+from glann.pipeline.config import fill_defaults, load_schema
 from glann.errors import DivergedError
 from conftest import REPO
 
@@ -26,20 +27,20 @@ def _codes(tmp_path):
 
 
 def _train(name, digits_dir, tmp_path, **kw):
-    from glann import gans, imle
-    from glann.evaluator import train_evaluator
-    from glann.glo import train_glo
-    from glann.vae import train_vae
+    from glann.methods import gans, imle
+    from glann.evaluation.evaluator import train_evaluator
+    from glann.methods.glo import train_glo
+    from glann.methods.vae import train_vae
 
     out = tmp_path / f"{name}.pt"
     one = {"epochs": 1}
-    run = {"glo": lambda: train_glo(digits_dir, out, {**CFG["glo"], "loss": "l1", **one}, 3, CPU, **kw),
-           "imle": lambda: imle.train_imle(_codes(tmp_path), out, {**CFG["imle"], **one}, 3, CPU, **kw),
-           "imle_pixel": lambda: imle.train_imle_pixel(digits_dir, out, {**CFG["imle_pixel"], **one,
-                                                                         "samples_factor": 1}, 3, CPU, **kw),
-           "lsgan": lambda: gans.train_gan("lsgan", digits_dir, out, {**CFG["lsgan"], **one}, 3, CPU, **kw),
-           "vae": lambda: train_vae(digits_dir, out, {**CFG["vae"], **one}, 3, CPU, **kw),
-           "evaluator": lambda: train_evaluator(digits_dir, out, {**CFG["evaluator"], **one}, 3, CPU, **kw)}
+    run = {"glo": lambda: train_glo(digits_dir, {**CFG["glo"], "loss": "l1", **one}, TrainContext(out, 3, CPU, **kw)),
+           "imle": lambda: imle.train_imle(_codes(tmp_path), {**CFG["imle"], **one}, TrainContext(out, 3, CPU, **kw)),
+           "imle_pixel": lambda: imle.train_imle_pixel(digits_dir, {**CFG["imle_pixel"], **one,
+                                                                         "samples_factor": 1}, TrainContext(out, 3, CPU, **kw)),
+           "lsgan": lambda: gans.train_gan("lsgan", digits_dir, {**CFG["lsgan"], **one}, TrainContext(out, 3, CPU, **kw)),
+           "vae": lambda: train_vae(digits_dir, {**CFG["vae"], **one}, TrainContext(out, 3, CPU, **kw)),
+           "evaluator": lambda: train_evaluator(digits_dir, {**CFG["evaluator"], **one}, TrainContext(out, 3, CPU, **kw))}
     return run[name](), out
 
 
@@ -58,7 +59,7 @@ def test_final_checkpoint_names_its_kind_and_logs_its_metrics(name, digits_dir, 
 
 
 def test_glo_gauss_checkpoint_has_every_method_key(tmp_path):
-    from glann.gaussian import fit_gaussian
+    from glann.methods.gaussian import fit_gaussian
 
     codes = nn.functional.normalize(torch.randn(300, 8, dtype=torch.float64), dim=1)
     torch_save(tmp_path / "glo.pt", {"codes": codes.float()})
@@ -83,7 +84,7 @@ def test_a_diverging_trainer_names_its_task_and_the_key_to_lower(name, hint, dig
 
 def test_vae_noise_comes_from_the_trainers_generator():
     """The reparameterisation noise is drawn from ``gen`` (saved in checkpoints), not the global RNG."""
-    from glann.vae import elbo_terms
+    from glann.methods.vae import elbo_terms
 
     torch.manual_seed(0)
     enc, dec = nn.Linear(6, 4), nn.Sequential(nn.Linear(2, 6), nn.Sigmoid())
@@ -101,7 +102,7 @@ def test_vae_noise_comes_from_the_trainers_generator():
 def test_dcgan_generator_is_radfords_for_64x64():
     """fc -> 4x4x512, then four 4x4 stride-2 transposed convolutions 512-256-128-64-C, BN + ReLU
     between them (none with batchnorm off), a sigmoid at the end (Radford et al. 2016)."""
-    from glann.models import DCGANGenerator, make_generator
+    from glann.methods.models import DCGANGenerator, make_generator
 
     G = make_generator(100, (64, 64, 3), "auto", batchnorm=True, normalize_input=True)
     assert isinstance(G, DCGANGenerator)
@@ -130,7 +131,7 @@ def test_dcgan_generator_is_radfords_for_64x64():
 def test_epoch_batches_cover_the_data_once(n, batch, drop_last, expected):
     """Every example at most once per epoch; only ``drop_last`` drops the remainder (GLO keeps it:
     every code is optimised every epoch), and never all of a set smaller than one batch."""
-    from glann.training import epoch_batches
+    from glann.methods.training import epoch_batches
 
     batches = epoch_batches(n, batch, torch.Generator().manual_seed(0), CPU, drop_last=drop_last)
     assert [len(b) for b in batches] == expected
@@ -139,7 +140,7 @@ def test_epoch_batches_cover_the_data_once(n, batch, drop_last, expected):
 
 
 def test_gan_logs_the_mean_of_its_d_and_g_step_losses(digits_dir, tmp_path, monkeypatch):
-    from glann import gans
+    from glann.methods import gans
 
     values, d_first = {"d": [], "g": []}, []
     real_descend, real_disc = gans.descend, gans.Discriminator
@@ -165,7 +166,7 @@ def test_gan_logs_the_mean_of_its_d_and_g_step_losses(digits_dir, tmp_path, monk
 
 
 def test_glo_generator_divides_its_input_by_the_norm(digits_dir, tmp_path, monkeypatch):
-    from glann import glo
+    from glann.methods import glo
 
     made = []
     real = glo.make_generator
@@ -181,7 +182,7 @@ def test_glo_generator_divides_its_input_by_the_norm(digits_dir, tmp_path, monke
 
 def test_imle_mapping_is_glanns_three_layer_mlp():
     """T: noise -> latent, Linear-BN-ReLU twice, then Linear (GLANN's released mapping)."""
-    from glann.models import IMLEMapping
+    from glann.methods.models import IMLEMapping
 
     T = IMLEMapping(noise_dim=32, latent_dim=64, hidden=128)
     assert [type(m).__name__ for m in T.net] == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d",
@@ -191,7 +192,7 @@ def test_imle_mapping_is_glanns_three_layer_mlp():
 
 
 def test_uint8_images_saturate_at_both_ends():
-    from glann.models import to_uint8_images
+    from glann.methods.models import to_uint8_images
 
     x = torch.tensor([-0.5, 0.0, 0.5, 1.0, 1.5]).view(1, 1, 1, 5)
     assert to_uint8_images(x).flatten().tolist() == [0, 0, 128, 255, 255]
@@ -200,7 +201,7 @@ def test_uint8_images_saturate_at_both_ends():
 def test_vae_encoder_has_batchnorm_and_logs_the_epochs_mean_elbo(digits_dir, tmp_path, monkeypatch):
     """The encoder is the InfoGAN discriminator with BN; the logged nll, kl and elbo are means over
     every image of the epoch."""
-    from glann import vae
+    from glann.methods import vae
 
     terms = []
     real = vae.elbo_terms
@@ -225,7 +226,7 @@ def test_vae_encoder_has_batchnorm_and_logs_the_epochs_mean_elbo(digits_dir, tmp
 @pytest.mark.parametrize("kind", ["nsgan", "wgan_gp"])
 def test_gan_optimisers_use_the_configured_lr_and_betas(kind, digits_dir, tmp_path, monkeypatch):
     """Both G's and D's Adam get the method's lr and betas (v1: beta2 0.999 for every GAN)."""
-    from glann import gans
+    from glann.methods import gans
 
     seen = []
 
@@ -236,7 +237,7 @@ def test_gan_optimisers_use_the_configured_lr_and_betas(kind, digits_dir, tmp_pa
 
     monkeypatch.setattr(gans.torch.optim, "Adam", SpyAdam)
     cfg = {**CFG[kind], "epochs": 1}
-    gans.train_gan(kind, digits_dir, tmp_path / "g.pt", cfg, 0, CPU)
+    gans.train_gan(kind, digits_dir, cfg, TrainContext(tmp_path / "g.pt", 0, CPU))
     assert seen == [(cfg["lr"], tuple(cfg["betas"]))] * 2
     if kind == "wgan_gp":
         assert cfg["lr"] == 1e-4 and cfg["betas"] == [0.5, 0.999]
@@ -245,7 +246,7 @@ def test_gan_optimisers_use_the_configured_lr_and_betas(kind, digits_dir, tmp_pa
 def test_discriminator_is_compare_gans_infogan_d_with_one_logit():
     """conv 4x4/2 64 - lReLU - conv 4x4/2 128 - BN - lReLU - fc 1024 - BN - lReLU - fc 1 (one logit
     per image: BCE-with-logits against ones_like would silently accept two)."""
-    from glann.models import Discriminator
+    from glann.methods.models import Discriminator
 
     D = Discriminator((28, 28, 1))
     assert [type(m).__name__ for m in D.net] == ["Conv2d", "LeakyReLU", "Conv2d", "BatchNorm2d", "LeakyReLU",
@@ -264,10 +265,10 @@ def test_discriminator_is_compare_gans_infogan_d_with_one_logit():
 def test_vae_networks_are_v1s(digits_dir, tmp_path):
     """v1 VAE.py: the encoder is v1's D with BN and a 2d output; the decoder v1's generator
     with ReLU (not the GANs' LeakyReLU), BN after every hidden layer; sampled with N(0, I)."""
-    from glann.models import build_generator
-    from glann.vae import train_vae
+    from glann.methods.models import build_generator
+    from glann.methods.vae import train_vae
 
-    out = train_vae(digits_dir, tmp_path / "v.pt", {**CFG["vae"], "epochs": 1}, 0, CPU)
+    out = train_vae(digits_dir, {**CFG["vae"], "epochs": 1}, TrainContext(tmp_path / "v.pt", 0, CPU))
     assert out["generator_activation"] == "relu" and out["noise"] == "normal"
     G = build_generator(out)
     assert sum(isinstance(m, nn.ReLU) for m in G.modules()) == 3

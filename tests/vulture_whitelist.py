@@ -1,16 +1,16 @@
 """Names used outside Python files vulture reads (Snakefile rules, torch hooks): `vulture` in CI."""
-from glann.codehash import code_hash
-from glann.config import cuda_visible, export_snakemake_pid, export_tracking, yaml_error
-from glann.methods import Method
-from glann.preflight import check
-from glann.invocation import on_end, on_start
+from glann.pipeline.codehash import code_hash
+from glann.pipeline.config import cuda_visible, export_snakemake_pid, export_tracking, yaml_error
+from glann.methods.registry import Method
+from glann.pipeline.preflight import check
+from glann.tracking.invocation import on_end, on_start
 
 _ = object()  # stands for any object: this file is read by vulture, never run
 
 code_hash, on_start, on_end, cuda_visible, export_tracking, export_snakemake_pid, check  # workflow/rules/common.smk
 yaml_error  # Snakefile
-Method.v1_generator, Method.checkpoint_paths, Method.loss_csv_paths, Method.snapshot_path, Method.snapshot_fixed_paths  # common.smk
+Method.v1_generator, Method.mem_mb, Method.checkpoint_paths, Method.loss_csv_paths, Method.snapshot_path, Method.snapshot_fixed_paths  # common.smk
 _.forward  # torch modules
 _.benchmark, _.allow_tf32  # torch.backends switches
 _.params, _.metrics, _.tags, _.dataset, _.artifact  # tracking backends, called through Tracker._call
-pytest_xdist_make_scheduler, pytest_collection_modifyitems, _._split_scope, _._assign_work_unit  # pytest-xdist hook and scheduler overrides (tests/conftest.py)
+pytest_collection_modifyitems  # pytest hook (tests/conftest.py)

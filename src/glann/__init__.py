@@ -2,7 +2,7 @@
 
 The science of the pipeline: data preparation, models, losses, training loops
 and metrics. Nothing in this package imports Snakemake; each workflow rule calls
-one function here through the ``glann`` command line (see ``glann.cli``).
+one function here through the ``glann`` command line (see ``glann.pipeline.cli``).
 """
 
 __version__ = "0.1.0"

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import CorruptFileError, GlannError
+from glann.errors import CorruptFileError, GlannError
 
 
 def _umask() -> int:

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import load_torch, remove, torch_save
-from .errors import GlannError
+from glann.atomic import load_torch, remove, torch_save
+from glann.errors import GlannError
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-MODULES = ["models", "glo", "imle", "gans", "vae", "nn_search", "training", "gaussian"]
+MODULES = ["methods/models", "methods/glo", "methods/imle", "methods/gans", "methods/vae", "methods/nn_search",
+           "methods/training", "methods/gaussian"]
 TESTS = ["tests/test_science.py", "tests/test_trainers.py", "tests/test_glann.py", "tests/test_baselines.py",
          "tests/test_faithfulness.py", "tests/test_losses_and_search.py", "tests/test_snapshots.py",
          "tests/test_architecture.py"]
@@ -59,7 +60,7 @@ def scratch_copy() -> Path:
     end = re.search(r"\n\[(?!tool\.mutmut)", section)
     section = section[: end.start() + 1] if end else section
     keep = {f"src/glann/{m}.py" for m in MODULES}
-    skip = sorted(str(p.relative_to(dest)) for p in (dest / "src/glann").glob("*.py")
+    skip = sorted(str(p.relative_to(dest)) for p in (dest / "src/glann").rglob("*.py")
                   if str(p.relative_to(dest)) not in keep)
     new = ("[tool.mutmut]\n"
            'paths_to_mutate = ["src/glann/"]\n'
@@ -85,7 +86,7 @@ def mutmut_python(work: Path) -> str:
 
 def all_mutants(work: Path) -> dict[str, int | None]:
     out = {}
-    for meta in (work / "mutants/src/glann").glob("*.py.meta"):
+    for meta in (work / "mutants/src/glann").rglob("*.py.meta"):
         out.update(json.loads(meta.read_text())["exit_code_by_key"])
     return out
 

@@ -21,31 +21,8 @@ rule fit_gaussian:
         "glann fit-gaussian --job {params.job:q} --glo {input.glo} --out {output.model} > {log} 2>&1"
 
 
-rule train_imle_pixel:
-    input:
-        rules.prepare_data.output,
-    output:
-        model="results/{dataset}/imle_pixel/seed{seed}/model.pt",
-        losses="results/{dataset}/imle_pixel/seed{seed}/losses.csv",
-        snapshots=temp("results/{dataset}/imle_pixel/seed{seed}/snapshots.pt"),
-    params:
-        job=lambda w: job(w, "imle_pixel", "imle_pixel", snapshots=True),
-        code=trainer_code("imle_pixel"),
-    log:
-        "logs/{dataset}/imle_pixel/seed{seed}/train_imle_pixel.log",
-    benchmark:
-        "logs/{dataset}/imle_pixel/seed{seed}/train_imle_pixel.bench.tsv",
-    threads: train_threads()
-    resources:
-        mem_mb=12000,
-        runtime=24 * 60,
-        gpu=gpu,
-    shell:
-        "glann train-baseline --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
-        " --out {output.model} --csv {output.losses} --snapshots {output.snapshots} > {log} 2>&1"
-
-
-rule train_gan:
+rule train_baseline:
+    # every method the registry trains through `glann train-baseline` (pixel IMLE, the GANs, the VAE)
     input:
         rules.prepare_data.output,
     output:
@@ -53,41 +30,17 @@ rule train_gan:
         losses="results/{dataset}/{method}/seed{seed}/losses.csv",
         snapshots=temp("results/{dataset}/{method}/seed{seed}/snapshots.pt"),
     wildcard_constraints:
-        method="|".join(m for m in METHODS if REGISTRY[m].rule == "train_gan") or "none",
+        method="|".join(m for m in REGISTRY if REGISTRY[m].trainer),
     params:
         job=lambda w: job(w, w.method, snapshots=True),
-        code=trainer_code(),
+        code=trainer_code,
     log:
-        "logs/{dataset}/{method}/seed{seed}/train_gan.log",
+        "logs/{dataset}/{method}/seed{seed}/train_baseline.log",
     benchmark:
-        "logs/{dataset}/{method}/seed{seed}/train_gan.bench.tsv",
+        "logs/{dataset}/{method}/seed{seed}/train_baseline.bench.tsv",
     threads: train_threads()
     resources:
-        mem_mb=8000,
-        runtime=24 * 60,
-        gpu=gpu,
-    shell:
-        "glann train-baseline --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
-        " --out {output.model} --csv {output.losses} --snapshots {output.snapshots} > {log} 2>&1"
-
-
-rule train_vae:
-    input:
-        rules.prepare_data.output,
-    output:
-        model="results/{dataset}/vae/seed{seed}/model.pt",
-        losses="results/{dataset}/vae/seed{seed}/losses.csv",
-        snapshots=temp("results/{dataset}/vae/seed{seed}/snapshots.pt"),
-    params:
-        job=lambda w: job(w, "vae", "vae", snapshots=True),
-        code=trainer_code("vae"),
-    log:
-        "logs/{dataset}/vae/seed{seed}/train_vae.log",
-    benchmark:
-        "logs/{dataset}/vae/seed{seed}/train_vae.bench.tsv",
-    threads: train_threads()
-    resources:
-        mem_mb=8000,
+        mem_mb=lambda w: REGISTRY[w.method].mem_mb,
         runtime=24 * 60,
         gpu=gpu,
     shell:

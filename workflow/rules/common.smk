@@ -6,10 +6,10 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from glann.codehash import code_hash  # noqa: E402
-from glann.config import (  # noqa: E402
+from glann.pipeline.codehash import code_hash  # noqa: E402
+from glann.pipeline.config import (  # noqa: E402
     check, coerce, cuda_visible, export_snakemake_pid, export_tracking, fill_defaults, load_schema)
-from glann.methods import METHODS as REGISTRY  # noqa: E402
+from glann.methods.registry import METHODS as REGISTRY  # noqa: E402
 
 SCHEMA_PATH = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 _schema = load_schema(SCHEMA_PATH)
@@ -44,7 +44,7 @@ SEEDS = config["seeds"]
 # prepared split found by the job itself would already have cost the checkpoints it replaces.
 # Checked here, in the main process only (a cluster node's job process has nothing to add).
 if workflow.is_main_process:
-    from glann.preflight import check as _preflight
+    from glann.pipeline.preflight import check as _preflight
 
     _problems = _preflight(DATASETS)
     if _problems:
@@ -59,37 +59,35 @@ wildcard_constraints:
 
 
 def code_version(step, extra_modules=()):
-    """Hash of exactly the source `glann <step>` runs (glann.codehash): editing it reruns the step."""
+    """Hash of exactly the source `glann <step>` runs (glann.pipeline.codehash): editing it reruns the step."""
     return code_hash(Path(workflow.basedir) / "src", step, tuple(extra_modules))
 
 
-def trainer_code(method=None):
+def trainer_code(wildcards):
     """train-baseline's code plus the trainer module the registry names for the method."""
-
-    def code(wildcards):
-        trainer = REGISTRY[method or wildcards.method].trainer
-        return code_version("train-baseline", [trainer.split(":")[0]])
-
-    return code
+    return code_version("train-baseline", [REGISTRY[wildcards.method].trainer.split(":")[0]])
 
 
 def dataset_options(dataset):
     return dict(config["data"].get(dataset) or {})
 
 
-def job(wildcards, section, method=None, params=None, snapshots=False):
+def job(wildcards, section, method=None, params=None, snapshots=False, fault_key=None):
     """The JSON config slice handed to `glann <step> --job`: only what changes a result.
 
+    ``method``: the method the job belongs to (default: the {method} wildcard); a step that
+    serves every method (prepare_data, train_evaluator, real_stats) has none. ``fault_key``: the
+    ``fault_injection`` key that poisons this job's loss (default: the method).
     Bookkeeping (tracking, threads) stays out, so switching it reruns nothing: threads
     come through --threads, tracking through GLANN_TRACKING_CONFIG (set below).
     """
-    method = method or getattr(wildcards, "method", "-")
-    fault = config["fault_injection"].get(method)
+    method = method or getattr(wildcards, "method", None)
+    fault = config["fault_injection"].get(fault_key or method)
     runtime = {k: config["runtime"][k] for k in ("amp", "deterministic")}
     return json.dumps(
         {
             "dataset": wildcards.dataset,
-            "method": method,
+            **({"method": method} if method else {}),
             "seed": int(getattr(wildcards, "seed", 0)),
             "device": config["device"],
             "runtime": runtime,
@@ -192,7 +190,7 @@ def get_final_output():
 
 
 _INVOCATION = os.environ.get("GLANN_INVOCATION_ID") or uuid.uuid4().hex[:12]
-# Jobs stop when this process is gone (glann.cli._die_with_snakemake): a kill -9 of snakemake leaves
+# Jobs stop when this process is gone (glann.pipeline.watchdog): a kill -9 of snakemake leaves
 # no orphan to finish a job the rerun would redo. Each process sets its own (a cluster node's too).
 export_snakemake_pid()
 # Jobs read their tracking settings from the environment, not from params (see job()).
@@ -200,7 +198,7 @@ export_tracking(config["tracking"])
 
 
 onstart:
-    from glann.invocation import on_start
+    from glann.tracking.invocation import on_start
 
     # device: cuda on a machine without CUDA: one line before any job (a cluster executor
     # submits the jobs to GPU nodes, so only jobs run here are checked).
@@ -216,12 +214,12 @@ onstart:
 
 
 onsuccess:
-    from glann.invocation import on_end
+    from glann.tracking.invocation import on_end
 
     on_end(config["tracking"])
 
 
 onerror:
-    from glann.invocation import on_end
+    from glann.tracking.invocation import on_end
 
     on_end(config["tracking"], "FAILED")

@@ -8,7 +8,7 @@ rule prepare_data:
         test="data/prepared/{dataset}/test.npz",
         manifest="data/prepared/{dataset}/manifest.json",
     params:
-        job=lambda w: job(w, None, "-", dataset_options(w.dataset)),
+        job=lambda w: job(w, None, params=dataset_options(w.dataset)),
         code=code_version("prepare"),
     log:
         "logs/{dataset}/prepare_data.log",

@@ -8,7 +8,7 @@ rule train_evaluator:
         model="results/{dataset}/evaluator/model.pt",
         metrics="results/{dataset}/evaluator/metrics.json",
     params:
-        job=lambda w: job(w, "evaluator", "evaluator"),
+        job=lambda w: job(w, "evaluator", fault_key="evaluator"),
         code=code_version("train-evaluator"),
     log:
         "logs/{dataset}/train_evaluator.log",
@@ -34,7 +34,7 @@ rule real_stats:
         evaluator_val="results/{dataset}/stats/evaluator_val.npz",
     params:
         # only what changes its output: fid.num_samples and require_inception do not
-        job=lambda w: job(w, None, "real_stats",
+        job=lambda w: job(w, None,
                           params={k: config["fid"][k] for k in ("inception", "inception_weights")}),
         code=code_version("real-stats"),
     log:

@@ -1,5 +1,5 @@
 # The Table-1 style summary across datasets, methods and seeds.
-from glann.summary import curve_name
+from glann.evaluation.summary import curve_name
 
 
 rule summarize:

@@ -1,0 +1,1 @@
+"""Datasets: loading the sources, preparing the splits, image grids."""

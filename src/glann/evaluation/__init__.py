@@ -1,0 +1,1 @@
+"""Evaluation: the evaluator network, metrics, scoring samples and snapshots, the summary."""

@@ -1,0 +1,219 @@
+"""The Table-1 style summary: methods as rows, datasets as columns, mean ± std over seeds.
+
+Its files are end products (no step reads them), written without integrity records.
+
+Published Inception FIDs are GLANN's Table 1 (Hoshen, Li & Malik, CVPR 2019),
+whose GAN/VAE rows are the best-of-study numbers of Lucic et al. 2018; they sit
+beside ours only where we measured Inception FID (never beside fid_domain,
+which is on other features and another scale).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from glann.atomic import write_json, write_text
+from glann.evaluation.figures import compute_figure, summary_figures
+
+# GLANN paper, Table 1 (Inception FID; lower is better). "glo_gauss" is GLO's row.
+PAPER_FID = {
+    "mnist": {"glann": 8.6, "glo_gauss": 49.6, "nsgan": 6.8, "lsgan": 7.8, "wgan_gp": 20.3, "vae": 23.8},
+    "fashion": {"glann": 13.0, "glo_gauss": 57.7, "nsgan": 26.5, "lsgan": 30.7, "wgan_gp": 24.5, "vae": 58.7},
+    "cifar10": {"glann": 46.5, "glo_gauss": 65.4, "nsgan": 58.5, "lsgan": 87.1, "wgan_gp": 55.8, "vae": 155.7},
+    "celeba64": {"glann": 46.3, "glo_gauss": 52.4, "nsgan": 55.0, "lsgan": 53.9, "wgan_gp": 30.0, "vae": 85.7},
+}
+
+METRICS = [  # (key, heading, lower is better?)
+    ("fid_domain", "fid_domain (evaluator features) ↓", True),
+    ("inception_fid", "Inception FID ↓", True),
+    ("precision", "precision ↑", False),
+    ("recall", "recall ↑", False),
+    ("density", "density ↑", False),
+    ("coverage", "coverage ↑", False),
+    ("prd_f8", "PRD F8 (recall) ↑", False),
+    ("prd_f1_8", "PRD F1/8 (precision) ↑", False),
+    ("classes_covered", "classes covered ↑", False),
+    ("class_kl", "KL(class hist ‖ train) ↓", True),
+    ("duplicates_per_batch", "duplicate pairs per batch ↓", True),
+    ("support_estimate", "estimated support (birthday) ↑", False),
+    ("train_seconds", "training seconds (GLANN = GLO + IMLE; glo_gauss = GLO + fit)", True),
+]
+
+
+def mean_std(values):
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return None, None, 0
+    import numpy as np
+
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, len(vals)
+
+
+def format_cell(mean, std, n, digits: int = 3) -> str:
+    if mean is None:
+        return "n/a"
+    if abs(mean) >= 1000:
+        body = f"{mean:.3g}"
+        return body if n < 2 else f"{body} ± {std:.2g}"
+    return f"{mean:.{digits}g}" if n < 2 else f"{mean:.{digits}g} ± {std:.2g}"
+
+
+def collect(metric_files) -> list[dict]:
+    rows = []
+    for path in metric_files:
+        path = Path(path)
+        seed_dir, method_dir, ds_dir = path.parent, path.parent.parent, path.parent.parent.parent
+        m = json.loads(path.read_text())
+        rows.append({"dataset": ds_dir.name, "method": method_dir.name,
+                     "seed": int(seed_dir.name.removeprefix("seed")), **m})
+    return rows
+
+
+def aggregate(rows: list[dict]) -> dict:
+    """{(dataset, method): {metric: (mean, std, n), 'diverged': [epochs]}}."""
+    out = {}
+    for key in sorted({(r["dataset"], r["method"]) for r in rows}):
+        group = [r for r in rows if (r["dataset"], r["method"]) == key]
+        cell = {m: mean_std([r.get(m) for r in group]) for m, _, _ in METRICS}
+        cell["diverged"] = [r.get("diverged_epoch") for r in group if r.get("diverged")]
+        cell["seeds"] = sorted(r["seed"] for r in group)
+        cell["device"] = ",".join(sorted({str(r["train_device"]) for r in group if r.get("train_device")}))
+        out[key] = cell
+    return out
+
+
+def render_markdown(agg: dict, datasets: list[str], methods: list[str]) -> str:
+    lines = ["# Results", "",
+             "Mean ± sample std over seeds. `fid_domain` is the Fréchet distance on the pipeline's own "
+             "evaluator features and is **not comparable** with Inception FID. Paper numbers: GLANN "
+             "(Hoshen et al. 2019) Table 1, Inception FID.", ""]
+    for key, heading, _ in METRICS:
+        present = [agg.get((d, m), {}).get(key, (None,))[0] for d in datasets for m in methods]
+        if all(v is None for v in present) and key == "inception_fid":
+            lines += [f"## {heading}", "", "Not measured: Inception weights unavailable "
+                      "(see each metrics.json's `inception_fid_reason`).", ""]
+            continue
+        lines += [f"## {heading}", "", "| method | " + " | ".join(datasets) + " |",
+                  "|---|" + "---|" * len(datasets)]
+        for m in methods:
+            cells = []
+            for d in datasets:
+                cell = agg.get((d, m))
+                if cell is None:
+                    cells.append("—")
+                    continue
+                text = format_cell(*cell[key])
+                if cell["diverged"]:
+                    text += f" (diverged, epoch {', '.join(str(e) for e in cell['diverged'])})"
+                if key == "train_seconds" and cell.get("device"):
+                    text += f" ({cell['device']})"
+                if key == "inception_fid" and cell[key][0] is not None:
+                    paper = PAPER_FID.get(d, {}).get(m)
+                    text += f" (paper {paper})" if paper is not None else ""
+                cells.append(text)
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_csv(agg: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["dataset", "method", "metric", "mean", "std", "n_seeds", "diverged_epochs"])
+    for (d, m), cell in sorted(agg.items()):
+        for key, _, _ in METRICS:
+            mean, std, n = cell[key]
+            w.writerow([d, m, key, "" if mean is None else f"{mean:.6g}",
+                        "" if std is None else f"{std:.6g}", n, " ".join(str(e) for e in cell["diverged"])])
+    return buf.getvalue()
+
+
+LOSS_COLUMNS = ("loss", "g_loss", "elbo")  # the objective each training CSV logs first
+
+
+def curve_name(loss_csv) -> str:
+    """results/D/M/seedS/glo_losses.csv -> D_M_seedS_glo.csv (losses.csv -> ..._train.csv)."""
+    path = Path(loss_csv)
+    run, method, dataset = path.parent.name, path.parent.parent.name, path.parent.parent.parent.name
+    step = path.stem.replace("_losses", "") if path.stem != "losses" else "train"
+    return f"{dataset}_{method}_{run}_{step}.csv"
+
+
+def write_curves(loss_csvs, out_dir) -> list[Path]:
+    """One ``epoch,loss`` CSV per training job (DVC plots), named by :func:`curve_name`.
+
+    ``loss`` is the job's objective: GLO/IMLE loss, the generator loss of a GAN,
+    and -ELBO for the VAE (so that lower is better everywhere).
+    """
+    out_dir = Path(out_dir)
+    written = []
+    for path in loss_csvs or []:
+        rows = list(csv.DictReader(Path(path).open()))
+        col = next((c for c in LOSS_COLUMNS if rows and c in rows[0]), None)
+        buf = io.StringIO()
+        buf.write("epoch,loss\n")
+        for r in rows if col else []:
+            value = float(r[col])
+            buf.write(f"{int(float(r['epoch']))},{-value if col == 'elbo' else value:.6g}\n")
+        target = out_dir / curve_name(path)
+        write_text(target, buf.getvalue(), record=False)
+        written.append(target)
+    return written
+
+
+CURVE_COLUMNS = ("dataset", "method", "seed", "split", "epoch", "train_seconds", "images_processed", "fid_domain",
+                 "classes_covered", "diverged")
+
+
+def collect_snapshots(snapshot_files) -> list[dict]:
+    """One row per scored snapshot (results/D/M/seedS/snapshots.json), in CURVE_COLUMNS."""
+    rows = []
+    for path in snapshot_files or []:
+        path = Path(path)
+        curve = json.loads(path.read_text())
+        dataset = path.parent.parent.parent.name
+        last = len(curve["points"]) - 1
+        for i, pt in enumerate(curve["points"]):
+            rows.append({"dataset": dataset, "method": curve["method"], "seed": curve["seed"],
+                         "split": curve.get("split", "test"), "epoch": pt["epoch"],
+                         "train_seconds": pt["train_seconds"], "images_processed": pt["images_processed"],
+                         "fid_domain": pt["fid_domain"], "classes_covered": pt.get("classes_covered"),
+                         # the last snapshot before a divergence carries the mark
+                         "diverged": bool(curve["diverged"]) and i == last})
+    return rows
+
+
+def write_compute_curves(snapshot_files, out_dir, datasets, methods) -> list[dict]:
+    """fid_vs_compute.csv (a DVC plot) and .png: every method's fid_domain against training seconds."""
+    rows = collect_snapshots(snapshot_files)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CURVE_COLUMNS)
+    w.writeheader()
+    w.writerows(rows)
+    write_text(Path(out_dir) / "fid_vs_compute.csv", buf.getvalue(), record=False)
+    compute_figure(rows, Path(out_dir) / "fid_vs_compute.png", datasets, methods)
+    return rows
+
+
+def summarize(metric_files, sample_grids: dict, out_dir, datasets, methods, loss_csvs=None,
+              snapshot_files=None) -> dict:
+    out_dir = Path(out_dir)
+    if loss_csvs is not None:
+        write_curves(loss_csvs, out_dir / "curves")
+    write_compute_curves(snapshot_files, out_dir, datasets, methods)
+    rows = collect(metric_files)
+    agg = aggregate(rows)
+    write_text(out_dir / "table.md", render_markdown(agg, datasets, methods), record=False)
+    write_text(out_dir / "table.csv", render_csv(agg), record=False)
+    flat = {f"{d}/{m}/{k}": cell[k][0] for (d, m), cell in agg.items() for k, _, _ in METRICS
+            if cell[k][0] is not None}
+    write_json(out_dir / "summary.json", flat, record=False)
+    fid_rows = [{"dataset": d, "method": m, "fid_domain": cell["fid_domain"][0]}
+                for (d, m), cell in sorted(agg.items()) if cell["fid_domain"][0] is not None]
+    write_json(out_dir / "fid.json", fid_rows, record=False)
+    summary_figures(agg, sample_grids, out_dir, datasets, methods)
+    return flat

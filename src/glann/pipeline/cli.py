@@ -1,0 +1,293 @@
+"""``glann <step>``: the one entry point the workflow rules call.
+
+Each step gets its paths as options and its slice of the configuration as one
+JSON object (``--job``): dataset, method, seed, device, runtime switches
+and ``params`` (the step's own hyper-parameters). A user
+error (GlannError) prints one line, ``error: ...``, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from glann.errors import GlannError
+from glann.tracking.tracker import tracked_run
+
+log = logging.getLogger("glann")
+
+
+def _job(args) -> dict:
+    job = json.loads(args.job) if args.job else {}
+    job.setdefault("seed", 0)
+    job.setdefault("device", "auto")
+    job.setdefault("runtime", {})
+    job.setdefault("tracking", {})
+    job.setdefault("params", {})
+    return job
+
+
+def _setup(job: dict, threads: int | None):
+    from glann.runtime import resolve_device, setup_torch
+
+    rt = job["runtime"]
+    setup_torch(threads, rt.get("deterministic", False), int(job["seed"]))
+    return resolve_device(job["device"])
+
+
+def _context(job: dict, args, device, tracker):
+    """The trainer context of this job (glann.methods.training.TrainContext), built here once."""
+    from glann.methods.training import TrainContext
+
+    return TrainContext(args.out, int(job["seed"]), device, csv=getattr(args, "csv", None), tracker=tracker,
+                        amp=job["runtime"].get("amp", "auto"), fault=job.get("fault"),
+                        snapshots=int(job.get("snapshots") or 0), snapshot_path=getattr(args, "snapshots", None))
+
+
+def cmd_prepare(args):
+    from glann.data.datasets import prepare
+
+    job = _job(args)
+    m = prepare(job["dataset"], job["params"], args.out_dir)
+    log.info("prepared %s: %s from %s", job["dataset"], m["shapes"], m["source"])
+
+
+def cmd_restore_data(args):
+    from glann.pipeline.preflight import restore_prepared
+
+    print(restore_prepared(args.data_dir))
+
+
+def cmd_train_glo(args):
+    from glann.methods.glo import reconstructions, train_glo
+    from glann.data.grids import save_grid
+
+    job = _job(args)
+    device = _setup(job, args.threads)
+    with tracked_run(job, "train_glo", args.data) as tracker:
+        glo = train_glo(args.data, job["params"], _context(job, args, device, tracker))
+        save_grid(reconstructions(glo, args.data, device).cpu().numpy(), args.recon, nrow=8)
+        for p in (args.recon, args.csv):
+            tracker.log_artifact(p)
+        tracker.log_artifact(args.out, "checkpoint")
+
+
+def cmd_train_imle(args):
+    from glann.methods.imle import train_imle
+
+    job = _job(args)
+    device = _setup(job, args.threads)
+    with tracked_run(job, "train_imle") as tracker:
+        train_imle(args.glo, job["params"], _context(job, args, device, tracker))
+        tracker.log_artifact(args.csv)
+        tracker.log_artifact(args.out, "checkpoint")
+
+
+def cmd_fit_gaussian(args):
+    from glann.methods.gaussian import fit_gaussian
+
+    job = _job(args)
+    with tracked_run(job, "fit_gaussian") as tracker:
+        fit_gaussian(args.glo, args.out, int(job["seed"]))
+        tracker.log_artifact(args.out, "checkpoint")
+
+
+def cmd_train_baseline(args):
+    from glann.methods.registry import get
+
+    job = _job(args)
+    device = _setup(job, args.threads)
+    method = get(job["method"])
+    if method.trainer is None:
+        raise GlannError(f"method {method.name!r} is not trained by train-baseline (rule {method.rule})")
+    train = method.train_function()
+    with tracked_run(job, f"train_{method.name}", args.data) as tracker:
+        train(args.data, job["params"], _context(job, args, device, tracker))
+        tracker.log_artifact(args.csv)
+        tracker.log_artifact(args.out, "checkpoint")
+
+
+def cmd_sample(args):
+    from glann.methods.sampling import sample
+
+    job = _job(args)
+    device = _setup(job, args.threads)
+    paths = {"glo": args.glo, "imle": args.imle, "model": args.model}
+    with tracked_run(job, "sample") as tracker:
+        info = sample(job["method"], paths, args.data, args.out_dir, int(job["params"]["num_samples"]),
+                      int(job["seed"]), device, int(job["params"]["batch_size"]),
+                      job["params"].get("bn_stats", "recalibrated"), int(job["params"].get("bn_batches", 50)))
+        for name in ("samples.png", "interpolation.png", "nearest.png"):
+            tracker.log_artifact(Path(args.out_dir) / name, "samples")
+    log.info("sampled %s", info)
+
+
+def cmd_train_evaluator(args):
+    from glann.atomic import write_json
+    from glann.evaluation.evaluator import train_evaluator
+
+    job = _job(args)
+    device = _setup(job, args.threads)
+    with tracked_run(job, "train_evaluator", args.data) as tracker:
+        info = train_evaluator(args.data, job["params"], _context(job, args, device, tracker))
+        write_json(args.metrics, info)
+        tracker.log_metrics({"test_accuracy": info["test_accuracy"]})
+        tracker.log_artifact(args.metrics)
+    log.info("evaluator (%s): test accuracy %.4f", info["task"], info["test_accuracy"])
+
+
+def cmd_real_stats(args):
+    from glann.evaluation.scoring import real_stats
+
+    job = _job(args)
+    device = _setup(job, args.threads)
+    fid = job["params"]
+    real_stats(args.data, args.evaluator, fid.get("inception_weights"), args.out_evaluator,
+               args.out_inception, device, use_inception=fid.get("inception", True),
+               out_evaluator_val=args.out_evaluator_val)
+
+
+def cmd_evaluate(args):
+    from glann.atomic import write_json
+    from glann.evaluation.scoring import evaluate
+
+    job = _job(args)
+    device = _setup(job, args.threads)
+    with tracked_run(job, "evaluate", args.data, "evaluation") as tracker:
+        metrics = evaluate(args.samples, args.evaluator, args.stats_evaluator, args.stats_inception,
+                           args.data, job["params"], device, int(job["seed"]))
+        write_json(args.out, metrics)
+        tracker.log_metrics({k: v for k, v in metrics.items()
+                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        tracker.log_artifact(args.out)
+    log.info("metrics: %s", {k: v for k, v in metrics.items() if k != "class_histogram"})
+
+
+def cmd_evaluate_snapshots(args):
+    from glann.atomic import write_json
+    from glann.evaluation.snapshots import score_snapshots
+
+    job = _job(args)
+    device = _setup(job, args.threads)
+    p = job["params"]
+    fixed = dict(kv.split("=", 1) for kv in args.fixed or [])
+    with tracked_run(job, "evaluate_snapshots", args.data, "evaluation") as tracker:
+        curve = score_snapshots(job["method"], args.snapshots, fixed, args.evaluator, args.stats_evaluator,
+                                args.data, int(p["num_samples"]), int(job["seed"]), device,
+                                float(p["min_class_share"]), tracker, p.get("bn_stats", "recalibrated"),
+                                int(p.get("bn_batches", 50)), split=p.get("split", "test"))
+        write_json(args.out, curve)
+        tracker.log_artifact(args.out)
+    log.info("scored %d snapshots of %s", len(curve["points"]), job["method"])
+
+
+def cmd_summarize(args):
+    from glann.evaluation.summary import summarize
+
+    job = _job(args)
+    grids = {}
+    for path in args.grids or []:
+        p = Path(path)
+        grids[(p.parent.parent.parent.name, p.parent.parent.name)] = p
+    summarize(args.metrics, grids, args.out_dir, job["params"]["datasets"], job["params"]["methods"],
+              loss_csvs=args.losses, snapshot_files=args.snapshots)
+
+
+def cmd_generate(args):
+    from glann.pipeline.generate import main as generate
+
+    generate(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="glann", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="step", required=True)
+
+    def add(name, fn, *opts):
+        p = sub.add_parser(name)
+        p.add_argument("--job", default="{}", help="the step's config slice as JSON")
+        p.add_argument("--threads", type=int, default=None)
+        for o in opts:
+            p.add_argument(f"--{o}", required=o not in ("imle", "glo", "model", "snapshots"))
+        p.set_defaults(fn=fn)
+        return p
+
+    add("prepare", cmd_prepare, "out-dir")
+    add("train-glo", cmd_train_glo, "data", "out", "csv", "recon", "snapshots")
+    add("train-imle", cmd_train_imle, "glo", "out", "csv", "snapshots")
+    add("fit-gaussian", cmd_fit_gaussian, "glo", "out")
+    add("train-baseline", cmd_train_baseline, "data", "out", "csv", "snapshots")
+    add("sample", cmd_sample, "data", "out-dir", "glo", "imle", "model")
+    add("train-evaluator", cmd_train_evaluator, "data", "out", "metrics")
+    p = add("real-stats", cmd_real_stats, "data", "evaluator", "out-evaluator", "out-inception")
+    p.add_argument("--out-evaluator-val", default=None, help="the validation split's evaluator statistics")
+    add("evaluate", cmd_evaluate, "samples", "evaluator", "stats-evaluator", "stats-inception", "data", "out")
+    p = add("evaluate-snapshots", cmd_evaluate_snapshots, "data", "snapshots", "evaluator", "stats-evaluator",
+            "out")
+    p.add_argument("--fixed", nargs="*", help="ROLE=PATH checkpoints the snapshots are used with (GLANN's glo)")
+    r = sub.add_parser("restore-data", help="rebuild a damaged prepared split, keeping the trained models "
+                                            "when the rebuild is byte-identical (glann.pipeline.preflight)")
+    r.add_argument("data_dir", help="the prepared dataset folder, e.g. data/prepared/digits")
+    r.set_defaults(fn=cmd_restore_data)
+    g = sub.add_parser("generate", help="sample a trained method without Snakemake (see glann.pipeline.generate)")
+    from glann.pipeline.generate import add_arguments
+
+    add_arguments(g)
+    g.set_defaults(fn=cmd_generate)
+    p = add("summarize", cmd_summarize, "out-dir")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--grids", nargs="*")
+    p.add_argument("--losses", nargs="*", default=None, help="per-epoch loss CSVs -> <out-dir>/curves/")
+    p.add_argument("--snapshots", nargs="*", default=None, help="scored snapshots -> <out-dir>/fid_vs_compute.*")
+    return ap
+
+
+def _batch_key(args) -> str:
+    """The config key of the batch size of the step that ran out of memory."""
+    step = str(getattr(args, "step", "")).replace("-", "_")
+    if step == "train_baseline":
+        try:
+            return f"{json.loads(args.job)['method']}.batch_size"
+        except Exception:
+            return "<method>.batch_size"
+    return {"train_glo": "glo.batch_size", "train_imle": "imle.batch_size", "sample": "sample.batch_size",
+            "train_evaluator": "evaluator.batch_size"}.get(step, "the batch size of this step")
+
+
+def main(argv=None) -> int:
+    """``glann <step>``: parse and run one step in this process."""
+    return run(list(sys.argv[1:] if argv is None else argv))
+
+
+def run(argv: list[str]) -> int:
+    """Parse and run one step in this process."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        from glann.pipeline.watchdog import die_with_snakemake
+
+        die_with_snakemake()
+        args.fn(args)
+    except GlannError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last finished epoch is kept in the .resume file; rerun to continue",
+              file=sys.stderr)
+        return 130
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            print(f"error: CUDA out of memory ({str(exc).splitlines()[0]}). Lower {_batch_key(args)} "
+                  "in the config, or run fewer GPU jobs at once (--resources gpu=1).", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

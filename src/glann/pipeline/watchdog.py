@@ -1,0 +1,51 @@
+"""A job stops with the snakemake process that started it.
+
+A kill -9 of snakemake leaves its running jobs to finish as orphans: their outputs are then
+recorded as incomplete and recomputed by the rerun, and each finished orphan leaves an MLflow
+run the rerun duplicates. A job that stops with its snakemake writes nothing (outputs are
+atomic), keeps its last epoch in ``.resume``, and marks its run KILLED.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from glann.pipeline.config import SNAKEMAKE_PID_ENV  # set by workflow/rules/common.smk in each snakemake process
+
+log = logging.getLogger("glann")
+
+
+def die_with_snakemake(interval: float = 0.5) -> None:
+    """Stop this job (as Ctrl-C would) once the snakemake process that started it is gone. The snakemake process
+    is named by host, pid and start time (glann.pipeline.config.export_snakemake_pid); a job on another host
+    (an environment passed on to a cluster node) has nothing to watch."""
+    try:
+        host, pid, born = os.environ[SNAKEMAKE_PID_ENV].rsplit(":", 2)
+        pid, born = int(pid), float(born)
+    except (KeyError, ValueError):
+        return
+    import socket
+
+    if host != socket.gethostname():
+        return
+    import signal
+    import threading
+
+    import psutil
+
+    def alive() -> bool:
+        try:
+            p = psutil.Process(pid)
+            return abs(p.create_time() - born) < 0.01 and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def watch():
+        while alive():
+            time.sleep(interval)
+        log.error("the snakemake process %s that started this job is gone: stopping (the rerun redoes it)", pid)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="die-with-snakemake", daemon=True).start()

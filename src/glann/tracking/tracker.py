@@ -1,0 +1,184 @@
+"""MLflow tracking that never breaks training.
+
+One experiment per dataset (``glann/<dataset>``); every job is a run tagged
+with dataset, method, seed, step, git commit and the Snakemake invocation id,
+nested under that invocation's parent run (tag ``mlflow.parentRunId``), which
+the Snakefile creates once in ``onstart`` before any job starts, so parallel
+jobs never race to create the schema or the experiment.
+
+Every call goes through ``_safe``: a backend that is unreachable or fails makes
+the job log one warning and carry on untracked. SQLite's "database is locked"
+under parallel writers is retried with back-off before giving up.
+
+Two ways to get a job's run into MLflow (config ``tracking.live``):
+
+- live (default): the job writes to the store as it trains, so ``mlflow ui``
+  shows each epoch as it happens. Each job process pays for importing MLflow
+  and opening the store (2-5 s of CPU on a small machine).
+- deferred (``live: false``): the job appends its events (tags, params,
+  metrics with their own step and timestamp, artifact paths, final status) to a
+  JSON-lines journal, ``.glann/tracking/*.jsonl``, and never imports MLflow.
+  The Snakemake process replays every journal into the store in ``onsuccess``
+  or ``onerror`` (and in the next ``onstart`` for the journals of an
+  invocation that was killed), then deletes it. Same runs, same parent, same
+  timestamps; they appear when the invocation ends. A journal whose job died
+  before it finished becomes a KILLED run. A journal that cannot be imported
+  (store unreachable) is kept and retried next time.
+
+This module is the per-job :class:`Tracker` and :func:`tracked_run`, the run of one
+``glann <step>``; the store and the live backend are in
+glann.tracking.mlflow_store, the journal and its replay in glann.tracking.journal, the invocation's parent runs
+and the closing of orphaned runs in glann.tracking.invocation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from glann.tracking.invocation import INVOCATION_ENV, PARENT_ENV, owner
+from glann.tracking.journal import JournalRun
+from glann.tracking.mlflow_store import LiveRun, git_commit, reachable, tracking_on, tracking_uri, with_retry
+
+log = logging.getLogger(__name__)
+
+TRACKING_ENV = "GLANN_TRACKING_CONFIG"  # the tracking section, handed to every job (not a job param)
+
+
+class Tracker:
+    """A job's MLflow run, live or journalled; every method is a no-op once tracking has failed."""
+
+    def __init__(self, dataset: str, method: str | None, seed, step: str, params: dict | None = None,
+                 uri: str | None = None, enabled: bool = True, live: bool = True):
+        """``method``: the method the job trains, samples or scores; None for a step that
+        serves every method (train_evaluator): its run has no method tag."""
+        self.backend = self.run_id = None
+        self.enabled = enabled and tracking_on()
+        if not self.enabled:
+            return
+        uri = tracking_uri(uri)
+        tags = {"dataset": dataset, "seed": str(seed),  # plain names: group by them in the UI
+                "glann.dataset": dataset, "glann.seed": str(seed),
+                "glann.step": step, "mlflow.source.git.commit": git_commit(),
+                "glann.tracking.invocation": os.environ.get(INVOCATION_ENV, "manual"), **owner()}
+        if method:
+            tags.update({"method": method, "glann.method": method})
+        parent = json.loads(os.environ.get(PARENT_ENV, "{}") or "{}").get(dataset)
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        run_name = f"{step}:{method}:seed{seed}" if method else f"{step}:seed{seed}"
+        if live and not reachable(uri):
+            self._disable(f"tracking server {uri} is unreachable")
+            return
+        if live:
+            self.backend = self._safe(LiveRun, uri, dataset, run_name, tags)
+        else:
+            self.backend = self._safe(JournalRun, uri, dataset, run_name, tags,
+                                      f"{step}-{dataset}-{method or 'all'}-seed{seed}")
+        self.run_id = getattr(self.backend, "run_id", None)
+        if params:
+            self.log_params(params)
+
+    def _disable(self, why: str):
+        if self.enabled:
+            log.warning("MLflow tracking skipped: %s. Training continues; outputs are unaffected.", why)
+        self.enabled = False
+
+    def _safe(self, fn, *args, **kwargs):
+        if not self.enabled:
+            return None
+        try:
+            return with_retry(fn, *args, **kwargs)
+        except Exception as exc:
+            self._disable(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            return None
+
+    def _call(self, name: str, *args):
+        if self.enabled and self.backend is not None:
+            self._safe(getattr(self.backend, name), *args)
+
+    def log_params(self, params: dict) -> None:
+        self._call("params", {k: str(v)[:6000] for k, v in _flatten(params).items()})
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+        if numeric:
+            self._call("metrics", numeric, step or 0)
+
+    def log_dataset(self, data_dir, context: str) -> None:
+        """The prepared dataset as an MLflow dataset input (the runs table's Dataset column)."""
+        if not self.enabled:
+            return
+        import hashlib
+
+        path = Path(data_dir) / "manifest.json"
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        ds = {"name": manifest.get("dataset", Path(data_dir).name),
+              "digest": hashlib.sha256(path.read_bytes()).hexdigest()[:16], "source_type": "local",
+              "source": str(manifest.get("source", path.parent)),
+              "schema": json.dumps({"image_shape": manifest.get("image_shape"),
+                                    "num_classes": manifest.get("num_classes")}),
+              "profile": json.dumps({"splits": {k: v[0] for k, v in manifest.get("shapes", {}).items()}})}
+        self._call("dataset", ds, context)
+
+    def set_tags(self, tags: dict) -> None:
+        self._call("tags", {k: str(v) for k, v in tags.items()})
+
+    def log_artifact(self, path, artifact_path: str | None = None) -> None:
+        if Path(path).exists():
+            self._call("artifact", str(path), artifact_path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if self.backend is not None:
+            backend, self.backend = self.backend, None
+            if isinstance(backend, JournalRun) and not self.enabled:
+                backend.file.close()
+            elif self.enabled:
+                try:
+                    with_retry(backend.finish, status)
+                except Exception as exc:
+                    self._disable(f"{type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def tracked_run(job: dict, step: str, data=None, context: str = "training"):
+    """The run of one ``glann <step>`` job (``job``: its ``--job`` slice): FINISHED on success,
+    KILLED on Ctrl-C or when its snakemake is gone, FAILED on any other exception. ``data``: the
+    prepared dataset folder, logged as the run's dataset input. Tracking settings come from the
+    environment (TRACKING_ENV, set by the Snakefile), so changing them reruns nothing."""
+    tr = {**json.loads(os.environ.get(TRACKING_ENV) or "{}"), **job.get("tracking", {})}
+    method = job.get("method")
+    tracker = Tracker(job.get("dataset", "?"), method, job["seed"], step,
+                      params={**job["params"], "device": job["device"], "runtime": job["runtime"]},
+                      uri=tr.get("uri"), enabled=tr.get("enabled", True), live=tr.get("live", True))
+    try:
+        run_dir = Path("results") / job["dataset"] / method / f"seed{job['seed']}" if job.get("dataset") and method else None
+        if run_dir is not None and run_dir.is_dir():  # where `glann generate --run-id` finds the model
+            tracker.set_tags({"glann.run_dir": str(run_dir.resolve())})
+        if data:
+            tracker.log_dataset(data, context)
+        yield tracker
+    except KeyboardInterrupt:  # Ctrl-C, or the snakemake that started the job is gone
+        tracker.finish("KILLED")
+        raise
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish()
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
