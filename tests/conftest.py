@@ -215,7 +215,7 @@ def _quick_run(where: Path) -> dict:
 # sends each test file whole to one worker, so a module fixture is built once, in the order of
 # the collection (no reordering by size). That order is set here: the file with most tests of
 # the shared quick run first (the worker that builds it keeps busy with its tests), the paper
-# presets next (the longest file: it goes to the other worker), the other files, and last the
+# presets' two files next (the longest: the first goes to the other worker), the other files, and last the
 # other files that read the quick run, which is built by then (quick_run: nobody waits on its lock).
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
@@ -230,6 +230,6 @@ def pytest_collection_modifyitems(items):
 
     def rank(item):
         m = module(item)
-        return 0 if m == builder else 1 if m.endswith("test_presets.py") else 3 if m in readers else 2
+        return 0 if m == builder else 1 if "test_presets" in m else 3 if m in readers else 2
 
     items.sort(key=rank)  # stable: collection order within each rank

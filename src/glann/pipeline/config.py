@@ -45,7 +45,7 @@ def cuda_visible() -> bool:
 
 
 def load_schema(path) -> dict:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~6x faster on the schema
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's C loader: the schema is read at every Snakemake start
     return yaml.load(Path(path).read_text(), Loader=loader)
 
 
