@@ -43,12 +43,14 @@ TESTS = ["tests/test_science.py", "tests/test_trainers.py", "tests/test_glann.py
          "tests/test_faithfulness.py", "tests/test_losses_and_search.py", "tests/test_snapshots.py",
          "tests/test_architecture.py", "tests/test_models.py", "tests/test_properties.py", "tests/test_splits.py",
          "tests/test_datasets.py", "tests/test_evaluation.py", "tests/test_metrics_exact.py", "tests/test_config.py"]
-# tests that run the installed glann or read the source files (mutmut's copies differ on purpose)
+# tests that run the installed glann or snakemake, or read the source files (mutmut's copies differ on purpose)
 DESELECT = ["tests/test_glann.py::test_kill9_then_resume_equals_uninterrupted",
             "tests/test_architecture.py::test_no_dead_code",
             "tests/test_architecture.py::test_code_hash_is_the_import_closure_of_the_step",
             "tests/test_architecture.py::test_src_imports_no_snakemake_and_has_no_cycles",
-            "tests/test_architecture.py::test_workflow_start_and_cli_help_import_no_torch"]
+            "tests/test_architecture.py::test_workflow_start_and_cli_help_import_no_torch",
+            "tests/test_config.py::test_snakemake_refuses_bad_config_before_any_job",
+            "tests/test_config.py::test_dry_run_builds_the_dag"]
 
 
 def scratch_copy(modules=MODULES) -> Path:
