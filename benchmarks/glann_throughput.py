@@ -6,13 +6,14 @@
 Trains GLO (batch 128, latent 64, loss lap1 -- vgg needs ImageNet weights) on the
 prepared training split tiled ``--tile`` times (mnist5k x 12 = 48,000 images, the
 size of MNIST's train split minus validation), then IMLE for a few epochs, then
-each GAN of ``--gan-kinds`` (the pipeline's own train_gan, config defaults:
-batch 64; WGAN-GP 5 critic steps), and prints images/s (steady epochs: the first
+each baseline of ``--gan-kinds`` (any of the seven GANs and the VAE: the pipeline's own
+train_gan / train_vae with compare_gan v1's settings, the schema's defaults: batch 64; 5
+critic steps for WGAN and WGAN-GP, 5 D steps for BEGAN), and prints images/s (steady epochs: the first
 is warm-up), seconds per IMLE epoch, peak GPU memory and the projected time of
-the paper preset (200 GLO + 50 IMLE epochs). Each figure is the median over
+the paper preset per seed (200 GLO + 50 IMLE epochs; 20 epochs of each baseline). Each figure is the median over
 ``--repeats`` runs. Writes JSON to --out.
 
-Share of time outside the GPU (CUDA only): one more epoch of GLO and of each GAN
+Share of time outside the GPU (CUDA only): one more epoch of GLO and of each baseline
 runs under torch.profiler; the summed device time of its kernels, divided by the
 steady epoch's wall time measured without the profiler, is the GPU-busy share;
 the rest (Python, kernel launches, data indexing, .item() syncs, checkpointing)
@@ -38,14 +39,21 @@ from glann.methods.gans import train_gan  # noqa: E402
 from glann.methods.glo import train_glo  # noqa: E402
 from glann.methods.imle import train_imle  # noqa: E402
 from glann.methods.training import TrainContext  # noqa: E402
+from glann.methods.vae import train_vae  # noqa: E402
 from glann.runtime import resolve_device, setup_torch  # noqa: E402
 
 # the schema's defaults (the paper's values), as the pipeline's jobs get them; GLO with lap1
-_CFG = fill_defaults({"datasets": ["mnist5k"], "methods": ["glann", "nsgan", "lsgan", "wgan_gp"], "seeds": [0]},
+BASELINES = ("mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began", "vae")
+_CFG = fill_defaults({"datasets": ["mnist5k"], "methods": ["glann", *BASELINES], "seeds": [0]},
                      load_schema(Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"))
 GLO = {**_CFG["glo"], "loss": "lap1"}
 IMLE = _CFG["imle"]
-GAN_CFG = {kind: _CFG[kind] for kind in ("nsgan", "lsgan", "wgan_gp")}
+GAN_CFG = {kind: _CFG[kind] for kind in BASELINES}  # compare_gan v1's settings (the schema's defaults)
+
+
+def train_baseline(kind: str, work: Path, cfg: dict, ctx: TrainContext) -> dict:
+    """The pipeline's own trainer of a GAN (glann.methods.gans.train_gan) or the VAE."""
+    return train_vae(work, cfg, ctx) if kind == "vae" else train_gan(kind, work, cfg, ctx)
 
 
 def steady_epoch_seconds(result: dict) -> float:
@@ -88,7 +96,7 @@ def one_run(args, work: Path, device, n_images: int) -> dict:
         res["imle_seconds_per_epoch"] = float(np.median([r["seconds"] for r in imle["history"]]))
     for kind in filter(None, args.gan_kinds.split(",")):
         cfg = {**GAN_CFG[kind], "epochs": args.gan_epochs}
-        out = train_gan(kind, work, cfg, TrainContext(work / f"{kind}.pt", 0, device, amp=args.amp))
+        out = train_baseline(kind, work, cfg, TrainContext(work / f"{kind}.pt", 0, device, amp=args.amp))
         res[f"{kind}_seconds_per_epoch"] = steady_epoch_seconds(out)
         # images through the generator's training step per second (critic steps see the same images)
         res[f"{kind}_images_per_s"] = n_images / res[f"{kind}_seconds_per_epoch"]
@@ -99,7 +107,8 @@ def busy_shares(args, work: Path, device, res: dict) -> dict:
     shares = {}
     jobs = {"glo": lambda: train_glo(work, {**GLO, "epochs": 1}, TrainContext(work / "p_glo.pt", 0, device, amp=args.amp))}
     for kind in filter(None, args.gan_kinds.split(",")):
-        jobs[kind] = (lambda k=kind: train_gan(k, work, {**GAN_CFG[k], "epochs": 1}, TrainContext(work / f"p_{k}.pt", 0, device, amp=args.amp)))
+        jobs[kind] = (lambda k=kind: train_baseline(k, work, {**GAN_CFG[k], "epochs": 1},
+                                                    TrainContext(work / f"p_{k}.pt", 0, device, amp=args.amp)))
     for name, fn in jobs.items():
         busy = kernel_seconds(fn, device)
         if busy is not None:
@@ -115,7 +124,7 @@ def main():
     ap.add_argument("--tile", type=int, default=12)
     ap.add_argument("--glo-epochs", type=int, default=3)
     ap.add_argument("--imle-epochs", type=int, default=3)
-    ap.add_argument("--gan-kinds", default="nsgan,wgan_gp", help="comma list of nsgan,lsgan,wgan_gp ('' for none)")
+    ap.add_argument("--gan-kinds", default="nsgan,wgan_gp", help=f"comma list of {','.join(BASELINES)} ('' for none)")
     ap.add_argument("--gan-epochs", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="auto")
@@ -152,6 +161,9 @@ def main():
     if "imle_seconds_per_epoch" in res:
         res["projected_paper_hours_glo200_imle50"] = (200 * res["glo_seconds_per_epoch"]
                                                       + 50 * res["imle_seconds_per_epoch"]) / 3600
+    # config/paper/mnist.yaml: each baseline 20 epochs (compare_gan v1's MNIST budget), per seed
+    for kind in filter(None, args.gan_kinds.split(",")):
+        res[f"projected_paper_hours_{kind}20"] = 20 * res[f"{kind}_seconds_per_epoch"] / 3600
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
     print(json.dumps({k: v for k, v in res.items() if k != "runs"}, indent=2))

@@ -177,3 +177,97 @@ def test_labels_stay_with_their_images_through_the_carved_splits(name, opts, tmp
         xs, ys = load_prepared(tmp_path, split)
         assert len(xs) > 100
         assert _nearest_mean_accuracy(x, y, xs, ys) == pytest.approx(raw, abs=0.06), split
+
+
+def _frechet(f, mu, sigma) -> float:
+    """Fréchet distance of a Gaussian fitted to ``f`` to (mu, sigma), with scipy's sqrtm."""
+    from scipy import linalg
+
+    f = f.astype(np.float64)
+    m, s = f.mean(0), np.cov(f, rowvar=False)
+    covmean = linalg.sqrtm(s @ sigma).real
+    return float(((m - mu) ** 2).sum() + np.trace(s + sigma - 2 * covmean))
+
+
+def _prdc(real, fake, k) -> dict:
+    """Naeem et al. 2020's precision, recall, density and coverage, from their definitions."""
+    d = lambda a, b: np.sqrt(((a[:, None, :] - b[None]) ** 2).sum(-1))
+    r_real = np.sort(d(real, real), 1)[:, k]  # k-th neighbour, the point itself (0) at index 0
+    r_fake = np.sort(d(fake, fake), 1)[:, k]
+    fr = d(fake, real)  # [fake, real]
+    return {"precision": (fr <= r_real[None]).any(1).mean(),
+            "recall": (fr.T <= r_fake[None]).any(1).mean(),
+            "density": (fr <= r_real[None]).sum() / (k * len(fake)),
+            "coverage": (fr.min(0) <= r_real).mean()}
+
+
+def test_evaluate_computes_every_metric_from_the_inputs_its_docs_name(digits_val, tmp_path):
+    """`evaluate()` against an independent re-computation of each metric: the Fréchet distances
+    (evaluator features of all samples; Inception features of the first fid.num_samples), prdc
+    and PRD on the same seeded equal-size subsets of real and fake features, the mode coverage
+    against the *training* split's class counts, the duplicate threshold of the real features,
+    the birthday test of the fake ones, and what the samples file carries (divergence, compute)."""
+    import json
+
+    from glann.atomic import save_npz
+    from glann.evaluation.evaluator import evaluator_outputs, load_evaluator
+    from glann.evaluation.inception import inception_features, load_inception
+    from glann.evaluation.metrics import (birthday_test, duplicate_threshold, max_f_beta, mode_coverage,
+                                          prd_from_features)
+    from glann.evaluation.scoring import evaluate, real_stats
+    from weights import save_random_inception
+
+    d, _ = digits_val
+    real_stats(d / "data", d / "ev.pt", None, tmp_path / "ev.npz", tmp_path / "inc0.npz", CPU, use_inception=False)
+    # samples: three classes of the training images, jittered (a collapsed, imperfect generator)
+    x, y = load_prepared(d / "data", "train")
+    keep = np.flatnonzero(y < 3)[:150]
+    rng = np.random.default_rng(1)
+    fake = np.clip(x[keep].astype(np.int16) + rng.integers(-40, 41, x[keep].shape), 0, 255).astype(np.uint8)
+    save_npz(tmp_path / "samples.npz", images=fake, diverged=np.array(True), diverged_epoch=np.array(7),
+             train_seconds=np.array(12.5), images_processed=np.array(4000), train_device=np.array("cpu"))
+    # Inception statistics: random weights, a made-up Gaussian (evaluate only reads the file)
+    weights = save_random_inception(tmp_path / "inception.pth")
+    inc_mu, inc_sigma = np.full(2048, 0.1), np.eye(2048) * 0.5
+    save_npz(tmp_path / "inc.npz", available=np.array(True), reason=np.array(""), mu=inc_mu, sigma=inc_sigma,
+             weights=np.array(str(weights)))
+    cfg = {"fid": {**CFG["fid"], "num_samples": 3},
+           "eval": {**CFG["eval"], "prd_runs": 2, "prdc_k": 4, "prdc_max_samples": 120, "birthday_batch_size": 30,
+                    "birthday_batches": 3, "min_class_share": 0.02}}
+    m = evaluate(tmp_path / "samples.npz", d / "ev.pt", tmp_path / "ev.npz", tmp_path / "inc.npz", d / "data",
+                 cfg, CPU, seed=3)
+
+    net, blob = load_evaluator(d / "ev.pt", CPU)
+    feats, pred = evaluator_outputs(net, fake, CPU)
+    feats = feats.astype(np.float64)
+    with np.load(tmp_path / "ev.npz") as z:
+        mu, sigma, real = z["mu"], z["sigma"], z["features"].astype(np.float64)
+    assert m["n_samples"] == 150 and m["evaluator_test_accuracy"] == blob["test_accuracy"]
+    assert m["evaluator_task"] == "classes"
+    assert m["fid_domain"] == pytest.approx(_frechet(feats, mu, sigma), rel=1e-4)
+    inc = inception_features(load_inception(weights, CPU), fake[:3], CPU)
+    assert m["inception_fid_samples"] == 3 and m["inception_fid_reason"] is None
+    assert m["inception_fid"] == pytest.approx(_frechet(inc, inc_mu, inc_sigma), rel=1e-4)
+    # the subsets: n = min(real, fake, prdc_max_samples), real drawn first, both without replacement
+    sub = np.random.default_rng(3)
+    n = min(len(real), 150, 120)
+    real_sub = real[sub.choice(len(real), n, replace=False)]
+    fake_sub = feats[sub.choice(150, n, replace=False)]
+    for key, value in _prdc(real_sub, fake_sub, 4).items():
+        assert m[key] == pytest.approx(value, abs=1e-9), key
+    assert 0 < m["precision"] and m["recall"] < 1  # the check has power: neither metric at an edge
+    p, r = prd_from_features(real_sub, fake_sub, num_runs=2, seed=3)
+    assert (m["prd_f8"], m["prd_f1_8"]) == pytest.approx((max_f_beta(p, r, 8.0), max_f_beta(p, r, 1 / 8)))
+    assert m["prd_f8"] != pytest.approx(m["prd_f1_8"])
+    counts = json.loads((d / "data/manifest.json").read_text())["class_counts"]
+    hist = np.bincount(pred, minlength=10) / len(pred)
+    train_share = np.array([counts["train"][str(c)] for c in range(10)], float) / sum(counts["train"].values())
+    assert m["classes_covered"] == int((hist >= 0.02).sum()) < 10 and m["num_classes"] == 10
+    nz = hist > 0
+    assert m["class_kl"] == pytest.approx(float((hist[nz] * np.log(hist[nz] / train_share[nz])).sum()), rel=1e-6)
+    assert m["class_kl"] != pytest.approx(mode_coverage(pred, counts["test"], 0.02)["class_kl"], rel=1e-9)
+    tau = duplicate_threshold(real, CFG["eval"]["duplicate_quantile"], seed=3)
+    assert m["duplicate_threshold"] == tau
+    assert {k: m[k] for k in birthday_test(feats, tau, 30, 3, 3)} == birthday_test(feats, tau, 30, 3, 3)
+    assert (m["diverged"], m["diverged_epoch"]) == (True, 7)
+    assert (m["train_seconds"], m["images_processed"], m["train_device"]) == (12.5, 4000, "cpu")
