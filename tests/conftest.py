@@ -41,24 +41,38 @@ def digits_dir(tmp_path_factory):
     return d
 
 
-@pytest.fixture(scope="session")
-def digits_small_dir(tmp_path_factory):
-    """The digits set cut to its first 320 training and 64 test images (16x16), prepared as
-    the pipeline prepares any dataset: for tests of exact properties (resume, rollback,
-    snapshots bit for bit) that hold on any data and need no more epochs' worth of it."""
+def _digits_cut(tmp_path_factory, n_train: int, n_test: int):
+    """The digits set cut to its first ``n_train`` training and ``n_test`` test images (16x16),
+    prepared as the pipeline prepares any dataset."""
     from glann.data import datasets
 
     full = datasets.LOADERS["digits"]
 
     def first(opts):
         xtr, ytr, xte, yte, source = full(opts)
-        return xtr[:320], ytr[:320], xte[:64], yte[:64], f"{source}, first 320 / 64"
+        return xtr[:n_train], ytr[:n_train], xte[:n_test], yte[:n_test], f"{source}, first {n_train} / {n_test}"
 
-    d = tmp_path_factory.mktemp("digits_small")
+    d = tmp_path_factory.mktemp(f"digits_{n_train}")
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(datasets.LOADERS, "digits", first)
         datasets.prepare("digits", {"size": 16}, d)
     return d
+
+
+@pytest.fixture(scope="session")
+def digits_small_dir(tmp_path_factory):
+    """320 training and 64 test digits: for tests of exact properties (resume, rollback,
+    snapshots bit for bit) that hold on any data and need no more epochs' worth of it, and for
+    the code paths every trainer takes (five batches: a G step after WGAN's and BEGAN's five
+    D steps)."""
+    return _digits_cut(tmp_path_factory, 320, 64)
+
+
+@pytest.fixture(scope="session")
+def digits_batch_dir(tmp_path_factory):
+    """One batch (64) of training digits: for tests of what a single training step does (the
+    first step of every trainer steps both networks)."""
+    return _digits_cut(tmp_path_factory, 64, 64)
 
 
 def copy_workflow(dest: Path) -> Path:

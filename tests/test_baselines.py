@@ -57,9 +57,9 @@ def _check_samples(method, paths, shape):
     assert x.min() >= 0 and x.max() <= 255 and x.std() > 0
 
 
-def test_each_gan_trains_and_samples(digits_dir, tmp_path):
+def test_each_gan_trains_and_samples(digits_small_dir, tmp_path):
     for kind in ("mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began"):
-        out = train_gan(kind, digits_dir, {**CFG[kind], "epochs": 1}, TrainContext(tmp_path / f"{kind}.pt", 0, CPU, csv=tmp_path / f"{kind}.csv"))
+        out = train_gan(kind, digits_small_dir, {**CFG[kind], "epochs": 1}, TrainContext(tmp_path / f"{kind}.pt", 0, CPU, csv=tmp_path / f"{kind}.csv"))
         assert not out["diverged"] and len(out["history"]) == 1
         assert (tmp_path / f"{kind}.csv").read_text().startswith("epoch,d_loss,g_loss")
         _check_samples(kind, {"model": tmp_path / f"{kind}.pt"}, (16, 16, 1))
@@ -71,8 +71,8 @@ def test_imle_pixel_trains_and_samples(digits_dir, tmp_path):
     _check_samples("imle_pixel", {"model": tmp_path / "m.pt"}, (16, 16, 1))
 
 
-def test_injected_nan_marks_gan_diverged(digits_dir, tmp_path):
-    out = train_gan("nsgan", digits_dir, {**CFG["nsgan"], "epochs": 3}, TrainContext(tmp_path / "m.pt", 0, CPU, fault={"nan_at_epoch": 2}))
+def test_injected_nan_marks_gan_diverged(digits_small_dir, tmp_path):
+    out = train_gan("nsgan", digits_small_dir, {**CFG["nsgan"], "epochs": 3}, TrainContext(tmp_path / "m.pt", 0, CPU, fault={"nan_at_epoch": 2}))
     assert out["diverged"] and out["diverged_epoch"] == 2
     assert len(out["history"]) == 1  # epoch 1's weights kept
     blob = torch.load(tmp_path / "m.pt", weights_only=False)

@@ -44,12 +44,13 @@ def test_refusal_emulation_catches_bce_under_autocast():
 
 
 @pytest.mark.parametrize("method", ["vae", "nsgan", "wgan_gp", "glo", "imle_pixel"])
-def test_training_under_bf16_autocast_uses_no_refused_op(method, digits_small_dir, tmp_path):
+def test_training_under_bf16_autocast_uses_no_refused_op(method, digits_batch_dir, tmp_path):
     """Every trainer under (CPU) bf16 autocast, with CUDA's refusals emulated: finite losses.
-    On the 320-image cut: bf16 on a CPU without bf16 units is many times slower than fp32."""
+    On one batch of images (the first step takes a D and a G step in every GAN): bf16 on a CPU
+    without bf16 units is many times slower than fp32."""
     from glann.methods.glo import train_glo
 
-    data, ctx = digits_small_dir, TrainContext(tmp_path / "m.pt", 0, CPU, amp="bf16")
+    data, ctx = digits_batch_dir, TrainContext(tmp_path / "m.pt", 0, CPU, amp="bf16")
     with RefuseLikeCudaAutocast():
         if method == "vae":
             res = train_vae(data, {**CFG["vae"], "epochs": 1}, ctx)

@@ -134,10 +134,11 @@ def test_unreachable_tracking_server_does_not_fail_training(digits_dir, tmp_path
 
 @pytest.mark.pipeline
 def test_parallel_jobs_share_one_sqlite_store_without_losing_runs(tmp_path):
-    """Reliability 8 / tracking: --cores 4, four seeds, every run recorded, no 'database is locked'."""
+    """Reliability 8 / tracking: --cores 4, four training jobs at once (one per seed), each
+    opening the store itself; every run recorded, no 'database is locked'."""
     wf = copy_workflow(tmp_path / "wf")
     # live tracking: every job opens the store itself (quick.yaml defers it to the end of the invocation)
-    (wf / "par.yaml").write_text("methods: [vae, nsgan]\nseeds: [0, 1, 2, 3]\nvae: {epochs: 1}\n"
+    (wf / "par.yaml").write_text("methods: [vae]\nseeds: [0, 1, 2, 3]\nvae: {epochs: 1}\n"
                                  "tracking: {live: true}\n")
     proc = snakemake(wf, "--cores", "4", "--configfile", "config/quick.yaml", "par.yaml",
                      "--until", "train_baseline",
@@ -148,7 +149,7 @@ def test_parallel_jobs_share_one_sqlite_store_without_losing_runs(tmp_path):
     con = sqlite3.connect(wf / "mlflow.db")
     names = [n for (n, s) in con.execute("select name, status from runs") if s == "FINISHED"]
     for seed in range(4):
-        assert f"train_vae:vae:seed{seed}" in names and f"train_nsgan:nsgan:seed{seed}" in names
+        assert f"train_vae:vae:seed{seed}" in names
     assert con.execute("select count(distinct run_uuid) from metrics where key='elbo'").fetchone()[0] == 4
 
 
