@@ -32,6 +32,7 @@ include: "workflow/rules/glann.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/sweep.smk"
 include: "workflow/rules/summarize.smk"
 
 

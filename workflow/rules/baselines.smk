@@ -3,16 +3,16 @@
 
 rule fit_gaussian:
     input:
-        glo="results/{dataset}/glann/seed{seed}/glo.pt",
+        glo="results/{dataset}/glann{hp}/seed{seed}/glo.pt",
     output:
-        model="results/{dataset}/glo_gauss/seed{seed}/model.pt",
+        model="results/{dataset}/glo_gauss{hp}/seed{seed}/model.pt",
     params:
         job=lambda w: job(w, None, "glo_gauss", {}),
         code=code_version("fit-gaussian"),
     log:
-        "logs/{dataset}/glo_gauss/seed{seed}/fit_gaussian.log",
+        "logs/{dataset}/glo_gauss{hp}/seed{seed}/fit_gaussian.log",
     benchmark:
-        "logs/{dataset}/glo_gauss/seed{seed}/fit_gaussian.bench.tsv",
+        "logs/{dataset}/glo_gauss{hp}/seed{seed}/fit_gaussian.bench.tsv",
     threads: 1
     resources:
         mem_mb=2000,
@@ -26,18 +26,18 @@ rule train_baseline:
     input:
         rules.prepare_data.output,
     output:
-        model="results/{dataset}/{method}/seed{seed}/model.pt",
-        losses="results/{dataset}/{method}/seed{seed}/losses.csv",
-        snapshots=temp("results/{dataset}/{method}/seed{seed}/snapshots.pt"),
+        model="results/{dataset}/{method}{hp}/seed{seed}/model.pt",
+        losses="results/{dataset}/{method}{hp}/seed{seed}/losses.csv",
+        snapshots=temp("results/{dataset}/{method}{hp}/seed{seed}/snapshots.pt"),
     wildcard_constraints:
         method="|".join(m for m in REGISTRY if REGISTRY[m].trainer),
     params:
         job=lambda w: job(w, w.method, snapshots=True),
         code=trainer_code,
     log:
-        "logs/{dataset}/{method}/seed{seed}/train_baseline.log",
+        "logs/{dataset}/{method}{hp}/seed{seed}/train_baseline.log",
     benchmark:
-        "logs/{dataset}/{method}/seed{seed}/train_baseline.bench.tsv",
+        "logs/{dataset}/{method}{hp}/seed{seed}/train_baseline.bench.tsv",
     threads: train_threads()
     resources:
         mem_mb=lambda w: REGISTRY[w.method].mem_mb,

@@ -10,6 +10,7 @@ from glann.pipeline.codehash import code_hash  # noqa: E402
 from glann.pipeline.config import (  # noqa: E402
     check, coerce, cuda_visible, export_snakemake_pid, export_tracking, fill_defaults, load_schema)
 from glann.methods.registry import METHODS as REGISTRY  # noqa: E402
+from glann.methods import sweep as sweeps  # noqa: E402
 
 SCHEMA_PATH = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 _schema = load_schema(SCHEMA_PATH)
@@ -39,6 +40,14 @@ if config["fid"]["require_inception"] and config["fid"]["inception"]:
 DATASETS = config["datasets"]
 METHODS = config["methods"]
 SEEDS = config["seeds"]
+# Sweeps (glann.methods.sweep): K settings per swept method, drawn here once; setting k of a
+# method trains as results/{dataset}/{method}/hp{k}/seed{S}/ through the same rules ({hp} = "/hp{k}";
+# "" for the method's configured setting).
+SWEEP = config["sweep"]
+SWEPT = [m for m in METHODS if SWEEP["settings"] and sweeps.sweepable(m)
+         and (m in SWEEP["methods"] if SWEEP["methods"] else True)]
+SETTINGS = {m: sweeps.settings(m, SWEEP["settings"], SWEEP["seed"], SWEEP["space"]) for m in SWEPT}
+TRIALS = [(m, f"/hp{k}") for m in SWEPT for k in range(SWEEP["settings"])]
 
 # Inputs before outputs: Snakemake deletes a job's outputs just before running it, so a corrupt
 # prepared split found by the job itself would already have cost the checkpoints it replaces.
@@ -56,6 +65,7 @@ wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
     seed=r"\d+",
     method="|".join(REGISTRY),
+    hp=r"(/hp\d+)?",
 
 
 def code_version(step, extra_modules=()):
@@ -84,6 +94,9 @@ def job(wildcards, section, method=None, params=None, snapshots=False, fault_key
     method = method or getattr(wildcards, "method", None)
     fault = config["fault_injection"].get(fault_key or method)
     runtime = {k: config["runtime"][k] for k in ("amp", "deterministic")}
+    trial = trial_of(wildcards, method)
+    if params is None:
+        params = sweeps.apply(config[section], section, trial["values"]) if trial else config[section]
     return json.dumps(
         {
             "dataset": wildcards.dataset,
@@ -91,12 +104,26 @@ def job(wildcards, section, method=None, params=None, snapshots=False, fault_key
             "seed": int(getattr(wildcards, "seed", 0)),
             "device": config["device"],
             "runtime": runtime,
-            "params": params if params is not None else config[section],
+            "params": params,
             "fault": {"nan_at_epoch": fault} if fault else None,
-            **({"snapshots": config["snapshots"]["count"]} if snapshots else {}),
+            # a sweep's settings keep no snapshots: their curves are the configured setting's
+            **({"snapshots": 0 if trial else config["snapshots"]["count"]} if snapshots else {}),
+            **({"trial": trial} if trial else {}),
         },
         sort_keys=True,
     )
+
+
+def trial_of(wildcards, method):
+    """{"k": k, "values": setting} for a job of setting k of a sweep ({hp} = /hp{k}), else None."""
+    hp = getattr(wildcards, "hp", "")
+    if not hp:
+        return None
+    k = int(hp.removeprefix("/hp"))
+    if method not in SETTINGS or k >= len(SETTINGS[method]):
+        raise ValueError(f"{method}{hp}: no such sweep setting (sweep.settings = {SWEEP['settings']}, "
+                         f"swept: {', '.join(SWEPT) or 'none'})")
+    return {"k": k, "values": SETTINGS[method][k]}
 
 
 def sample_params(method, section):
@@ -112,7 +139,7 @@ def sample_params(method, section):
 def sample_inputs(w):
     """The prepared data and the checkpoints the registry lists for this method."""
     return {"data": f"data/prepared/{w.dataset}/manifest.json",
-            **REGISTRY[w.method].checkpoint_paths(w.dataset, w.seed)}
+            **REGISTRY[w.method].checkpoint_paths(w.dataset, w.seed, w.hp)}
 
 
 def snapshot_split(dataset):
@@ -124,11 +151,11 @@ def snapshot_split(dataset):
 def snapshot_inputs(w):
     """A method's snapshot file, the checkpoints they are used with, the evaluator and real stats."""
     m = REGISTRY[w.method]
-    return {"data": f"data/prepared/{w.dataset}/manifest.json", "snapshots": m.snapshot_path(w.dataset, w.seed),
+    return {"data": f"data/prepared/{w.dataset}/manifest.json", "snapshots": m.snapshot_path(w.dataset, w.seed, w.hp),
             "evaluator": f"results/{w.dataset}/evaluator/model.pt",
             "stats_evaluator": f"results/{w.dataset}/stats/"
                                + ("evaluator_val.npz" if snapshot_split(w.dataset) == "val" else "evaluator.npz"),
-            **{f"fixed_{role}": p for role, p in m.snapshot_fixed_paths(w.dataset, w.seed).items()}}
+            **{f"fixed_{role}": p for role, p in m.snapshot_fixed_paths(w.dataset, w.seed, w.hp).items()}}
 
 
 def fixed_args(w, input):
@@ -173,6 +200,15 @@ def gpu(wildcards=None):
     return 1 if USES_GPU else 0
 
 
+def trial_metrics():
+    """Every sweep setting's metrics, for every dataset and seed."""
+    return [f"results/{d}/{m}{hp}/seed{s}/metrics.json" for d in DATASETS for m, hp in TRIALS for s in SEEDS]
+
+
+def sweep_files():
+    return [f"results/{d}/sweep/{m}.json" for d in DATASETS for m in SWEPT]
+
+
 def get_final_output():
     out = [
         "results/summary/table.md",
@@ -186,7 +222,8 @@ def get_final_output():
         method=METHODS,
         seed=SEEDS,
     )
-    return out + snapshot_curves()
+    return out + snapshot_curves() + trial_metrics() + sweep_files() + (
+        [f"results/summary/{f}" for f in ("sweep.md", "sweep.csv")] if SWEPT else [])
 
 
 _INVOCATION = os.environ.get("GLANN_INVOCATION_ID") or uuid.uuid4().hex[:12]

@@ -54,19 +54,20 @@ rule real_stats:
 
 rule evaluate:
     input:
-        samples="results/{dataset}/{method}/seed{seed}/samples.npz",
+        samples="results/{dataset}/{method}{hp}/seed{seed}/samples.npz",
         evaluator="results/{dataset}/evaluator/model.pt",
         stats_evaluator="results/{dataset}/stats/evaluator.npz",
         stats_inception="results/{dataset}/stats/inception.npz",
+        stats_evaluator_val="results/{dataset}/stats/evaluator_val.npz",
     output:
-        metrics="results/{dataset}/{method}/seed{seed}/metrics.json",
+        metrics="results/{dataset}/{method}{hp}/seed{seed}/metrics.json",
     params:
         job=lambda w: job(w, None, params={"fid": config["fid"], "eval": config["eval"]}),
         code=code_version("evaluate"),
     log:
-        "logs/{dataset}/{method}/seed{seed}/evaluate.log",
+        "logs/{dataset}/{method}{hp}/seed{seed}/evaluate.log",
     benchmark:
-        "logs/{dataset}/{method}/seed{seed}/evaluate.bench.tsv",
+        "logs/{dataset}/{method}{hp}/seed{seed}/evaluate.bench.tsv",
     threads: 1
     resources:
         mem_mb=6000,
@@ -76,14 +77,14 @@ rule evaluate:
         "glann evaluate --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
         " --samples {input.samples} --evaluator {input.evaluator}"
         " --stats-evaluator {input.stats_evaluator} --stats-inception {input.stats_inception}"
-        " --out {output.metrics} > {log} 2>&1"
+        " --stats-evaluator-val {input.stats_evaluator_val} --out {output.metrics} > {log} 2>&1"
 
 
 rule evaluate_snapshots:
     input:
         unpack(snapshot_inputs),
     output:
-        curve="results/{dataset}/{method}/seed{seed}/snapshots.json",
+        curve="results/{dataset}/{method}{hp}/seed{seed}/snapshots.json",
     params:
         job=lambda w: job(w, None, params={**config["snapshots"], "min_class_share": config["eval"]["min_class_share"],
                                            "split": snapshot_split(w.dataset),
@@ -92,9 +93,9 @@ rule evaluate_snapshots:
         fixed=lambda w, input: fixed_args(w, input),
         code=code_version("evaluate-snapshots"),
     log:
-        "logs/{dataset}/{method}/seed{seed}/evaluate_snapshots.log",
+        "logs/{dataset}/{method}{hp}/seed{seed}/evaluate_snapshots.log",
     benchmark:
-        "logs/{dataset}/{method}/seed{seed}/evaluate_snapshots.bench.tsv",
+        "logs/{dataset}/{method}{hp}/seed{seed}/evaluate_snapshots.bench.tsv",
     threads: 1
     resources:
         mem_mb=4000,

@@ -5,22 +5,22 @@ rule train_glo:
     input:
         rules.prepare_data.output,
     output:
-        model="results/{dataset}/glann/seed{seed}/glo.pt",
-        losses="results/{dataset}/glann/seed{seed}/glo_losses.csv",
-        snapshots=temp("results/{dataset}/glann/seed{seed}/glo_snapshots.pt"),
+        model="results/{dataset}/glann{hp}/seed{seed}/glo.pt",
+        losses="results/{dataset}/glann{hp}/seed{seed}/glo_losses.csv",
+        snapshots=temp("results/{dataset}/glann{hp}/seed{seed}/glo_snapshots.pt"),
         recon=report(
-            "results/{dataset}/glann/seed{seed}/reconstructions.png",
+            "results/{dataset}/glann{hp}/seed{seed}/reconstructions.png",
             caption="../report/reconstructions.rst",
             category="Reconstructions",
-            labels={"dataset": "{dataset}", "seed": "{seed}"},
+            labels={"dataset": "{dataset}", "run": "glann{hp}", "seed": "{seed}"},
         ),
     params:
         job=lambda w: job(w, "glo", "glann", snapshots=True),
         code=code_version("train-glo"),
     log:
-        "logs/{dataset}/glann/seed{seed}/train_glo.log",
+        "logs/{dataset}/glann{hp}/seed{seed}/train_glo.log",
     benchmark:
-        "logs/{dataset}/glann/seed{seed}/train_glo.bench.tsv",
+        "logs/{dataset}/glann{hp}/seed{seed}/train_glo.bench.tsv",
     threads: train_threads()
     resources:
         mem_mb=8000,
@@ -33,18 +33,18 @@ rule train_glo:
 
 rule train_imle:
     input:
-        glo="results/{dataset}/glann/seed{seed}/glo.pt",
+        glo="results/{dataset}/glann{hp}/seed{seed}/glo.pt",
     output:
-        model="results/{dataset}/glann/seed{seed}/imle.pt",
-        losses="results/{dataset}/glann/seed{seed}/imle_losses.csv",
-        snapshots=temp("results/{dataset}/glann/seed{seed}/imle_snapshots.pt"),
+        model="results/{dataset}/glann{hp}/seed{seed}/imle.pt",
+        losses="results/{dataset}/glann{hp}/seed{seed}/imle_losses.csv",
+        snapshots=temp("results/{dataset}/glann{hp}/seed{seed}/imle_snapshots.pt"),
     params:
         job=lambda w: job(w, "imle", "glann", snapshots=True),
         code=code_version("train-imle"),
     log:
-        "logs/{dataset}/glann/seed{seed}/train_imle.log",
+        "logs/{dataset}/glann{hp}/seed{seed}/train_imle.log",
     benchmark:
-        "logs/{dataset}/glann/seed{seed}/train_imle.bench.tsv",
+        "logs/{dataset}/glann{hp}/seed{seed}/train_imle.bench.tsv",
     threads: train_threads()
     resources:
         mem_mb=8000,

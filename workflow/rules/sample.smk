@@ -5,23 +5,23 @@ rule sample:
     input:
         unpack(sample_inputs),
     output:
-        samples="results/{dataset}/{method}/seed{seed}/samples.npz",
+        samples="results/{dataset}/{method}{hp}/seed{seed}/samples.npz",
         grid=report(
-            "results/{dataset}/{method}/seed{seed}/samples.png",
+            "results/{dataset}/{method}{hp}/seed{seed}/samples.png",
             caption="../report/samples.rst",
             category="Samples",
-            labels={"dataset": "{dataset}", "method": "{method}", "seed": "{seed}"},
+            labels={"dataset": "{dataset}", "method": "{method}{hp}", "seed": "{seed}"},
         ),
-        interpolation="results/{dataset}/{method}/seed{seed}/interpolation.png",
-        nearest="results/{dataset}/{method}/seed{seed}/nearest.png",
+        interpolation="results/{dataset}/{method}{hp}/seed{seed}/interpolation.png",
+        nearest="results/{dataset}/{method}{hp}/seed{seed}/nearest.png",
     params:
         job=lambda w: job(w, None, params=sample_params(w.method, "sample")),
         models=lambda w, input: sample_args(w, input),
         code=code_version("sample"),
     log:
-        "logs/{dataset}/{method}/seed{seed}/sample.log",
+        "logs/{dataset}/{method}{hp}/seed{seed}/sample.log",
     benchmark:
-        "logs/{dataset}/{method}/seed{seed}/sample.bench.tsv",
+        "logs/{dataset}/{method}{hp}/seed{seed}/sample.bench.tsv",
     threads: 1
     resources:
         mem_mb=4000,
@@ -29,4 +29,4 @@ rule sample:
         gpu=gpu,
     shell:
         "glann sample --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
-        " --out-dir results/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed} {params.models} > {log} 2>&1"
+        " --out-dir results/{wildcards.dataset}/{wildcards.method}{wildcards.hp}/seed{wildcards.seed} {params.models} > {log} 2>&1"

@@ -1,5 +1,6 @@
 # The Table-1 style summary across datasets, methods and seeds.
 from glann.evaluation.summary import curve_name
+from glann.evaluation.sweeps import OUTPUTS as SWEEP_OUTPUTS
 
 
 rule summarize:
@@ -18,6 +19,8 @@ rule summarize:
         ),
         losses=loss_csvs(),
         snapshots=snapshot_curves(),
+        trials=trial_metrics(),
+        sweeps=sweep_files(),
     output:
         table=report(
             "results/summary/table.md",
@@ -59,6 +62,8 @@ rule summarize:
             labels={"figure": "fid_domain against training seconds"},
         ),
         compute_csv="results/summary/fid_vs_compute.csv",
+        # a sweep's table (best setting by validation, test metrics) and its three figures
+        sweep=[f"results/summary/{f}" for f in SWEEP_OUTPUTS] if SWEPT else [],
     params:
         job=lambda w: json.dumps({"params": {"datasets": DATASETS, "methods": METHODS}}),
         code=code_version("summarize"),
@@ -72,4 +77,5 @@ rule summarize:
         runtime=10,
     shell:
         "glann summarize --job {params.job:q} --out-dir results/summary --metrics {input.metrics}"
-        " --grids {input.grids} --losses {input.losses} --snapshots {input.snapshots} > {log} 2>&1"
+        " --grids {input.grids} --losses {input.losses} --snapshots {input.snapshots}"
+        " --trials {input.trials} --sweeps {input.sweeps} > {log} 2>&1"

@@ -113,3 +113,69 @@ def summary_figures(agg, sample_grids, out_dir, datasets, methods):
     fig.tight_layout()
     save_with(out_dir / "samples.png", lambda p: fig.savefig(p, format="png", dpi=110), record=False)
     plt.close(fig)
+
+
+def sweep_figures(rows, settings, result, out_dir):
+    """sweep_fid.png, sweep_budget.png and sweep_pr.png (glann.evaluation.sweeps)."""
+    plt = _pyplot()
+    datasets = sorted({d for d, _ in settings})
+    save = lambda fig, name: save_with(Path(out_dir) / name, lambda p: fig.savefig(p, format="png", dpi=100),  # noqa: E731
+                                       record=False)
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.2), squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        ms = sorted(m for dd, m in settings if dd == d)
+        data = [[s["test"] for s in settings[(d, m)].values() if np.isfinite(s["test"])] for m in ms]
+        ax.boxplot([v or [np.nan] for v in data], showfliers=True)
+        for i, v in enumerate(data, start=1):  # every setting as a dot over its box
+            ax.plot(np.full(len(v), i) + np.linspace(-0.12, 0.12, len(v)), v, ".", color="k", alpha=0.5, ms=4)
+        ax.set_xticks(range(1, len(ms) + 1))
+        ax.set_xticklabels([f"{m}\n{result[f'{d}/{m}']['diverged_share']:.0%} div." for m in ms], fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("test fid_domain over the settings (lower is better)")
+        ax.set_title(f"{d}: fid_domain over each method's sweep")
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    save(fig, "sweep_fid.png")
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.2), squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        for m in sorted(m for dd, m in settings if dd == d):
+            curve = [c for c in result[f"{d}/{m}"]["budget"] if c["mean"] is not None]
+            if not curve:
+                continue
+            n = [c["n"] for c in curve]
+            line, = ax.plot(n, [c["mean"] for c in curve], marker="o", ms=3, label=m)
+            ax.fill_between(n, [c["p5"] for c in curve], [c["p95"] for c in curve], color=line.get_color(), alpha=0.15)
+        ax.set_yscale("log")
+        ax.set_xlabel("settings tried (best picked on validation)")
+        ax.set_ylabel("test fid_domain of the pick (mean, 5-95%)")
+        ax.set_title(f"{d}: quality against search budget")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    save(fig, "sweep_budget.png")
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.8), squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        for m in sorted({r["method"] for r in rows if r["dataset"] == d}):
+            pts = [(r["recall"], r["precision"]) for r in rows if r["dataset"] == d and r["method"] == m
+                   and None not in (r["recall"], r["precision"])]
+            if not pts:
+                continue
+            x, y = zip(*pts)
+            glann = m == "glann"
+            ax.scatter(x, y, marker="*" if glann else "o", s=160 if glann else 22, label=m,
+                       edgecolors="k" if glann else "none", zorder=3 if glann else 2, alpha=1 if glann else 0.7)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_xlim(0, 1.05)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{d}: every sweep run (GLANN: stars)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    save(fig, "sweep_pr.png")
+    plt.close(fig)

@@ -55,7 +55,10 @@ def real_stats(data_dir, evaluator_path, inception_weights, out_evaluator, out_i
 
 
 def evaluate(samples_path, evaluator_path, stats_evaluator, stats_inception, data_dir, cfg: dict, device,
-             seed: int = 0) -> dict:
+             seed: int = 0, stats_evaluator_val=None) -> dict:
+    """Every metric of one run's samples against the test split; ``val_fid_domain``: fid_domain
+    against the validation split (``stats_evaluator_val``; None where none is carved), what a
+    sweep picks its best setting on."""
     from prdc import compute_prdc
 
     with load_npz(samples_path) as z:
@@ -69,7 +72,11 @@ def evaluate(samples_path, evaluator_path, stats_evaluator, stats_inception, dat
         mu_r, sigma_r, real_feats = z["mu"], z["sigma"], z["features"].astype(np.float64)
     metrics = {"n_samples": int(len(fake)), "evaluator_task": ev["task"],
                "evaluator_test_accuracy": ev["test_accuracy"],
-               "fid_domain": frechet_distance_to_features(feats, mu_r, sigma_r)}
+               "fid_domain": frechet_distance_to_features(feats, mu_r, sigma_r), "val_fid_domain": None}
+    if stats_evaluator_val is not None:
+        with load_npz(stats_evaluator_val) as z:
+            if bool(z["available"]):
+                metrics["val_fid_domain"] = frechet_distance_to_features(feats, z["mu"], z["sigma"])
 
     with load_npz(stats_inception) as z:
         if bool(z["available"]):

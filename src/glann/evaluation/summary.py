@@ -200,7 +200,7 @@ def write_compute_curves(snapshot_files, out_dir, datasets, methods) -> list[dic
 
 
 def summarize(metric_files, sample_grids: dict, out_dir, datasets, methods, loss_csvs=None,
-              snapshot_files=None) -> dict:
+              snapshot_files=None, trial_files=None, sweep_files=None) -> dict:
     out_dir = Path(out_dir)
     if loss_csvs is not None:
         write_curves(loss_csvs, out_dir / "curves")
@@ -216,4 +216,9 @@ def summarize(metric_files, sample_grids: dict, out_dir, datasets, methods, loss
                 for (d, m), cell in sorted(agg.items()) if cell["fid_domain"][0] is not None]
     write_json(out_dir / "fid.json", fid_rows, record=False)
     summary_figures(agg, sample_grids, out_dir, datasets, methods)
+    if trial_files:  # a sweep: sweep.md, .csv, .json and its figures (glann.evaluation.sweeps)
+        from glann.evaluation.sweeps import summarize_sweeps
+
+        summarize_sweeps(trial_files, sweep_files, out_dir,
+                         {key: cell["fid_domain"][0] for key, cell in agg.items()})
     return flat

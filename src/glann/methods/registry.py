@@ -6,7 +6,8 @@ The Snakemake rules' input functions and wildcard constraints, the config check,
 :func:`register` call (docs/development.md). This module imports nothing
 heavy: the Snakefile reads it at every start.
 
-Paths are relative to ``results/{dataset}/`` and may use ``{method}`` and ``{seed}``.
+Paths are relative to ``results/{dataset}/`` and may use ``{method}``, ``{hp}`` (``/hp{k}`` for
+setting k of a sweep, empty otherwise: glann.methods.sweep) and ``{seed}``.
 """
 
 from __future__ import annotations
@@ -26,25 +27,25 @@ class Method:
     trainer_args: tuple = ()        # leading positional arguments of the trainer (a GAN's kind)
     # Quality-vs-compute snapshots (glann.evaluation.snapshots): the file its training keeps them in, the
     # sampler role each snapshot stands in for, and the checkpoint roles that stay fixed.
-    snapshots: str = "{method}/seed{seed}/snapshots.pt"
+    snapshots: str = "{method}{hp}/seed{seed}/snapshots.pt"
     snapshot_role: str = "model"
     snapshot_fixed: tuple = ()
     # Its generator is compare_gan v1's (glann.methods.models.V1Generator): ``sample.bn_stats`` applies.
     v1_generator: bool = False
     mem_mb: int = 8000              # the memory its training job asks a cluster for (resources: mem_mb)
 
-    def checkpoint_paths(self, dataset: str, seed) -> dict:
-        return {role: f"results/{dataset}/" + p.format(method=self.name, seed=seed)
+    def checkpoint_paths(self, dataset: str, seed, hp: str = "") -> dict:
+        return {role: f"results/{dataset}/" + p.format(method=self.name, seed=seed, hp=hp)
                 for role, p in self.checkpoints.items()}
 
-    def loss_csv_paths(self, dataset: str, seed) -> list:
-        return [f"results/{dataset}/" + p.format(method=self.name, seed=seed) for p in self.loss_csvs]
+    def loss_csv_paths(self, dataset: str, seed, hp: str = "") -> list:
+        return [f"results/{dataset}/" + p.format(method=self.name, seed=seed, hp=hp) for p in self.loss_csvs]
 
-    def snapshot_path(self, dataset: str, seed) -> str:
-        return f"results/{dataset}/" + self.snapshots.format(method=self.name, seed=seed)
+    def snapshot_path(self, dataset: str, seed, hp: str = "") -> str:
+        return f"results/{dataset}/" + self.snapshots.format(method=self.name, seed=seed, hp=hp)
 
-    def snapshot_fixed_paths(self, dataset: str, seed) -> dict:
-        paths = self.checkpoint_paths(dataset, seed)
+    def snapshot_fixed_paths(self, dataset: str, seed, hp: str = "") -> dict:
+        paths = self.checkpoint_paths(dataset, seed, hp)
         return {role: paths[role] for role in self.snapshot_fixed}
 
     def train_function(self):
@@ -70,17 +71,17 @@ def get(name: str) -> Method:
         raise KeyError(f"unknown method {name!r}; known: {', '.join(METHODS)}") from None
 
 
-_MODEL = {"model": "{method}/seed{seed}/model.pt"}
-_LOSSES = ("{method}/seed{seed}/losses.csv",)
+_MODEL = {"model": "{method}{hp}/seed{seed}/model.pt"}
+_LOSSES = ("{method}{hp}/seed{seed}/losses.csv",)
 
 register(Method("glann", "train_imle",
-                {"glo": "glann/seed{seed}/glo.pt", "imle": "glann/seed{seed}/imle.pt"},
-                ("glann/seed{seed}/glo_losses.csv", "glann/seed{seed}/imle_losses.csv"), sampler="glann",
-                snapshots="glann/seed{seed}/imle_snapshots.pt", snapshot_role="imle", snapshot_fixed=("glo",)))
+                {"glo": "glann{hp}/seed{seed}/glo.pt", "imle": "glann{hp}/seed{seed}/imle.pt"},
+                ("glann{hp}/seed{seed}/glo_losses.csv", "glann{hp}/seed{seed}/imle_losses.csv"), sampler="glann",
+                snapshots="glann{hp}/seed{seed}/imle_snapshots.pt", snapshot_role="imle", snapshot_fixed=("glo",)))
 # glo_gauss's snapshots are GLO's: each gets its own Gaussian fit when scored.
 register(Method("glo_gauss", "fit_gaussian",
-                {"glo": "glann/seed{seed}/glo.pt", **_MODEL}, (), sampler="glo_gauss",
-                snapshots="glann/seed{seed}/glo_snapshots.pt", snapshot_role="glo"))
+                {"glo": "glann{hp}/seed{seed}/glo.pt", **_MODEL}, (), sampler="glo_gauss",
+                snapshots="glann{hp}/seed{seed}/glo_snapshots.pt", snapshot_role="glo"))
 # pixel IMLE holds samples_factor x N generated images for its nearest-neighbour search
 register(Method("imle_pixel", "train_baseline", _MODEL, _LOSSES,
                 trainer="glann.methods.imle:train_imle_pixel", mem_mb=12000))

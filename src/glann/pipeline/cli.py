@@ -158,7 +158,7 @@ def cmd_evaluate(args):
     device = _setup(job, args.threads)
     with tracked_run(job, "evaluate", args.data, "evaluation") as tracker:
         metrics = evaluate(args.samples, args.evaluator, args.stats_evaluator, args.stats_inception,
-                           args.data, job["params"], device, int(job["seed"]))
+                           args.data, job["params"], device, int(job["seed"]), args.stats_evaluator_val)
         write_json(args.out, metrics)
         tracker.log_metrics({k: v for k, v in metrics.items()
                              if isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -193,7 +193,8 @@ def cmd_summarize(args):
         p = Path(path)
         grids[(p.parent.parent.parent.name, p.parent.parent.name)] = p
     summarize(args.metrics, grids, args.out_dir, job["params"]["datasets"], job["params"]["methods"],
-              loss_csvs=args.losses, snapshot_files=args.snapshots)
+              loss_csvs=args.losses, snapshot_files=args.snapshots,
+              trial_files=args.trials, sweep_files=args.sweeps)
 
 
 def cmd_generate(args):
@@ -225,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("train-evaluator", cmd_train_evaluator, "data", "out", "metrics")
     p = add("real-stats", cmd_real_stats, "data", "evaluator", "out-evaluator", "out-inception")
     p.add_argument("--out-evaluator-val", default=None, help="the validation split's evaluator statistics")
-    add("evaluate", cmd_evaluate, "samples", "evaluator", "stats-evaluator", "stats-inception", "data", "out")
+    p = add("evaluate", cmd_evaluate, "samples", "evaluator", "stats-evaluator", "stats-inception", "data", "out")
+    p.add_argument("--stats-evaluator-val", default=None,
+                   help="the validation split's evaluator statistics: val_fid_domain, what sweeps select on")
     p = add("evaluate-snapshots", cmd_evaluate_snapshots, "data", "snapshots", "evaluator", "stats-evaluator",
             "out")
     p.add_argument("--fixed", nargs="*", help="ROLE=PATH checkpoints the snapshots are used with (GLANN's glo)")
@@ -243,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grids", nargs="*")
     p.add_argument("--losses", nargs="*", default=None, help="per-epoch loss CSVs -> <out-dir>/curves/")
     p.add_argument("--snapshots", nargs="*", default=None, help="scored snapshots -> <out-dir>/fid_vs_compute.*")
+    p.add_argument("--trials", nargs="*", default=None, help="sweep settings' metrics.json (results/D/M/hpK/seedS/)")
+    p.add_argument("--sweeps", nargs="*", default=None, help="results/{dataset}/sweep/{method}.json -> <out-dir>/sweep*")
     return ap
 
 

@@ -137,7 +137,33 @@ def check(config: dict, schema: dict) -> list[str]:
                         f"config error at datasets[{i}]: unknown dataset {name!r}; allowed values: "
                         f"{', '.join(known)}, or a name defined under data with type: folder")
     if not msgs:
-        msgs = cross_key_errors(fill_defaults(config, schema))
+        filled = fill_defaults(config, schema)
+        msgs = cross_key_errors(filled) + sweep_errors(filled, schema)
+    return msgs
+
+
+def sweep_errors(cfg: dict, schema: dict) -> list[str]:
+    """Mistakes in the ``sweep`` section (``cfg`` has its defaults filled in)."""
+    from glann.methods.sweep import space_errors, sweepable
+
+    sw, msgs = cfg["sweep"], []
+    for i, name in enumerate(sw["methods"]):
+        if name not in cfg["methods"]:
+            msgs.append(f"config error at sweep.methods[{i}]: {name!r} is not in methods; sweep a subset of "
+                        f"methods ({', '.join(cfg['methods'])})")
+        elif not sweepable(name):
+            msgs.append(f"config error at sweep.methods[{i}]: {name!r} has no search space")
+    for name, space in sw["space"].items():
+        if not sweepable(name):
+            msgs.append(f"config error at sweep.space.{name}: {name!r} is not a method with a search space")
+            continue
+        msgs += space_errors(name, space, schema["properties"])
+    if sw["settings"]:
+        for name in cfg["datasets"]:
+            if not ((cfg.get("data") or {}).get(name) or {}).get("val_size"):
+                msgs.append(f"config error at data.{name}.val_size: sweep.settings = {sw['settings']} picks each "
+                            f"method's best setting on a validation split, and {name} has none; set "
+                            f"data.{name}.val_size (a share such as 0.1, or an image count), or sweep.settings: 0")
     return msgs
 
 

@@ -17,6 +17,7 @@ so 100,000 images never sit in memory together. ``--interpolate K`` also writes
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from glann.atomic import save_npz, save_with
@@ -25,14 +26,18 @@ from glann.methods.registry import METHODS, get
 
 
 def checkpoints_for(run_dir) -> tuple[str, dict]:
-    """(method, {role: path}) for a run folder results/<dataset>/<method>/seed<S>; refuses an unfinished one."""
+    """(method, {role: path}) for a run folder results/<dataset>/<method>/seed<S> (or a sweep's
+    results/<dataset>/<method>/hp<k>/seed<S>); refuses an unfinished one."""
     run_dir = Path(run_dir)
-    method, seed = run_dir.parent.name, run_dir.name.removeprefix("seed")
+    hp = run_dir.parent.name if re.fullmatch(r"hp\d+", run_dir.parent.name) else ""
+    method_dir = run_dir.parent.parent if hp else run_dir.parent
+    method, seed = method_dir.name, run_dir.name.removeprefix("seed")
     if method not in METHODS or not seed.isdigit():
-        raise GlannError(f"{run_dir} is not a run folder results/<dataset>/<method>/seed<N> of a known method "
-                         f"({', '.join(METHODS)})")
-    root = run_dir.resolve().parents[3]  # the folder that holds results/
-    paths = {role: root / p for role, p in get(method).checkpoint_paths(run_dir.parent.parent.name, seed).items()}
+        raise GlannError(f"{run_dir} is not a run folder results/<dataset>/<method>/seed<N> (or "
+                         f"results/<dataset>/<method>/hp<k>/seed<N>) of a known method ({', '.join(METHODS)})")
+    root = run_dir.resolve().parents[4 if hp else 3]  # the folder that holds results/
+    paths = {role: root / p for role, p in
+             get(method).checkpoint_paths(method_dir.parent.name, seed, f"/{hp}" if hp else "").items()}
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise GlannError(f"{run_dir} has no finished {method} model: {', '.join(missing)} "

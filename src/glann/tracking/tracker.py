@@ -52,9 +52,11 @@ class Tracker:
     """A job's MLflow run, live or journalled; every method is a no-op once tracking has failed."""
 
     def __init__(self, dataset: str, method: str | None, seed, step: str, params: dict | None = None,
-                 uri: str | None = None, enabled: bool = True, live: bool = True):
+                 uri: str | None = None, enabled: bool = True, live: bool = True, trial: dict | None = None):
         """``method``: the method the job trains, samples or scores; None for a step that
-        serves every method (train_evaluator): its run has no method tag."""
+        serves every method (train_evaluator): its run has no method tag. ``trial``: the sweep
+        setting the job belongs to ({"k": k, "values": {...}}): tags ``sweep`` (the method) and
+        ``sweep.trial`` (hp{k}), and the sampled values as params ``hp.<section.key>``."""
         self.backend = self.run_id = None
         self.enabled = enabled and tracking_on()
         if not self.enabled:
@@ -66,10 +68,13 @@ class Tracker:
                 "glann.tracking.invocation": os.environ.get(INVOCATION_ENV, "manual"), **owner()}
         if method:
             tags.update({"method": method, "glann.method": method})
+        hp = f"/hp{trial['k']}" if trial else ""
+        if trial:
+            tags.update({"sweep": method, "sweep.trial": f"hp{trial['k']}"})
         parent = json.loads(os.environ.get(PARENT_ENV, "{}") or "{}").get(dataset)
         if parent:
             tags["mlflow.parentRunId"] = parent
-        run_name = f"{step}:{method}:seed{seed}" if method else f"{step}:seed{seed}"
+        run_name = f"{step}:{method}{hp}:seed{seed}" if method else f"{step}:seed{seed}"
         if live and not reachable(uri):
             self._disable(f"tracking server {uri} is unreachable")
             return
@@ -77,10 +82,12 @@ class Tracker:
             self.backend = self._safe(LiveRun, uri, dataset, run_name, tags)
         else:
             self.backend = self._safe(JournalRun, uri, dataset, run_name, tags,
-                                      f"{step}-{dataset}-{method or 'all'}-seed{seed}")
+                                      f"{step}-{dataset}-{method or 'all'}{hp.replace('/', '-')}-seed{seed}")
         self.run_id = getattr(self.backend, "run_id", None)
         if params:
             self.log_params(params)
+        if trial:
+            self.log_params({f"hp.{k}": v for k, v in trial["values"].items()})
 
     def _disable(self, why: str):
         if self.enabled:
@@ -156,9 +163,12 @@ def tracked_run(job: dict, step: str, data=None, context: str = "training"):
     method = job.get("method")
     tracker = Tracker(job.get("dataset", "?"), method, job["seed"], step,
                       params={**job["params"], "device": job["device"], "runtime": job["runtime"]},
-                      uri=tr.get("uri"), enabled=tr.get("enabled", True), live=tr.get("live", True))
+                      uri=tr.get("uri"), enabled=tr.get("enabled", True), live=tr.get("live", True),
+                      trial=job.get("trial"))
     try:
-        run_dir = Path("results") / job["dataset"] / method / f"seed{job['seed']}" if job.get("dataset") and method else None
+        hp = f"hp{job['trial']['k']}" if job.get("trial") else ""
+        run_dir = (Path("results") / job["dataset"] / method / hp / f"seed{job['seed']}"
+                   if job.get("dataset") and method else None)
         if run_dir is not None and run_dir.is_dir():  # where `glann generate --run-id` finds the model
             tracker.set_tags({"glann.run_dir": str(run_dir.resolve())})
         if data:

@@ -1,0 +1,207 @@
+"""A sweep's summary: each method's population of settings, and its best by validation.
+
+Inputs: every setting's ``metrics.json`` (results/{dataset}/{method}/hp{k}/seed{S}/) and each
+method's ``results/{dataset}/sweep/{method}.json`` (the settings drawn). Outputs, in the
+summary folder (:data:`OUTPUTS`):
+
+- ``sweep.md`` / ``sweep.json``: per dataset and method, the setting with the lowest mean
+  validation fid_domain (``val_fid_domain``) over seeds, and its *test* metrics, mean ± std
+  over seeds; the spread of test fid_domain over the K settings; the share of runs that
+  diverged or covered fewer than 9 classes;
+- ``sweep.csv``: one row per run (dataset, method, setting, seed) with its sampled values and
+  metrics;
+- ``sweep_fid.png``: the distribution of test fid_domain over each method's settings (box plot,
+  as Lucic et al. 2018);
+- ``sweep_budget.png``: the expected test fid_domain of the setting picked by validation among
+  n settings drawn at random from the K, against n (Lucic et al.'s quality against search
+  budget), with a 5-95% band;
+- ``sweep_pr.png``: precision against recall of every run, GLANN's as stars (GLANN's Figure 2).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from glann.atomic import write_json, write_text
+
+OUTPUTS = ("sweep.md", "sweep.csv", "sweep.json", "sweep_fid.png", "sweep_budget.png", "sweep_pr.png")
+RUN_METRICS = ("val_fid_domain", "fid_domain", "precision", "recall", "density", "coverage", "classes_covered",
+               "diverged")
+FEW_CLASSES = 9  # "covered fewer than 9 classes": GLANN's and Lucic et al.'s mode-dropping mark on 10 classes
+BOOTSTRAP = 2000
+
+
+def _finite(v) -> float:
+    """A metric as a float; a missing, NaN or infinite value as +inf (never the best)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return math.inf
+    return f if math.isfinite(f) else math.inf
+
+
+def collect_trials(metric_files) -> list[dict]:
+    """One row per run of a sweep setting: results/D/M/hpK/seedS/metrics.json."""
+    rows = []
+    for path in metric_files or []:
+        path = Path(path)
+        seed_dir, hp_dir = path.parent, path.parent.parent
+        if not re.fullmatch(r"hp\d+", hp_dir.name):
+            raise ValueError(f"{path} is not a sweep run's metrics (results/<dataset>/<method>/hp<k>/seed<S>/)")
+        m = json.loads(path.read_text())
+        rows.append({"dataset": hp_dir.parent.parent.name, "method": hp_dir.parent.name,
+                     "k": int(hp_dir.name[2:]), "seed": int(seed_dir.name.removeprefix("seed")),
+                     **{key: m.get(key) for key in RUN_METRICS}})
+    return rows
+
+
+def _settings(sweep_files) -> dict:
+    """{(dataset, method): [values of setting k, ...]} from the sweep files."""
+    out = {}
+    for path in sweep_files or []:
+        s = json.loads(Path(path).read_text())
+        out[(s["dataset"], s["method"])] = [t["values"] for t in s["settings"]]
+    return out
+
+
+def per_setting(rows: list[dict]) -> dict:
+    """{(dataset, method): {k: {"val": mean val fid, "test": mean test fid, "runs": [rows]}}}."""
+    out = {}
+    for r in rows:
+        out.setdefault((r["dataset"], r["method"]), {}).setdefault(r["k"], []).append(r)
+    return {key: {k: {"val": float(np.mean([_finite(r["val_fid_domain"]) for r in runs])),
+                      "test": float(np.mean([_finite(r["fid_domain"]) for r in runs])), "runs": runs}
+                  for k, runs in sorted(by_k.items())}
+            for key, by_k in out.items()}
+
+
+def best_setting(settings: dict) -> int:
+    """The setting with the lowest mean validation fid_domain (ties: the lower k)."""
+    return min(settings, key=lambda k: (settings[k]["val"], k))
+
+
+def budget_curve(settings: dict, seed: int = 0, draws: int = BOOTSTRAP) -> list[dict]:
+    """For n = 1..K: the test fid_domain of the best-by-validation setting among n settings drawn
+    without replacement, over ``draws`` draws: mean, 5th and 95th percentile."""
+    ks = sorted(settings)
+    val = np.array([settings[k]["val"] for k in ks])
+    test = np.array([settings[k]["test"] for k in ks])
+    rng = np.random.default_rng(seed)
+    curve = []
+    for n in range(1, len(ks) + 1):
+        picks = np.array([rng.choice(len(ks), n, replace=False) for _ in range(draws)])
+        # lowest validation fid in each draw; ties go to the lower setting index, as best_setting
+        order = np.lexsort((picks, val[picks]), axis=1)[:, 0]
+        chosen = test[picks[np.arange(draws), order]]
+        finite = chosen[np.isfinite(chosen)]
+        if len(finite) == 0:
+            curve.append({"n": n, "mean": None, "p5": None, "p95": None})
+            continue
+        curve.append({"n": n, "mean": float(np.mean(finite)), "p5": float(np.percentile(finite, 5)),
+                      "p95": float(np.percentile(finite, 95))})
+    return curve
+
+
+def _mean_std(values):
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return None, None
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+
+
+def analyse(rows: list[dict], drawn: dict) -> dict:
+    """Per "dataset/method": the best setting by validation, its test metrics, the spread and the budget curve."""
+    out = {}
+    for (d, m), settings in sorted(per_setting(rows).items()):
+        best = best_setting(settings)
+        runs = settings[best]["runs"]
+        tests = [s["test"] for s in settings.values() if math.isfinite(s["test"])]
+        every = [r for s in settings.values() for r in s["runs"]]
+        out[f"{d}/{m}"] = {
+            "dataset": d, "method": m, "settings": len(settings), "best_k": best,
+            "best_values": (drawn.get((d, m)) or [None] * (best + 1))[best],
+            "best_val_fid_domain": settings[best]["val"],
+            "best": {key: dict(zip(("mean", "std"), _mean_std([r[key] for r in runs])))
+                     for key in ("fid_domain", "precision", "recall", "classes_covered")},
+            "seeds": sorted(r["seed"] for r in runs),
+            "fid_domain_over_settings": {
+                "median": float(np.median(tests)) if tests else None,
+                "q25": float(np.percentile(tests, 25)) if tests else None,
+                "q75": float(np.percentile(tests, 75)) if tests else None,
+                "min": min(tests) if tests else None, "max": max(tests) if tests else None},
+            "diverged_share": float(np.mean([bool(r["diverged"]) for r in every])),
+            "few_classes_share": float(np.mean([r["classes_covered"] is not None
+                                                and r["classes_covered"] < FEW_CLASSES for r in every])),
+            "budget": budget_curve(settings),
+        }
+    return out
+
+
+def _fmt(x, std=None, digits=3) -> str:
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    return f"{x:.{digits}g}" + (f" ± {std:.2g}" if std else "")
+
+
+def _values(v: dict | None) -> str:
+    if not v:
+        return "—"
+    return ", ".join(f"{k}={val:.3g}" if isinstance(val, float) else f"{k}={val}" for k, val in v.items())
+
+
+def render_markdown(result: dict, base: dict) -> str:
+    """``base``: {(dataset, method): mean test fid_domain of the configured setting}, for contrast."""
+    lines = ["# Sweeps", "",
+             "Per method, K settings drawn from its search space (docs/sweeps.md). **best**: the setting with "
+             "the lowest validation fid_domain (mean over seeds); its test metrics, mean ± std over seeds. "
+             "**spread**: median [25th-75th percentile] of test fid_domain over the K settings. "
+             f"**diverged** / **< {FEW_CLASSES} classes**: share of all runs of the sweep.", "",
+             "| dataset | method | K | best setting | val fid_domain | test fid_domain | precision | recall | "
+             "classes | spread of fid_domain | diverged | < 9 classes | configured setting's fid_domain |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result.values():
+        b, spread = r["best"], r["fid_domain_over_settings"]
+        lines.append(
+            f"| {r['dataset']} | {r['method']} | {r['settings']} | hp{r['best_k']}: {_values(r['best_values'])} | "
+            f"{_fmt(r['best_val_fid_domain'])} | {_fmt(b['fid_domain']['mean'], b['fid_domain']['std'])} | "
+            f"{_fmt(b['precision']['mean'], b['precision']['std'])} | {_fmt(b['recall']['mean'], b['recall']['std'])} | "
+            f"{_fmt(b['classes_covered']['mean'], b['classes_covered']['std'])} | "
+            f"{_fmt(spread['median'])} [{_fmt(spread['q25'])}-{_fmt(spread['q75'])}] | "
+            f"{r['diverged_share']:.0%} | {r['few_classes_share']:.0%} | "
+            f"{_fmt(base.get((r['dataset'], r['method'])))} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(rows: list[dict], drawn: dict) -> str:
+    keys = sorted({k for v in drawn.values() for s in v for k in s})
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["dataset", "method", "k", "seed", *RUN_METRICS, *keys])
+    for r in sorted(rows, key=lambda r: (r["dataset"], r["method"], r["k"], r["seed"])):
+        values = (drawn.get((r["dataset"], r["method"])) or [])
+        values = values[r["k"]] if r["k"] < len(values) else {}
+        w.writerow([r["dataset"], r["method"], r["k"], r["seed"],
+                    *("" if r[key] is None else r[key] for key in RUN_METRICS),
+                    *("" if values.get(k) is None else values[k] for k in keys)])
+    return buf.getvalue()
+
+
+def summarize_sweeps(trial_files, sweep_files, out_dir, base: dict | None = None) -> dict:
+    """Write :data:`OUTPUTS` into ``out_dir``; returns the analysis (sweep.json's content)."""
+    from glann.evaluation.figures import sweep_figures
+
+    out_dir = Path(out_dir)
+    rows, drawn = collect_trials(trial_files), _settings(sweep_files)
+    result = analyse(rows, drawn)
+    write_text(out_dir / "sweep.md", render_markdown(result, base or {}), record=False)
+    write_text(out_dir / "sweep.csv", render_csv(rows, drawn), record=False)
+    write_json(out_dir / "sweep.json", result, record=False)
+    sweep_figures(rows, per_setting(rows), result, out_dir)
+    return result

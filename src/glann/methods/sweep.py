@@ -1,0 +1,138 @@
+"""Hyper-parameter sweeps: each method's search space, and its K settings drawn once.
+
+A setting is a dict ``{"section.key": value}`` over the config sections a method's jobs
+read (a GAN's own section; GLANN's ``glo`` and ``imle``). ``beta1`` / ``beta2`` stand for
+the two entries of a section's ``betas``. Setting ``k`` of a method is drawn from its own
+random stream, seeded by (sweep seed, method, k): the first 8 of 16 settings are the 8 of a
+sweep with K = 8, so raising K trains only the new ones.
+
+Default spaces. The GANs and the VAE: Lucic et al. 2018's "wide" ranges, as compare_gan v1
+draws them (src/params.py, ``GetDefaultWideRange`` and the per-model ranges): learning rate
+log-uniform in [1e-5, 1e-2], beta1 uniform in [0, 1], D steps per G step in {1, 5}, BN in D
+on or off; WGAN's clipping log-uniform in [1e-3, 1]; WGAN-GP's and DRAGAN's penalty weight
+log-uniform in [0.1, 100]; BEGAN's lambda_k log-uniform in [1e-4, 1e-2] and gamma uniform in
+[0, 1]. beta2 stays TF's 0.999 (v1 never tuned it). GLANN and pixel IMLE get ranges as wide
+(three decades of each learning rate, centred on the paper's values): GLO's generator
+learning rate in [10^-4.5, 10^-1.5], its codes' in [10^-3.5, 10^-0.5], IMLE's in
+[10^-4.5, 10^-1.5], and IMLE's samples factor uniform in [1, 10] (pixel IMLE: [2, 20]).
+GLO+Gaussian is GLANN's GLO with a Gaussian fit: it shares GLANN's settings.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+# A parameter's distribution: {"log10": [lo, hi]} (10^U(lo, hi)), {"uniform": [lo, hi]},
+# {"choice": [values...]}.
+_LR = {"log10": [-5.0, -2.0]}
+_BETA1 = {"uniform": [0.0, 1.0]}
+_STEPS = {"choice": [1, 5]}
+_BN = {"choice": [True, False]}
+
+
+def _gan(name: str, bn: bool = True, **extra) -> dict:
+    space = {f"{name}.lr": _LR, f"{name}.beta1": _BETA1, f"{name}.critic_steps": _STEPS}
+    if bn:
+        space[f"{name}.d_batchnorm"] = _BN
+    return {**space, **{f"{name}.{k}": v for k, v in extra.items()}}
+
+
+SPACES: dict[str, dict] = {
+    "glann": {"glo.lr_generator": {"log10": [-4.5, -1.5]}, "glo.lr_codes": {"log10": [-3.5, -0.5]},
+              "imle.lr": {"log10": [-4.5, -1.5]}, "imle.samples_factor": {"uniform": [1.0, 10.0]}},
+    "imle_pixel": {"imle_pixel.lr": {"log10": [-4.5, -1.5]}, "imle_pixel.samples_factor": {"uniform": [2.0, 20.0]}},
+    "mmgan": _gan("mmgan"),
+    "nsgan": _gan("nsgan"),
+    "lsgan": _gan("lsgan"),
+    "wgan": _gan("wgan", clip={"log10": [-3.0, 0.0]}),
+    "wgan_gp": _gan("wgan_gp", bn=False, gp_lambda={"log10": [-1.0, 2.0]}),  # no BN in its critic
+    "dragan": _gan("dragan", gp_lambda={"log10": [-1.0, 2.0]}),
+    "began": _gan("began", lambda_k={"log10": [-4.0, -2.0]}, gamma={"uniform": [0.0, 1.0]}),
+    "vae": {"vae.lr": _LR, "vae.beta1": _BETA1, "vae.encoder_batchnorm": _BN},
+}
+SHARES = {"glo_gauss": "glann"}  # a method whose settings are another's
+SECTIONS = {"glann": ("glo", "imle"), "glo_gauss": ("glo",)}  # default: the method's own section
+
+
+def sections(method: str) -> tuple:
+    return SECTIONS.get(method, (method,))
+
+
+def sweepable(method: str) -> bool:
+    return SHARES.get(method, method) in SPACES
+
+
+def space_of(method: str, overrides: dict | None = None) -> dict:
+    """The method's search space: ``sweep.space.<method>`` where the config gives one, else the default."""
+    owner = SHARES.get(method, method)
+    return dict((overrides or {}).get(owner) or SPACES[owner])
+
+
+def _draw_one(spec: dict, rng):
+    (kind, args), = spec.items()
+    if kind == "choice":
+        value = args[int(rng.integers(len(args)))]
+        return value.item() if hasattr(value, "item") else value
+    lo, hi = float(args[0]), float(args[1])
+    u = float(rng.uniform(lo, hi))
+    if kind == "log10":
+        return float(f"{10 ** u:.4g}")
+    return max(lo, math.floor(u * 1e4) / 1e4)  # 4 decimals, never up to the open upper bound
+
+
+def draw(method: str, k: int, seed: int, overrides: dict | None = None) -> dict:
+    """Setting ``k`` of ``method``'s sweep: independent of K and of every other setting."""
+    import numpy as np
+
+    owner = SHARES.get(method, method)
+    rng = np.random.default_rng([int(seed), zlib.crc32(owner.encode()), int(k)])
+    space = space_of(method, overrides)
+    return {key: _draw_one(space[key], rng) for key in sorted(space)}
+
+
+def settings(method: str, count: int, seed: int, overrides: dict | None = None) -> list[dict]:
+    return [draw(method, k, seed, overrides) for k in range(count)]
+
+
+def apply(params: dict, section: str, setting: dict) -> dict:
+    """``params`` (the config section ``section``) with the setting's values for that section."""
+    out = dict(params)
+    for key, value in setting.items():
+        sec, name = key.split(".", 1)
+        if sec != section:
+            continue
+        if name in ("beta1", "beta2"):
+            betas = list(out.get("betas") or [0.5, 0.999])
+            betas[0 if name == "beta1" else 1] = value
+            out["betas"] = betas
+        else:
+            out[name] = value
+    return out
+
+
+def space_errors(method: str, space: dict, section_schemas: dict) -> list[str]:
+    """Mistakes in ``sweep.space.<method>``: keys outside the sections the method's jobs read,
+    keys those sections do not have, and malformed distributions."""
+    msgs = []
+    where = f"config error at sweep.space.{method}"
+    for key, spec in space.items():
+        sec, _, name = key.partition(".")
+        if sec not in sections(method):
+            msgs.append(f"{where}.{key}: {method}'s jobs read only {', '.join(sections(method))}; "
+                        f"name a key as <section>.<key>, e.g. {sections(method)[0]}.lr")
+            continue
+        props = section_schemas.get(sec, {}).get("properties", {})
+        if name not in props and not (name in ("beta1", "beta2") and "betas" in props):
+            msgs.append(f"{where}.{key}: {sec} has no key {name!r}; keys: {', '.join(sorted(props))}")
+        ok = isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("log10", "uniform", "choice")
+        args = next(iter(spec.values())) if ok else None
+        if ok and next(iter(spec)) == "choice":
+            ok = isinstance(args, list) and len(args) >= 1
+        elif ok:
+            ok = (isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args)
+                  and args[0] <= args[1])
+        if not ok:
+            msgs.append(f"{where}.{key}: give one distribution: {{log10: [lo, hi]}}, {{uniform: [lo, hi]}} "
+                        f"(lo <= hi) or {{choice: [v1, v2, ...]}}")
+    return msgs

@@ -1,0 +1,29 @@
+# Sweeps: each swept method's K settings, written down once per dataset (glann.methods.sweep).
+# The settings themselves train through the other rules, as results/{dataset}/{method}/hp{k}/seed{S}/.
+
+
+localrules:
+    write_sweep,
+
+
+rule write_sweep:
+    output:
+        settings="results/{dataset}/sweep/{method}.json",
+    params:
+        settings=lambda w: json.dumps(SETTINGS[w.method], sort_keys=True),
+        space=lambda w: json.dumps(sweeps.space_of(w.method, SWEEP["space"]), sort_keys=True),
+    log:
+        "logs/{dataset}/sweep/{method}.log",
+    threads: 1
+    resources:
+        mem_mb=200,
+        runtime=1,
+    run:
+        from glann.atomic import write_json
+
+        write_json(output.settings, {
+            "dataset": wildcards.dataset, "method": wildcards.method, "sweep_seed": SWEEP["seed"],
+            "space": json.loads(params.space),
+            "settings": [{"k": k, "run": f"results/{wildcards.dataset}/{wildcards.method}/hp{k}", "values": v}
+                         for k, v in enumerate(json.loads(params.settings))]}, record=False)
+        Path(log[0]).write_text(f"{len(SETTINGS[wildcards.method])} settings of {wildcards.method}\n")
