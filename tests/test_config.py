@@ -88,7 +88,8 @@ def test_defaults_are_the_papers():
 def test_presets_are_valid():
     import yaml
 
-    for path in ["config/config.yaml", "config/quick.yaml", *sorted(str(p.relative_to(REPO)) for p in (REPO / "config/paper").glob("*.yaml"))]:
+    for path in ["config/config.yaml", "config/quick.yaml",
+                 *sorted(str(p.relative_to(REPO)) for d in ("paper", "study") for p in (REPO / "config" / d).glob("*.yaml"))]:
         assert check(yaml.safe_load((REPO / path).read_text()), SCHEMA) == [], path
 
 
@@ -110,7 +111,10 @@ def test_dry_run_builds_the_dag(tmp_path, cfg):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", proc.stdout.split("Job stats:")[1], re.M))
     expected = {"prepare_data": 1, "train_glo": 1, "train_imle": 1, "fit_gaussian": 1, "train_baseline": 9,
                 "sample": 11, "train_evaluator": 1, "real_stats": 1,
-                "evaluate": 11, "summarize": 1}
+                "evaluate": 11, "summarize": 1, "write_sweep": 0}
+    if cfg == "config/quick.yaml":  # its sweep: 2 settings of GLANN (GLO + IMLE) and of NS-GAN
+        expected.update({"train_glo": 3, "train_imle": 3, "train_baseline": 11, "sample": 15, "evaluate": 15,
+                         "write_sweep": 2})
     for rule, n in expected.items():
         assert int(counts.get(rule, 0)) == n, (rule, counts)
 

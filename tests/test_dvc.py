@@ -33,7 +33,9 @@ def _run(cwd, *cmd):
 def test_dvc_repro_from_a_clean_clone_then_push_pull_has_nothing_to_do(tmp_path):
     wf = copy_workflow(tmp_path / "wf")
     cfg = yaml.safe_load((REPO / "config/quick.yaml").read_text())
-    (wf / "config/config.yaml").write_text(yaml.safe_dump({**cfg, "methods": METHODS}))
+    # one setting of a sweep: its folders are versioned with the dataset's stage
+    (wf / "config/config.yaml").write_text(yaml.safe_dump({**cfg, "methods": METHODS,
+                                                           "sweep": {"settings": 1, "methods": ["nsgan"]}}))
     store, clone = tmp_path / "dvc-store", tmp_path / "clone"
     (wf / ".gitignore").write_text(GITIGNORE)
     _run(wf, "git", "init", "-q")
@@ -63,7 +65,8 @@ def test_dvc_repro_from_a_clean_clone_then_push_pull_has_nothing_to_do(tmp_path)
     assert (clone / table).read_bytes() == (wf / table).read_bytes()
     for f in ("data/prepared/digits/train.npz", "results/digits/glann/seed0/glo.pt",
               "results/digits/vae/seed0/samples.npz", "results/digits/nsgan/seed0/metrics.json",
-              "results/digits/nsgan/seed0/snapshots.json"):
+              "results/digits/nsgan/seed0/snapshots.json", "results/digits/nsgan/hp0/seed0/metrics.json",
+              "results/digits/sweep/nsgan.json"):
         assert (clone / f).read_bytes() == (wf / f).read_bytes(), f
     # DVC restores files with checkout-time mtimes; --touch tells Snakemake that the
     # pulled (hash-checked) outputs are current, without running anything.

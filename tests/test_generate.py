@@ -48,11 +48,11 @@ def test_generate_from_an_mlflow_run(quick_run, tmp_path):
     wf = quick_run["wf"]
     con = sqlite3.connect(wf / "mlflow.db")
     run_id = con.execute("select r.run_uuid from runs r join tags t on r.run_uuid = t.run_uuid "
-                         "where r.name = 'evaluate:vae:seed0' and t.key = 'glann.run_dir'").fetchone()[0]
+                         "where r.name = 'evaluate:glann/hp1:seed0' and t.key = 'glann.run_dir'").fetchone()[0]
     proc = _generate("--run-id", run_id, "--tracking-uri", f"sqlite:///{wf / 'mlflow.db'}", "-n", "5",
-                     "--out", str(tmp_path / "out"), cwd=tmp_path)
+                     "--out", str(tmp_path / "out"), cwd=tmp_path)  # a sweep setting's run: results/.../hp1/seed0
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "wrote 5 vae images" in proc.stdout and len(list((tmp_path / "out").glob("*.png"))) == 5
+    assert "wrote 5 glann images" in proc.stdout and len(list((tmp_path / "out").glob("*.png"))) == 5
 
 
 def test_generate_refuses_a_folder_without_a_finished_model(tmp_path):
@@ -63,5 +63,10 @@ def test_generate_refuses_a_folder_without_a_finished_model(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {run} has no finished glann model: ") and "glo.pt" in last and "imle.pt" in last
     assert not (tmp_path / "out").exists()
+    trial = tmp_path / "results/digits/nsgan/hp3/seed0"  # a sweep setting's folder
+    trial.mkdir(parents=True)
+    proc = _generate(str(trial), "-n", "3", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 2 and f"{trial} has no finished nsgan model: " in proc.stderr
+    assert str(tmp_path / "results/digits/nsgan/hp3/seed0/model.pt") in proc.stderr
     proc = _generate(str(tmp_path / "elsewhere"), "-n", "3", "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert proc.returncode == 2 and "is not a run folder" in proc.stderr

@@ -43,7 +43,7 @@ def _sh(wf, cmd: str):
 def finished(tmp_path_factory):
     wf = copy_workflow(tmp_path_factory.mktemp("lost"))
     cfg = yaml.safe_load((REPO / "config/quick.yaml").read_text())
-    (wf / "config/config.yaml").write_text(yaml.safe_dump({**cfg, "methods": ["glann", "nsgan"]}))
+    (wf / "config/config.yaml").write_text(yaml.safe_dump({**cfg, "methods": ["glann", "nsgan"], "sweep": {"settings": 0}}))
     snakemake(wf, "--cores", "2", env=ENV)
     return wf
 

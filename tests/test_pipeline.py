@@ -34,8 +34,8 @@ def _rules_run(log: str) -> list[str]:
 def test_quick_pipeline_outputs(quick_run):
     wf = quick_run["wf"]
     manifest = json.loads((wf / "data/prepared/digits/manifest.json").read_text())
-    assert manifest["shapes"]["train"] == [1437, 16, 16, 1] and len(manifest["sha256"]) == 3
-    assert manifest["shapes"]["val"] == [0, 16, 16, 1]  # no val_size: no validation split
+    assert manifest["shapes"]["train"] == [1293, 16, 16, 1] and len(manifest["sha256"]) == 3
+    assert manifest["shapes"]["val"] == [144, 16, 16, 1]  # val_size 0.1 of 1,437: the sweep picks on it
     for m in METHODS:
         run = wf / "results/digits" / m / "seed0"
         with np.load(run / "samples.npz") as z:
@@ -63,7 +63,7 @@ def test_quick_pipeline_outputs(quick_run):
         run = wf / "results/digits" / m / "seed0"
         curve = json.loads((run / "snapshots.json").read_text())
         pts = curve["points"]
-        assert curve["split"] == "test"  # no validation split: scored on test
+        assert curve["split"] == "val"  # a validation split: the curves are scored on it
         assert all(np.isfinite(p["fid_domain"]) and p["n_samples"] == 100 for p in pts)
         assert [p["images_processed"] for p in pts] == sorted(p["images_processed"] for p in pts)
         if m == "nsgan":  # diverged in its only epoch: no snapshot, the curve says so
@@ -196,11 +196,13 @@ def test_cache_keys_are_exact(quick_run, tmp_path):
         return {k: int(v) for k, v in jobs.items() if k not in ("all", "total")}
 
     # fid.num_samples changes Inception FID only: not real_stats, not the snapshots
-    assert planned("--config", "fid={num_samples: 100}") == {"evaluate": 11, "summarize": 1}
+    # (the sweep's 4 settings included)
+    assert planned("--config", "fid={num_samples: 100}") == {"evaluate": 15, "summarize": 1}
     # the BN re-estimation applies to the 8 compare_gan v1 generators (7 GANs and the VAE) only; it
     # rescores their snapshots, whose files are temp() outputs gone after scoring: those 8 retrain
+    # (NS-GAN's 2 sweep settings resample; they keep no snapshots, so they do not retrain)
     assert planned("--config", "sample={num_samples: 200, batch_size: 200, bn_batches: 8}") == {
-        "train_baseline": 8, "sample": 8, "evaluate": 8, "evaluate_snapshots": 8, "summarize": 1}
+        "train_baseline": 8, "sample": 10, "evaluate": 10, "evaluate_snapshots": 8, "summarize": 1}
     # a module inside a sub-package reruns exactly what imports it: the VAE's trainer, its one job
     # and what follows; the tracking package is bookkeeping and reruns nothing
     vae = wf / "src/glann/methods/vae.py"
@@ -219,4 +221,72 @@ def test_cache_keys_are_exact(quick_run, tmp_path):
     assert {k for k in jobs if k not in ("all", "total")} == {
         "train_glo", "train_imle", "train_baseline", "fit_gaussian", "sample",
         "evaluate", "evaluate_snapshots", "summarize"}, jobs
-    assert jobs["sample"] == "11" and jobs["evaluate"] == "11" and jobs["evaluate_snapshots"] == "11"
+    assert jobs["sample"] == "15" and jobs["evaluate"] == "15" and jobs["evaluate_snapshots"] == "11"
+
+
+@pytest.mark.pipeline
+def test_quick_sweep_trains_each_drawn_setting_and_picks_on_validation(quick_run, tmp_path):
+    """The quick preset's sweep (K = 2 for GLANN and NS-GAN): each setting trains with the values
+    its sweep file records, is scored on test and validation, is an MLflow run tagged with the
+    sweep, and the summary picks the best by validation. Raising K trains only the new settings."""
+    import shutil
+    import sqlite3
+
+    from glann.methods.sweep import settings
+
+    wf = quick_run["wf"]
+    for method in ("glann", "nsgan"):
+        record = json.loads((wf / f"results/digits/sweep/{method}.json").read_text())
+        assert [s["values"] for s in record["settings"]] == settings(method, 2, 0)
+        for s in record["settings"]:
+            run = wf / s["run"] / "seed0"
+            metrics = json.loads((run / "metrics.json").read_text())
+            assert metrics["fid_domain"] > 0 and metrics["val_fid_domain"] > 0
+            assert metrics["val_fid_domain"] != metrics["fid_domain"]
+            assert metrics["diverged"] == (method == "nsgan")  # the fault injection is the method's
+            assert not (run / "snapshots.pt").exists()
+            v = s["values"]
+            if method == "glann":
+                glo = torch.load(run / "glo.pt", weights_only=False)["config"]
+                imle = torch.load(run / "imle.pt", weights_only=False)["config"]
+                assert (glo["lr_generator"], glo["lr_codes"]) == (v["glo.lr_generator"], v["glo.lr_codes"])
+                assert glo["epochs"] == 6 and glo["loss"] == "lap1"  # the rest is the configured setting
+                assert (imle["lr"], imle["samples_factor"]) == (v["imle.lr"], v["imle.samples_factor"])
+            else:
+                cfg = torch.load(run / "model.pt", weights_only=False)["config"]
+                assert (cfg["lr"], cfg["betas"][0], cfg["critic_steps"], cfg["d_batchnorm"]) == (
+                    v["nsgan.lr"], v["nsgan.beta1"], v["nsgan.critic_steps"], v["nsgan.d_batchnorm"])
+    base = json.loads((wf / "results/digits/glann/seed0/metrics.json").read_text())
+    assert base["val_fid_domain"] > 0
+    result = json.loads((wf / "results/summary/sweep.json").read_text())
+    vals = [json.loads((wf / f"results/digits/glann/hp{k}/seed0/metrics.json").read_text())["val_fid_domain"]
+            for k in (0, 1)]
+    assert result["digits/glann"]["best_k"] == int(np.argmin(vals))
+    assert result["digits/nsgan"]["diverged_share"] == 1.0
+    table = (wf / "results/summary/sweep.md").read_text()
+    assert "| digits | glann | 2 | hp" in table and "| digits | nsgan | 2 | hp" in table
+    for name in ("sweep_fid.png", "sweep_budget.png", "sweep_pr.png", "sweep.csv"):
+        assert (wf / "results/summary" / name).stat().st_size > 500, name
+    # MLflow: each setting's jobs are runs tagged sweep / sweep.trial, with the drawn values as params
+    con = sqlite3.connect(wf / "mlflow.db")
+    tagged = dict(con.execute("select run_uuid, value from tags where key='sweep.trial'").fetchall())
+    sweep_of = dict(con.execute("select run_uuid, value from tags where key='sweep'").fetchall())
+    names = dict(con.execute("select run_uuid, name from runs").fetchall())
+    train = {names[r]: r for r in tagged if names[r].startswith(("train_glo", "train_nsgan"))}
+    assert set(train) == {"train_glo:glann/hp0:seed0", "train_glo:glann/hp1:seed0",
+                          "train_nsgan:nsgan/hp0:seed0", "train_nsgan:nsgan/hp1:seed0"}, set(train)
+    run = train["train_nsgan:nsgan/hp1:seed0"]
+    assert sweep_of[run] == "nsgan" and tagged[run] == "hp1"
+    params = dict(con.execute("select key, value from params where run_uuid=?", (run,)).fetchall())
+    assert float(params["hp.nsgan.lr"]) == settings("nsgan", 2, 0)[1]["nsgan.lr"]
+    assert "sweep" not in {k for k, in con.execute(
+        "select key from tags where run_uuid in (select run_uuid from runs where name='train_glo:glann:seed0')")}
+    # K 2 -> 3: only the third settings train (and the record and the summary are rewritten)
+    copy = tmp_path / "wf"
+    shutil.copytree(wf, copy, symlinks=True)
+    out = snakemake(copy, "-n", *QUICK, "--config", "sweep={settings: 3, methods: [glann, nsgan]}").stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M))
+    assert {k: int(v) for k, v in jobs.items() if k not in ("all", "total")} == {
+        "train_glo": 1, "train_imle": 1, "train_baseline": 1, "sample": 2, "evaluate": 2, "write_sweep": 2,
+        "summarize": 1}, jobs
+    assert "hp2" in out and not re.search(r"hp[01]/seed0/(glo|imle|model)\.pt", out.split("Job stats:")[0])

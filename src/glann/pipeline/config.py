@@ -147,10 +147,12 @@ def sweep_errors(cfg: dict, schema: dict) -> list[str]:
     from glann.methods.sweep import space_errors, sweepable
 
     sw, msgs = cfg["sweep"], []
-    for i, name in enumerate(sw["methods"]):
-        if name not in cfg["methods"]:
-            msgs.append(f"config error at sweep.methods[{i}]: {name!r} is not in methods; sweep a subset of "
-                        f"methods ({', '.join(cfg['methods'])})")
+    from glann.methods.registry import METHODS
+
+    for i, name in enumerate(sw["methods"]):  # those outside `methods` are not run (--config methods=[...])
+        if name not in METHODS:
+            msgs.append(f"config error at sweep.methods[{i}]: {name!r} is not a method; allowed values: "
+                        f"{', '.join(METHODS)}")
         elif not sweepable(name):
             msgs.append(f"config error at sweep.methods[{i}]: {name!r} has no search space")
     for name, space in sw["space"].items():

@@ -73,7 +73,8 @@ def end_invocation(parents: dict, configured_uri: str | None, status: str = "FIN
             if ms:
                 with_retry(client.log_batch, run_id, metrics=ms)
                 for name in ("table.md", "table.csv", "summary.json", "fid.png", "precision_recall.png",
-                             "samples.png", "fid_vs_compute.png", "fid_vs_compute.csv"):
+                             "samples.png", "fid_vs_compute.png", "fid_vs_compute.csv", "sweep.md", "sweep.csv",
+                             "sweep_fid.png", "sweep_budget.png", "sweep_pr.png"):
                     if (summary / name).is_file():
                         with_retry(client.log_artifact, run_id, str(summary / name), "summary")
             with_retry(client.set_terminated, run_id, status)

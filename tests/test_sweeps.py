@@ -1,0 +1,185 @@
+"""Hyper-parameter sweeps: the draw, the config check, the selection and the budget curve
+(glann.methods.sweep, glann.evaluation.sweeps); the quick run's tiny sweep (K = 2 for GLANN
+and NS-GAN) is checked in tests/test_pipeline.py."""
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from glann.evaluation import sweeps as summary
+from glann.methods import sweep
+from glann.methods.registry import METHODS
+from glann.pipeline.config import check, load_schema
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+
+
+def test_every_default_space_names_real_config_keys():
+    for method in sweep.SPACES:
+        assert method in METHODS
+        assert sweep.space_errors(method, sweep.SPACES[method], SCHEMA["properties"]) == [], method
+    assert {m for m in METHODS if sweep.sweepable(m)} == set(METHODS)  # glo_gauss through GLANN's settings
+
+
+def test_lucic_wide_ranges_for_the_gans():
+    """compare_gan v1 src/params.py, GetDefaultWideRange and the per-model wide ranges."""
+    for gan in ("mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began"):
+        space = sweep.SPACES[gan]
+        assert space[f"{gan}.lr"] == {"log10": [-5.0, -2.0]}
+        assert space[f"{gan}.beta1"] == {"uniform": [0.0, 1.0]}
+        assert space[f"{gan}.critic_steps"] == {"choice": [1, 5]}
+        assert (f"{gan}.d_batchnorm" in space) == (gan != "wgan_gp")
+    assert sweep.SPACES["wgan"]["wgan.clip"] == {"log10": [-3.0, 0.0]}
+    assert sweep.SPACES["wgan_gp"]["wgan_gp.gp_lambda"] == sweep.SPACES["dragan"]["dragan.gp_lambda"] == {
+        "log10": [-1.0, 2.0]}
+    assert sweep.SPACES["began"]["began.lambda_k"] == {"log10": [-4.0, -2.0]}
+    assert sweep.SPACES["began"]["began.gamma"] == {"uniform": [0.0, 1.0]}
+
+
+def test_draws_are_deterministic_prefix_stable_and_inside_their_ranges():
+    for method, space in sweep.SPACES.items():
+        many = sweep.settings(method, 16, seed=3)
+        assert many[:8] == sweep.settings(method, 8, seed=3), method  # K 8 -> 16 keeps the first 8
+        assert many == sweep.settings(method, 16, seed=3)
+        assert many != sweep.settings(method, 16, seed=4)
+        assert len({json.dumps(s, sort_keys=True) for s in many}) == 16
+        for s in many + sweep.settings(method, 200, seed=0):
+            assert set(s) == set(space)
+            for key, value in s.items():
+                (kind, args), = space[key].items()
+                if kind == "choice":
+                    assert value in args and type(value) is type(args[0])
+                elif kind == "log10":
+                    assert 10 ** args[0] * 0.999 <= value <= 10 ** args[1] * 1.001
+                else:
+                    assert args[0] <= value < args[1]
+    # the draws cover their ranges: both choices, both ends of a log range
+    draws = sweep.settings("nsgan", 200, seed=0)
+    assert {d["nsgan.critic_steps"] for d in draws} == {1, 5}
+    lrs = [math.log10(d["nsgan.lr"]) for d in draws]
+    assert min(lrs) < -4.7 and max(lrs) > -2.3 and abs(np.mean(lrs) + 3.5) < 0.25
+
+
+def test_glo_gauss_shares_glanns_settings_and_apply_sets_each_section():
+    assert sweep.settings("glo_gauss", 4, 0) == sweep.settings("glann", 4, 0)
+    s = sweep.draw("glann", 0, 0)
+    glo = sweep.apply({"lr_generator": 1.0, "lr_codes": 1.0, "epochs": 5}, "glo", s)
+    assert glo == {"lr_generator": s["glo.lr_generator"], "lr_codes": s["glo.lr_codes"], "epochs": 5}
+    imle = sweep.apply({"lr": 1.0, "samples_factor": 2.0, "betas": [0.5, 0.999]}, "imle", s)
+    assert imle["lr"] == s["imle.lr"] and imle["samples_factor"] == s["imle.samples_factor"]
+    g = sweep.apply({"lr": 1.0, "betas": [0.5, 0.999], "critic_steps": 1}, "wgan",
+                    {"wgan.beta1": 0.25, "wgan.critic_steps": 5, "nsgan.lr": 9.0})
+    assert g == {"lr": 1.0, "betas": [0.25, 0.999], "critic_steps": 5}
+
+
+def _cfg(**over):
+    cfg = {"datasets": ["digits"], "methods": ["glann", "nsgan"], "seeds": [0],
+           "data": {"digits": {"size": 16, "val_size": 0.1}}, "sweep": {"settings": 2}}
+    cfg.update(over)
+    return cfg
+
+
+def test_config_check_names_every_sweep_mistake():
+    assert check(_cfg(), SCHEMA) == []
+    assert check(_cfg(sweep={"settings": 2, "methods": ["glann"]}), SCHEMA) == []
+    errs = check(_cfg(data={"digits": {"size": 16}}), SCHEMA)
+    assert len(errs) == 1 and "config error at data.digits.val_size" in errs[0] and "sweep.settings" in errs[0]
+    assert check(_cfg(data={"digits": {"size": 16}}, sweep={"settings": 0}), SCHEMA) == []
+    errs = check(_cfg(sweep={"settings": 2, "methods": ["gan"]}), SCHEMA)
+    assert errs and "config error at sweep.methods[0]: 'gan' is not a method" in errs[0]
+    # a swept method left out of methods (--config methods=[...] on a preset) is not run
+    assert check(_cfg(methods=["glann"], sweep={"settings": 2, "methods": ["glann", "nsgan"]}), SCHEMA) == []
+    errs = check(_cfg(sweep={"settings": 2, "space": {"nsgan": {"glo.lr": {"log10": [-4, -2]}}}}), SCHEMA)
+    assert errs and "sweep.space.nsgan.glo.lr" in errs[0] and "read only nsgan" in errs[0]
+    errs = check(_cfg(sweep={"settings": 2, "space": {"nsgan": {"nsgan.learning_rate": {"log10": [-4, -2]}}}}),
+                 SCHEMA)
+    assert errs and "nsgan has no key 'learning_rate'" in errs[0]
+    errs = check(_cfg(sweep={"settings": 2, "space": {"nsgan": {"nsgan.lr": {"log10": [-2, -4]}}}}), SCHEMA)
+    assert errs and "give one distribution" in errs[0]
+    errs = check(_cfg(sweep={"settings": -1}), SCHEMA)
+    assert errs and "sweep.settings" in errs[0]
+
+
+def test_a_space_in_the_config_replaces_the_default():
+    space = {"nsgan": {"nsgan.lr": {"choice": [0.001, 0.002]}}}
+    assert check(_cfg(sweep={"settings": 3, "space": space}), SCHEMA) == []
+    drawn = sweep.settings("nsgan", 3, 0, space)
+    assert all(set(s) == {"nsgan.lr"} and s["nsgan.lr"] in (0.001, 0.002) for s in drawn)
+
+
+def test_study_and_quick_presets_sweep():
+    quick = yaml.safe_load((REPO / "config/quick.yaml").read_text())
+    assert quick["sweep"]["settings"] == 2 and quick["sweep"]["methods"] == ["glann", "nsgan"]
+    study = yaml.safe_load((REPO / "config/study/digits_sweep.yaml").read_text())
+    assert check(study, SCHEMA) == [] and study["sweep"]["settings"] >= 10
+    assert "glann" in study["methods"] and sum(m in study["methods"] for m in sweep.SPACES) >= 5
+
+
+def _rows(spec):
+    """spec: {k: (val, test, precision, recall, classes, diverged)} for one method, one seed."""
+    return [{"dataset": "d", "method": "m", "k": k, "seed": 0, "val_fid_domain": v, "fid_domain": t,
+             "precision": p, "recall": r, "density": None, "coverage": None, "classes_covered": c,
+             "diverged": dv} for k, (v, t, p, r, c, dv) in spec.items()]
+
+
+def test_the_best_setting_is_picked_on_validation_and_reported_on_test():
+    rows = _rows({0: (5.0, 1.0, 0.1, 0.1, 10, False),    # best on test, not on validation
+                  1: (2.0, 3.0, 0.9, 0.8, 10, False),    # best on validation
+                  2: (float("nan"), 0.5, 0.5, 0.5, 3, True),  # diverged: NaN never wins
+                  3: (4.0, 9.0, 0.2, 0.2, 8, False)})
+    rows.append({**rows[1], "seed": 1, "fid_domain": 5.0, "val_fid_domain": 2.2})
+    r = summary.analyse(rows, {})["d/m"]
+    assert r["best_k"] == 1 and r["best_val_fid_domain"] == pytest.approx(2.1)
+    assert r["best"]["fid_domain"]["mean"] == pytest.approx(4.0)
+    assert r["best"]["fid_domain"]["std"] == pytest.approx(np.std([3.0, 5.0], ddof=1))
+    assert r["seeds"] == [0, 1]
+    assert r["diverged_share"] == pytest.approx(1 / 5) and r["few_classes_share"] == pytest.approx(2 / 5)
+    tests = [1.0, 4.0, 0.5, 9.0]  # per-setting mean test fid
+    assert r["fid_domain_over_settings"]["median"] == pytest.approx(np.median(tests))
+
+
+def test_budget_curve_matches_exact_enumeration():
+    vals, tests = [3.0, 1.0, 4.0, 1.5, 9.0], [30.0, 12.0, 7.0, 20.0, 2.0]
+    settings = {k: {"val": v, "test": t} for k, (v, t) in enumerate(zip(vals, tests))}
+    curve = summary.budget_curve(settings, seed=0, draws=4000)
+    for point in curve:
+        n = point["n"]
+        picks = [tests[min(c, key=lambda k: vals[k])] for c in itertools.combinations(range(5), n)]
+        assert point["mean"] == pytest.approx(np.mean(picks), rel=0.05), n
+        assert point["p5"] >= min(picks) and point["p95"] <= max(picks)
+    assert curve[0]["mean"] == pytest.approx(np.mean(tests), rel=0.05)
+    assert curve[-1] == {"n": 5, "mean": 12.0, "p5": 12.0, "p95": 12.0}  # all 5: the validation pick
+
+
+def test_summary_files_from_trial_metrics(tmp_path):
+    runs = {}
+    for method, ks in (("glann", (0, 1)), ("nsgan", (0, 1))):
+        values = sweep.settings(method, 2, 0)
+        (tmp_path / f"results/d/sweep").mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"results/d/sweep/{method}.json").write_text(json.dumps(
+            {"dataset": "d", "method": method, "settings": [{"k": k, "values": values[k]} for k in ks]}))
+        for k in ks:
+            p = tmp_path / f"results/d/{method}/hp{k}/seed0/metrics.json"
+            p.parent.mkdir(parents=True)
+            p.write_text(json.dumps({"val_fid_domain": 10.0 - k, "fid_domain": 20.0 + k, "precision": 0.5,
+                                     "recall": 0.25 * k, "classes_covered": 10, "diverged": False}))
+            runs[(method, k)] = p
+    out = tmp_path / "summary"
+    result = summary.summarize_sweeps(list(runs.values()), sorted((tmp_path / "results/d/sweep").glob("*.json")),
+                                      out, {("d", "glann"): 33.0})
+    assert result["d/glann"]["best_k"] == 1 and result["d/glann"]["best"]["fid_domain"]["mean"] == 21.0
+    assert result["d/nsgan"]["best_values"] == sweep.draw("nsgan", 1, 0)
+    for name in summary.OUTPUTS:
+        assert (out / name).stat().st_size > 100, name
+    table = (out / "sweep.md").read_text()
+    assert "| d | glann | 2 | hp1: " in table and "| 33 |" in table
+    rows = list(__import__("csv").DictReader((out / "sweep.csv").open()))
+    assert len(rows) == 4 and float(rows[0]["nsgan.lr"] or rows[2]["nsgan.lr"]) > 0
+    with pytest.raises(ValueError, match="not a sweep run"):
+        summary.collect_trials([tmp_path / "results/d/glann/seed0/metrics.json"])
