@@ -101,6 +101,11 @@ def snakemake(cwd, *args, env=None, check=True, timeout=900):
 
 # --------------------------------------------------------------------------- the shared quick pipeline run
 QUICK = ["--cores", "2"]
+# The shared quick run's methods: every kind of job the rules run (GLANN's two stages, the
+# Gaussian fit, pixel IMLE, a GAN with a v1 generator and BN re-estimation, WGAN-GP's penalty,
+# the VAE). The other five GANs take the same rules; each trains and samples in process in
+# test_baselines.py and tests/presets.py.
+QUICK_METHODS = ["glann", "glo_gauss", "imle_pixel", "nsgan", "wgan_gp", "vae"]
 
 
 def _finished_outputs(log: str) -> set[str]:
@@ -178,11 +183,11 @@ def _quick_run(where: Path) -> dict:
     import torch
 
     wf = copy_workflow(where)
-    # The embedded config of this copy: the quick preset, with nsgan diverging in
-    # epoch 1 and a GLO long enough to be killed mid-training. Being config/config.yaml,
-    # it is also what dvc.yaml's stages run (tests/test_dvc.py).
+    # The embedded config of this copy: the quick preset (its sweep included), with nsgan
+    # diverging in epoch 1 and a GLO long enough to be killed mid-training, on one method of each
+    # kind of job (QUICK_METHODS). Being config/config.yaml, it is also what dvc.yaml's stages run.
     (wf / "config/config.yaml").write_text(quick_config({
-        "fault_injection": {"nsgan": 1}, "glo": {"epochs": 6, "lr_halve_every": 2}}))
+        "methods": QUICK_METHODS, "fault_injection": {"nsgan": 1}, "glo": {"epochs": 6, "lr_halve_every": 2}}))
     (wf / "split1.yaml").write_text("data: {digits: {size: 16, split_seed: 1}}\n")
     env = {**os.environ, "GLANN_TRACKING": "1"}
     exe = str(Path(sys.executable).with_name("snakemake"))

@@ -59,6 +59,9 @@ def test_draws_are_deterministic_prefix_stable_and_inside_their_ranges():
                     assert 10 ** args[0] * 0.999 <= value <= 10 ** args[1] * 1.001
                 else:
                     assert args[0] <= value < args[1]
+    # each method its own stream: two GANs with the same space get different settings
+    assert [list(s.values()) for s in sweep.settings("nsgan", 4, 0)] != [
+        list(s.values()) for s in sweep.settings("lsgan", 4, 0)]
     # the draws cover their ranges: both choices, both ends of a log range
     draws = sweep.settings("nsgan", 200, seed=0)
     assert {d["nsgan.critic_steps"] for d in draws} == {1, 5}

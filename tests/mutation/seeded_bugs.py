@@ -170,6 +170,18 @@ BUGS = [  # (name, file under src/glann, old text, new text, tests)
     ("VGG taps on the convolution outputs", "methods/losses.py",
      "self.reads = tuple(i + 1 for i in self.layers[:-1]) + (self.layers[-1],)", "self.reads = self.layers",
      ["tests/test_losses_and_search.py::test_vgg_loss_equals_the_released_glann_loss"]),
+    ("sweep's best setting picked on test, not validation", "evaluation/sweeps.py",
+     'return min(settings, key=lambda k: (settings[k]["val"], k))',
+     'return min(settings, key=lambda k: (settings[k]["test"], k))',
+     ["tests/test_sweeps.py::test_the_best_setting_is_picked_on_validation_and_reported_on_test",
+      "tests/test_sweeps.py::test_budget_curve_matches_exact_enumeration"]),
+    ("every method's sweep drawn from one random stream", "methods/sweep.py",
+     "rng = np.random.default_rng([int(seed), zlib.crc32(owner.encode()), int(k)])",
+     "rng = np.random.default_rng([int(seed), int(k)])",
+     ["tests/test_sweeps.py::test_draws_are_deterministic_prefix_stable_and_inside_their_ranges"]),
+    ("a sweep setting's values not applied over the configured ones", "methods/sweep.py",
+     "            out[name] = value\n", "            out.setdefault(name, value)\n",
+     ["tests/test_sweeps.py::test_glo_gauss_shares_glanns_settings_and_apply_sets_each_section"]),
 ]
 
 
