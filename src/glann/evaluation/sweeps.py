@@ -7,7 +7,8 @@ summary folder (:data:`OUTPUTS`):
 - ``sweep.md`` / ``sweep.json``: per dataset and method, the setting with the lowest mean
   validation fid_domain (``val_fid_domain``) over seeds, and its *test* metrics, mean ± std
   over seeds; the spread of test fid_domain over the K settings; the share of runs that
-  diverged or covered fewer than 9 classes;
+  diverged or covered fewer than 9 classes; the share of its runs no other method's run beats
+  in both precision and recall;
 - ``sweep.csv``: one row per run (dataset, method, setting, seed) with its sampled values and
   metrics;
 - ``sweep_fid.png``: the distribution of test fid_domain over each method's settings (box plot,
@@ -116,6 +117,21 @@ def _mean_std(values):
     return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
 
 
+def undominated_share(rows: list[dict], dataset: str, method: str) -> float | None:
+    """The share of ``method``'s runs that no run of another method dominates in precision and
+    recall (at least as high in both, higher in one): how much of GLANN's Figure 2 claim holds."""
+    def pr(r):
+        return (float(r["precision"]), float(r["recall"]))
+
+    usable = [r for r in rows if r["dataset"] == dataset and None not in (r["precision"], r["recall"])]
+    own = [pr(r) for r in usable if r["method"] == method]
+    others = [pr(r) for r in usable if r["method"] != method]
+    if not own:
+        return None
+    beaten = [any(p2 >= p and r2 >= r and (p2, r2) != (p, r) for p2, r2 in others) for p, r in own]
+    return 1.0 - float(np.mean(beaten))
+
+
 def analyse(rows: list[dict], drawn: dict) -> dict:
     """Per "dataset/method": the best setting by validation, its test metrics, the spread and the budget curve."""
     out = {}
@@ -139,6 +155,7 @@ def analyse(rows: list[dict], drawn: dict) -> dict:
             "diverged_share": float(np.mean([bool(r["diverged"]) for r in every])),
             "few_classes_share": float(np.mean([r["classes_covered"] is not None
                                                 and r["classes_covered"] < FEW_CLASSES for r in every])),
+            "undominated_share": undominated_share(rows, d, m),
             "budget": budget_curve(settings),
         }
     return out
@@ -162,10 +179,11 @@ def render_markdown(result: dict, base: dict) -> str:
              "Per method, K settings drawn from its search space (docs/sweeps.md). **best**: the setting with "
              "the lowest validation fid_domain (mean over seeds); its test metrics, mean ± std over seeds. "
              "**spread**: median [25th-75th percentile] of test fid_domain over the K settings. "
-             f"**diverged** / **< {FEW_CLASSES} classes**: share of all runs of the sweep.", "",
+             f"**diverged** / **< {FEW_CLASSES} classes**: share of all runs of the sweep. **undominated**: share "
+             "of the method's runs that no run of another method beats in both precision and recall.", "",
              "| dataset | method | K | best setting | val fid_domain | test fid_domain | precision | recall | "
-             "classes | spread of fid_domain | diverged | < 9 classes | configured setting's fid_domain |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "classes | spread of fid_domain | diverged | < 9 classes | undominated | configured setting's fid_domain |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result.values():
         b, spread = r["best"], r["fid_domain_over_settings"]
         lines.append(
@@ -175,6 +193,7 @@ def render_markdown(result: dict, base: dict) -> str:
             f"{_fmt(b['classes_covered']['mean'], b['classes_covered']['std'])} | "
             f"{_fmt(spread['median'])} [{_fmt(spread['q25'])}-{_fmt(spread['q75'])}] | "
             f"{r['diverged_share']:.0%} | {r['few_classes_share']:.0%} | "
+            f"{'n/a' if r['undominated_share'] is None else format(r['undominated_share'], '.0%')} | "
             f"{_fmt(base.get((r['dataset'], r['method'])))} |")
     return "\n".join(lines) + "\n"
 
