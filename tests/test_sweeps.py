@@ -199,3 +199,12 @@ def test_summary_files_from_trial_metrics(tmp_path):
     assert len(rows) == 4 and float(rows[0]["nsgan.lr"] or rows[2]["nsgan.lr"]) > 0
     with pytest.raises(ValueError, match="not a sweep run"):
         summary.collect_trials([tmp_path / "results/d/glann/seed0/metrics.json"])
+
+
+def test_hp_wildcard_and_the_sweep_record(tmp_path):
+    assert sweep.hp_suffix(7) == "/hp7" and sweep.hp_index("/hp7") == 7 and sweep.hp_index("") is None
+    drawn = sweep.settings("vae", 3, 5)
+    sweep.write_record(tmp_path / "vae.json", "d", "vae", 5, sweep.space_of("vae"), drawn)
+    record = json.loads((tmp_path / "vae.json").read_text())
+    assert record["sweep_seed"] == 5 and record["space"] == sweep.SPACES["vae"]
+    assert record["settings"] == [{"k": k, "run": f"results/d/vae/hp{k}", "values": v} for k, v in enumerate(drawn)]

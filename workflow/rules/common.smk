@@ -41,13 +41,13 @@ DATASETS = config["datasets"]
 METHODS = config["methods"]
 SEEDS = config["seeds"]
 # Sweeps (glann.methods.sweep): K settings per swept method, drawn here once; setting k of a
-# method trains as results/{dataset}/{method}/hp{k}/seed{S}/ through the same rules ({hp} = "/hp{k}";
+# method trains as results/{dataset}/{method}/hp{k}/seed{S}/ through the same rules ({hp} = hp_suffix(k);
 # "" for the method's configured setting).
 SWEEP = config["sweep"]
 SWEPT = [m for m in METHODS if SWEEP["settings"] and sweeps.sweepable(m)
          and (m in SWEEP["methods"] if SWEEP["methods"] else True)]
 SETTINGS = {m: sweeps.settings(m, SWEEP["settings"], SWEEP["seed"], SWEEP["space"]) for m in SWEPT}
-TRIALS = [(m, f"/hp{k}") for m in SWEPT for k in range(SWEEP["settings"])]
+TRIALS = [(m, sweeps.hp_suffix(k)) for m in SWEPT for k in range(SWEEP["settings"])]
 
 # Inputs before outputs: Snakemake deletes a job's outputs just before running it, so a corrupt
 # prepared split found by the job itself would already have cost the checkpoints it replaces.
@@ -115,11 +115,11 @@ def job(wildcards, section, method=None, params=None, snapshots=False, fault_key
 
 
 def trial_of(wildcards, method):
-    """{"k": k, "values": setting} for a job of setting k of a sweep ({hp} = /hp{k}), else None."""
+    """{"k": k, "values": setting} for a job of setting k of a sweep ({hp} = hp_suffix(k)), else None."""
     hp = getattr(wildcards, "hp", "")
-    if not hp:
+    k = sweeps.hp_index(hp)
+    if k is None:
         return None
-    k = int(hp.removeprefix("/hp"))
     if method not in SETTINGS or k >= len(SETTINGS[method]):
         raise ValueError(f"{method}{hp}: no such sweep setting (sweep.settings = {SWEEP['settings']}, "
                          f"swept: {', '.join(SWEPT) or 'none'})")
@@ -198,6 +198,13 @@ USES_GPU = config["device"] == "cuda" or (config["device"] == "auto" and cuda_vi
 def gpu(wildcards=None):
     """GPU resource only for jobs that will use one: counted by --resources gpu=N and the SLURM profile."""
     return 1 if USES_GPU else 0
+
+
+def write_sweep_record(output, log, wildcards, params):
+    """Rule write_sweep's body: the method's settings and space (glann.methods.sweep.write_record)."""
+    sweeps.write_record(output.settings, wildcards.dataset, wildcards.method, SWEEP["seed"],
+                        json.loads(params.space), json.loads(params.settings))
+    Path(log[0]).write_text(f"{len(SETTINGS[wildcards.method])} settings of {wildcards.method}\n")
 
 
 def trial_metrics():

@@ -19,11 +19,4 @@ rule write_sweep:
         mem_mb=200,
         runtime=1,
     run:
-        from glann.atomic import write_json
-
-        write_json(output.settings, {
-            "dataset": wildcards.dataset, "method": wildcards.method, "sweep_seed": SWEEP["seed"],
-            "space": json.loads(params.space),
-            "settings": [{"k": k, "run": f"results/{wildcards.dataset}/{wildcards.method}/hp{k}", "values": v}
-                         for k, v in enumerate(json.loads(params.settings))]}, record=False)
-        Path(log[0]).write_text(f"{len(SETTINGS[wildcards.method])} settings of {wildcards.method}\n")
+        write_sweep_record(output, log, wildcards, params)

@@ -136,3 +136,23 @@ def space_errors(method: str, space: dict, section_schemas: dict) -> list[str]:
             msgs.append(f"{where}.{key}: give one distribution: {{log10: [lo, hi]}}, {{uniform: [lo, hi]}} "
                         f"(lo <= hi) or {{choice: [v1, v2, ...]}}")
     return msgs
+
+
+def write_record(path, dataset: str, method: str, seed: int, space: dict, drawn: list[dict]) -> None:
+    """``results/{dataset}/sweep/{method}.json``: the sweep seed, the space and each setting
+    with its run folder (rule write_sweep)."""
+    from glann.atomic import write_json
+
+    write_json(path, {"dataset": dataset, "method": method, "sweep_seed": seed, "space": space,
+                      "settings": [{"k": k, "run": f"results/{dataset}/{method}/hp{k}", "values": v}
+                                   for k, v in enumerate(drawn)]}, record=False)
+
+
+def hp_suffix(k: int) -> str:
+    """The ``{hp}`` wildcard of setting k: run folders are results/{dataset}/{method}{hp}/seed{S}/."""
+    return f"/hp{int(k)}"
+
+
+def hp_index(hp: str) -> int | None:
+    """k of an ``{hp}`` wildcard value ("" for a method's configured setting: None)."""
+    return int(hp.removeprefix(hp_suffix(0)[:-1])) if hp else None
