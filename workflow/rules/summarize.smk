@@ -63,7 +63,9 @@ rule summarize:
         ),
         compute_csv="results/summary/fid_vs_compute.csv",
         # a sweep's table (best setting by validation, test metrics) and its three figures
-        sweep=[f"results/summary/{f}" for f in SWEEP_OUTPUTS] if SWEPT else [],
+        sweep=[report(f"results/summary/{f}", caption="../report/sweep.rst", category="Sweeps",
+                      labels={"figure": f}) if f.endswith(".png") else f"results/summary/{f}"
+               for f in SWEEP_OUTPUTS] if SWEPT else [],
     params:
         job=lambda w: json.dumps({"params": {"datasets": DATASETS, "methods": METHODS}}),
         code=code_version("summarize"),
