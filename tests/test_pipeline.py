@@ -102,7 +102,7 @@ def test_kill9_of_a_job_resumes_from_its_checkpoint_under_snakemake(quick_run, t
     assert f"resuming from results/digits/glann/seed0/glo.pt.resume (epoch {quick_run['killed_at']} finished)" in log
     # The exact command snakemake ran, pointed at fresh outputs: an uninterrupted run.
     cmd = next(line[line.index("glann train-glo"):] for line in quick_run["rerun"].splitlines()
-               if "glann train-glo" in line)
+               if "glann train-glo" in line and "--out results/digits/glann/seed0/glo.pt" in line)
     ref = tmp_path / "ref"
     ref.mkdir()
     cmd = re.sub(r"--out \S+ --csv \S+ --recon \S+ --snapshots \S+ > \S+",
