@@ -226,3 +226,39 @@ def test_celeba_partition_file_errors_name_the_file(tmp_path):
     (tmp_path / "root/celeba/img_align_celeba/000002.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match="000002.jpg"):
         prepare("celeba64", {"root": str(tmp_path / "root")}, tmp_path / "out2")
+
+
+def test_validation_size_boundaries():
+    """The validation split's size rule and its refusal at the exact edges (2 images at least,
+    2 left to train on)."""
+    from glann.data.kinds import validation_count, validation_error
+
+    assert validation_count(0.1, 1437) == 144  # ceil(143.7), as sklearn's test share
+    assert validation_count(0.5, 3) == 2 and validation_count(0.999, 10) == 10
+    assert validation_count(5, 100) == 5 and validation_count(5.0, 100) == 5 and validation_count(1.0, 100) == 1
+    assert validation_error("d", 2, 100) is None and validation_error("d", 98, 100) is None
+    assert validation_error("d", 0.02, 100) is None  # exactly 2
+    for bad, n_val in ((1, 1), (99, 99), (0.001, 1), (0.99, 99)):
+        msg = validation_error("d", bad, 100)
+        assert msg == (f"config error at data.d.val_size: {bad} of 100 training images gives a {n_val}-image "
+                       "validation split; it needs at least 2 images and must leave 2 to train on. Set "
+                       "data.d.val_size to a share such as 0.1 (or 0 for none)")
+
+
+def test_a_dataset_root_must_hold_files_unless_it_is_to_be_downloaded(tmp_path, monkeypatch):
+    from glann.data.sources import _require_root
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError) as exc:
+        _require_root("cifar10", {"root": str(empty)})
+    assert str(exc.value) == (f"dataset 'cifar10': root {empty} is missing or empty. Put the extracted 'CIFAR-10 "
+                              "python version' under ROOT/cifar-10-batches-py/ there, or set "
+                              "data.cifar10.download: true to download it (needs the network).")
+    with pytest.raises(DataError, match=r"needs a local root: set data\.mnist\.root .*download: true"):
+        _require_root("mnist", {"root": None, "download": True})
+    (empty / "x").write_text("x")
+    assert _require_root("cifar10", {"root": str(empty)}) == empty
+    assert _require_root("mnist", {"root": str(tmp_path / "missing"), "download": True}) == tmp_path / "missing"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert _require_root("fashion", {"root": "~/empty"}) == empty  # ~ expanded

@@ -288,3 +288,17 @@ def test_summary_on_two_datasets_and_two_seeds(tmp_path):
         assert row[5] == "2"
     md = (tmp_path / "summary" / "table.md").read_text()
     assert "| glann | 12 ± 2.8 | 1.5 ± 0.71 |" in md
+
+
+def test_make_evaluator_picks_lenet_up_to_28_pixels_and_a_resnet_above():
+    import torch
+
+    from glann.evaluation.evaluator import LeNetEvaluator, ResNetEvaluator, make_evaluator
+
+    for shape, arch, kind in (((16, 16, 1), "auto", LeNetEvaluator), ((28, 28, 1), "auto", LeNetEvaluator),
+                              ((32, 32, 3), "auto", ResNetEvaluator), ((64, 64, 3), "auto", ResNetEvaluator),
+                              ((28, 28, 1), "resnet", ResNetEvaluator), ((32, 32, 3), "lenet", LeNetEvaluator)):
+        net = make_evaluator(shape, 7, arch).eval()
+        assert type(net) is kind, (shape, arch)
+        x = torch.zeros(2, shape[2], shape[0], shape[1])
+        assert net(x).shape == (2, 7) and net.features(x).shape == (2, 128)
