@@ -80,4 +80,4 @@ def test_dvc_repro_from_a_clean_clone_then_push_pull_has_nothing_to_do(tmp_path)
     plots = _run(clone, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
     assert "failed" not in plots.lower() and (tmp_path / "plots" / "index.html").exists()
     html = (tmp_path / "plots" / "index.html").read_text()
-    assert "digits_glann_seed0_glo.csv" in html and "fid.json" in html
+    assert "digits_glann_seed0_glo.csv" in html and "fid.json" in html and "sweep.csv" in html

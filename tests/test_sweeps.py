@@ -191,8 +191,12 @@ def test_summary_files_from_trial_metrics(tmp_path):
                                       out, {("d", "glann"): 33.0})
     assert result["d/glann"]["best_k"] == 1 and result["d/glann"]["best"]["fid_domain"]["mean"] == 21.0
     assert result["d/nsgan"]["best_values"] == sweep.draw("nsgan", 1, 0)
-    for name in summary.OUTPUTS:
+    for name in (*summary.OUTPUTS, summary.CSV):
         assert (out / name).stat().st_size > 100, name
+    # without a sweep: sweep.csv's header only, nothing else
+    assert summary.summarize_sweeps([], [], tmp_path / "none") == {}
+    assert (tmp_path / "none/sweep.csv").read_text().startswith("dataset,method,k,seed,val_fid_domain")
+    assert sorted(p.name for p in (tmp_path / "none").iterdir()) == ["sweep.csv"]
     table = (out / "sweep.md").read_text()
     assert "| d | glann | 2 | hp1: " in table and "| 33 |" in table
     rows = list(__import__("csv").DictReader((out / "sweep.csv").open()))

@@ -230,7 +230,7 @@ def get_final_output():
         seed=SEEDS,
     )
     return out + snapshot_curves() + trial_metrics() + sweep_files() + (
-        [f"results/summary/{f}" for f in ("sweep.md", "sweep.csv")] if SWEPT else [])
+        ["results/summary/sweep.md"] if SWEPT else [])
 
 
 _INVOCATION = os.environ.get("GLANN_INVOCATION_ID") or uuid.uuid4().hex[:12]

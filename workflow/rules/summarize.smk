@@ -62,6 +62,7 @@ rule summarize:
             labels={"figure": "fid_domain against training seconds"},
         ),
         compute_csv="results/summary/fid_vs_compute.csv",
+        sweep_csv="results/summary/sweep.csv",  # every sweep run (only a header without a sweep)
         # a sweep's table (best setting by validation, test metrics) and its three figures
         sweep=[report(f"results/summary/{f}", caption="../report/sweep.rst", category="Sweeps",
                       labels={"figure": f}) if f.endswith(".png") else f"results/summary/{f}"

@@ -216,9 +216,8 @@ def summarize(metric_files, sample_grids: dict, out_dir, datasets, methods, loss
                 for (d, m), cell in sorted(agg.items()) if cell["fid_domain"][0] is not None]
     write_json(out_dir / "fid.json", fid_rows, record=False)
     summary_figures(agg, sample_grids, out_dir, datasets, methods)
-    if trial_files:  # a sweep: sweep.md, .csv, .json and its figures (glann.evaluation.sweeps)
-        from glann.evaluation.sweeps import summarize_sweeps
+    # a sweep: sweep.md, .csv, .json and its figures (glann.evaluation.sweeps); else sweep.csv's header
+    from glann.evaluation.sweeps import summarize_sweeps
 
-        summarize_sweeps(trial_files, sweep_files, out_dir,
-                         {key: cell["fid_domain"][0] for key, cell in agg.items()})
+    summarize_sweeps(trial_files, sweep_files, out_dir, {key: cell["fid_domain"][0] for key, cell in agg.items()})
     return flat

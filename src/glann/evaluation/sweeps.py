@@ -10,7 +10,7 @@ summary folder (:data:`OUTPUTS`):
   diverged or covered fewer than 9 classes; the share of its runs no other method's run beats
   in both precision and recall;
 - ``sweep.csv``: one row per run (dataset, method, setting, seed) with its sampled values and
-  metrics;
+  metrics (DVC plots it as precision against recall); without a sweep, its header only;
 - ``sweep_fid.png``: the distribution of test fid_domain over each method's settings (box plot,
   as Lucic et al. 2018);
 - ``sweep_budget.png``: the expected test fid_domain of the setting picked by validation among
@@ -32,7 +32,8 @@ import numpy as np
 
 from glann.atomic import write_json, write_text
 
-OUTPUTS = ("sweep.md", "sweep.csv", "sweep.json", "sweep_fid.png", "sweep_budget.png", "sweep_pr.png")
+OUTPUTS = ("sweep.md", "sweep.json", "sweep_fid.png", "sweep_budget.png", "sweep_pr.png")  # with a sweep
+CSV = "sweep.csv"  # always written (only its header without a sweep): a DVC plot
 RUN_METRICS = ("val_fid_domain", "fid_domain", "precision", "recall", "density", "coverage", "classes_covered",
                "diverged")
 FEW_CLASSES = 9  # "covered fewer than 9 classes": GLANN's and Lucic et al.'s mode-dropping mark on 10 classes
@@ -213,14 +214,17 @@ def render_csv(rows: list[dict], drawn: dict) -> str:
 
 
 def summarize_sweeps(trial_files, sweep_files, out_dir, base: dict | None = None) -> dict:
-    """Write :data:`OUTPUTS` into ``out_dir``; returns the analysis (sweep.json's content)."""
+    """Write :data:`OUTPUTS` and :data:`CSV` into ``out_dir``; returns the analysis (sweep.json's
+    content). Without trial files, only the CSV's header."""
     from glann.evaluation.figures import sweep_figures
 
     out_dir = Path(out_dir)
     rows, drawn = collect_trials(trial_files), _settings(sweep_files)
+    write_text(out_dir / CSV, render_csv(rows, drawn), record=False)
+    if not rows:
+        return {}
     result = analyse(rows, drawn)
     write_text(out_dir / "sweep.md", render_markdown(result, base or {}), record=False)
-    write_text(out_dir / "sweep.csv", render_csv(rows, drawn), record=False)
     write_json(out_dir / "sweep.json", result, record=False)
     sweep_figures(rows, per_setting(rows), result, out_dir)
     return result
