@@ -228,6 +228,11 @@ def test_celeba_partition_file_errors_name_the_file(tmp_path):
         prepare("celeba64", {"root": str(tmp_path / "root")}, tmp_path / "out2")
 
 
+def test_the_manifest_counts_the_classes_of_the_labels(tmp_path):
+    m = prepare("digits", {"size": 16}, tmp_path)
+    assert m["num_classes"] == 10 == len(np.unique(load_prepared(tmp_path, "train")[1]))
+
+
 def test_validation_size_boundaries():
     """The validation split's size rule and its refusal at the exact edges (2 images at least,
     2 left to train on)."""

@@ -296,6 +296,7 @@ def test_make_evaluator_picks_lenet_up_to_28_pixels_and_a_resnet_above():
     from glann.evaluation.evaluator import LeNetEvaluator, ResNetEvaluator, make_evaluator
 
     for shape, arch, kind in (((16, 16, 1), "auto", LeNetEvaluator), ((28, 28, 1), "auto", LeNetEvaluator),
+                              ((29, 29, 1), "auto", ResNetEvaluator),  # a folder dataset's size
                               ((32, 32, 3), "auto", ResNetEvaluator), ((64, 64, 3), "auto", ResNetEvaluator),
                               ((28, 28, 1), "resnet", ResNetEvaluator), ((32, 32, 3), "lenet", LeNetEvaluator)):
         net = make_evaluator(shape, 7, arch).eval()

@@ -100,6 +100,9 @@ def test_sampling_reads_train_only_for_the_nearest_images_and_scoring_reads_no_s
     with opened(d / "data") as splits:
         sample("nsgan", {"model": out}, d / "data", tmp_path / "s", 64, 0, CPU, 64)
     assert splits == {"train"}
+    # the files the sample rule declares, each a real image
+    for name in ("samples.png", "interpolation.png", "nearest.png"):
+        assert (tmp_path / "s" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     real_stats(d / "data", d / "ev.pt", None, tmp_path / "ev.npz", tmp_path / "inc.npz", CPU, use_inception=False)
     with opened(d / "data") as splits:
         metrics = evaluate(tmp_path / "s/samples.npz", d / "ev.pt", tmp_path / "ev.npz", tmp_path / "inc.npz",
