@@ -212,3 +212,18 @@ def test_hp_wildcard_and_the_sweep_record(tmp_path):
     record = json.loads((tmp_path / "vae.json").read_text())
     assert record["sweep_seed"] == 5 and record["space"] == sweep.SPACES["vae"]
     assert record["settings"] == [{"k": k, "run": f"results/d/vae/hp{k}", "values": v} for k, v in enumerate(drawn)]
+
+
+def test_sweeping_glo_gauss_alone_trains_glanns_glo_for_each_setting(tmp_path):
+    """GLO+Gaussian shares GLANN's settings: swept alone, its setting k fits a Gaussian to the GLO
+    of GLANN's setting k, which trains (GLANN's IMLE does not)."""
+    import re
+
+    from conftest import copy_workflow, snakemake
+
+    wf = copy_workflow(tmp_path / "wf")
+    out = snakemake(wf, "-n", "--cores", "1", "--configfile", "config/quick.yaml", "--config",
+                    "sweep={settings: 2, methods: [glo_gauss]}").stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M))
+    assert (jobs["train_glo"], jobs["fit_gaussian"], jobs["train_imle"], jobs["write_sweep"]) == ("3", "3", "1", "1")
+    assert "results/digits/glann/hp1/seed0/glo.pt" in out and "results/digits/glann/hp1/seed0/imle.pt" not in out

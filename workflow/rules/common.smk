@@ -46,7 +46,9 @@ SEEDS = config["seeds"]
 SWEEP = config["sweep"]
 SWEPT = [m for m in METHODS if SWEEP["settings"] and sweeps.sweepable(m)
          and (m in SWEEP["methods"] if SWEEP["methods"] else True)]
-SETTINGS = {m: sweeps.settings(m, SWEEP["settings"], SWEEP["seed"], SWEEP["space"]) for m in SWEPT}
+# (a method that shares another's settings, GLO+Gaussian, needs that method's jobs: GLANN's GLO)
+SETTINGS = {m: sweeps.settings(m, SWEEP["settings"], SWEEP["seed"], SWEEP["space"])
+            for m in {*SWEPT, *(sweeps.SHARES[m] for m in SWEPT if m in sweeps.SHARES)}}
 TRIALS = [(m, sweeps.hp_suffix(k)) for m in SWEPT for k in range(SWEEP["settings"])]
 
 # Inputs before outputs: Snakemake deletes a job's outputs just before running it, so a corrupt
