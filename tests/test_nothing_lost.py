@@ -6,6 +6,7 @@ model kept (glann.pipeline.preflight)."""
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, copy_workflow, snakemake
+from conftest import copy_workflow, snakemake
 
 ENV = {"GLANN_TRACKING": "0"}
 BIN = Path(sys.executable).parent
@@ -40,11 +41,10 @@ def _sh(wf, cmd: str):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    wf = copy_workflow(tmp_path_factory.mktemp("lost"))
-    cfg = yaml.safe_load((REPO / "config/quick.yaml").read_text())
-    (wf / "config/config.yaml").write_text(yaml.safe_dump({**cfg, "methods": ["glann", "nsgan"], "sweep": {"settings": 0}}))
-    snakemake(wf, "--cores", "2", env=ENV)
+def finished(quick_run, tmp_path_factory):
+    """A copy of the shared quick run (tests/conftest.py), finished: these tests damage its files."""
+    wf = tmp_path_factory.mktemp("lost") / "wf"
+    shutil.copytree(quick_run["wf"], wf, symlinks=True)
     return wf
 
 

@@ -9,10 +9,10 @@ import yaml
 from conftest import REPO
 from presets import METHODS, PRESETS, make_torch_home, run_preset, train_and_sample_every_trainer
 
-# GLANN and GLO+Gaussian (the VGG loss on grey 28x28, every GLANN job), WGAN (the paper's best
-# MNIST model: a v1 generator and its BN re-estimation) and the VAE; every other baseline is
-# trained at this shape in process below
-PIPELINE_METHODS = ["glann", "glo_gauss", "wgan", "vae"]
+# GLANN and GLO+Gaussian (the VGG loss on grey 28x28, every GLANN job) and WGAN (the paper's
+# best MNIST model: a v1 generator and its BN re-estimation); every other baseline is trained at
+# this shape in process below (the VAE's jobs run in the shared quick run)
+PIPELINE_METHODS = ["glann", "glo_gauss", "wgan"]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,9 @@ def test_every_trained_method_trains_and_samples_in_grey(tmp_path):
 
 @pytest.mark.pipeline
 def test_paper_preset_end_to_end_fashion_with_two_seeds(tmp_path, torch_home):
-    run_preset("fashion", tmp_path, torch_home, methods=["glann", "nsgan", "vae"], seeds=(0, 1))
+    """Fashion-MNIST's preset and loader (MNIST's shape), one method with two seeds: the
+    summary's mean ± std over seeds."""
+    run_preset("fashion", tmp_path, torch_home, methods=["nsgan"], seeds=(0, 1))
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -158,3 +158,56 @@ def test_two_batches_of_one_sampling_call_never_share_noise(trained_nsgan):
     s.generate(20, seed=3, batch_size=10)
     assert not torch.equal(noise[0], noise[1])
     assert noise[0].min() >= -1 and noise[0].max() <= 1  # the GANs' U(-1, 1)
+
+
+def test_glanns_generator_and_mapping_sample_in_eval_mode(digits_small_dir, tmp_path):
+    """GLANN's released code samples with ``netG.eval()`` and the mapping's ``eval()``: both
+    networks' batch norms use their trained running statistics, so an image does not depend on
+    the other noise vectors in its batch (checked on each network, then on the whole chain)."""
+    from glann.methods.imle import train_imle
+
+    glo_cfg = {**CFG["glo"], "loss": "l1", "epochs": 2, "generator": {**CFG["glo"]["generator"], "batchnorm": True}}
+    train_glo(digits_small_dir, glo_cfg, TrainContext(tmp_path / "glo.pt", 0, CPU))
+    train_imle(tmp_path / "glo.pt", {**CFG["imle"], "epochs": 2}, TrainContext(tmp_path / "imle.pt", 0, CPU))
+    s = Sampler("glann", {"glo": tmp_path / "glo.pt", "imle": tmp_path / "imle.pt"}, CPU)
+    for net in (s.G, s.T):
+        assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+        assert not any(m.training for m in net.modules())
+    z = s.noise(8, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(s.T(z[:1]), s.T(z)[:1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(s.decode(z[:1]), s.decode(z)[:1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["imle", "imle_pixel", "mmgan", "nsgan", "lsgan", "wgan", "wgan_rmsprop",
+                                    "wgan_gp", "dragan", "began", "vae"])
+def test_every_other_trainer_keeps_its_configured_lr_in_every_group_at_every_step(method, digits_batch_dir, tmp_path,
+                                                                                   monkeypatch):
+    """GLANN's IMLE, pixel IMLE (its released code), compare_gan v1's GANs and VAE have no
+    schedule: every optimiser step of every epoch runs at the configured lr in every group (a
+    schedule that changes a group, or a stray lr, fails here). Read from the optimisers' own
+    param groups while the steps run."""
+    from glann.methods.imle import train_imle
+    from glann.methods.registry import METHODS as REGISTRY
+
+    seen = []
+
+    def spy(cls):
+        real = cls.step
+        monkeypatch.setattr(cls, "step", lambda self, *a, **k: seen.append(
+            [g["lr"] for g in self.param_groups]) or real(self, *a, **k))
+
+    spy(torch.optim.Adam)
+    spy(torch.optim.RMSprop)
+    extra = {"imle_pixel": {"samples_factor": 1, "staleness": 1}, "wgan_rmsprop": {"optimizer": "rmsprop"}}.get(method, {})
+    method = method.removesuffix("_rmsprop")  # v1 WGAN's optimiser option
+    cfg = {**CFG[method], "epochs": 3, **extra}
+    if method == "imle":
+        glo = {**CFG["glo"], "loss": "l1", "epochs": 1}
+        train_glo(digits_batch_dir, glo, TrainContext(tmp_path / "glo.pt", 0, CPU))
+        seen.clear()
+        train_imle(tmp_path / "glo.pt", {**cfg, "batch_size": 32}, TrainContext(tmp_path / "m.pt", 0, CPU))
+    else:
+        REGISTRY[method].train_function()(digits_batch_dir, cfg, TrainContext(tmp_path / "m.pt", 0, CPU))
+    assert len(seen) >= 3, seen  # at least one step an epoch
+    assert all(lrs and all(lr == cfg["lr"] for lr in lrs) for lrs in seen), (cfg["lr"], seen)

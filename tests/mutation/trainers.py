@@ -6,8 +6,8 @@ Run by hand, from the checkout's venv (it needs mutmut and the project's depende
     python tests/mutation/trainers.py --modules methods/sampling,data/datasets --per-module 30
 
 The modules mutated (``--modules``, paths under src/glann without .py) default to the
-methods (models, glo, imle, gans, vae, nn_search, training, gaussian, sampling), the data
-(datasets, sources, kinds) and the evaluation steps (evaluator, scoring); the tests are the
+methods (models, glo, imle, gans, vae, nn_search, training, gaussian, sampling, sweep), the
+data (datasets, sources, kinds) and the evaluation steps (evaluator, scoring, snapshots); the tests are the
 in-process ones that train and check them (Snakefile and subprocess tests cannot see
 mutants). Their tests train networks for seconds, so every mutant costs seconds to minutes on
 a CPU and the full set takes many hours on 2 cores: by default the script generates every
@@ -37,12 +37,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES = ["methods/models", "methods/glo", "methods/imle", "methods/gans", "methods/vae", "methods/nn_search",
-           "methods/training", "methods/gaussian", "methods/sampling", "data/datasets", "data/sources",
-           "data/kinds", "evaluation/evaluator", "evaluation/scoring"]
+           "methods/training", "methods/gaussian", "methods/sampling", "methods/sweep", "data/datasets",
+           "data/sources", "data/kinds", "evaluation/evaluator", "evaluation/scoring", "evaluation/snapshots"]
 TESTS = ["tests/test_science.py", "tests/test_trainers.py", "tests/test_glann.py", "tests/test_baselines.py",
          "tests/test_faithfulness.py", "tests/test_losses_and_search.py", "tests/test_snapshots.py",
          "tests/test_architecture.py", "tests/test_models.py", "tests/test_properties.py", "tests/test_splits.py",
-         "tests/test_datasets.py", "tests/test_evaluation.py", "tests/test_metrics_exact.py", "tests/test_config.py"]
+         "tests/test_datasets.py", "tests/test_evaluation.py", "tests/test_metrics_exact.py", "tests/test_config.py",
+         "tests/test_sweeps.py"]
 # tests that run the installed glann or snakemake, or read the source files (mutmut's copies differ on purpose)
 DESELECT = ["tests/test_glann.py::test_kill9_then_resume_equals_uninterrupted",
             "tests/test_architecture.py::test_no_dead_code",
@@ -50,7 +51,8 @@ DESELECT = ["tests/test_glann.py::test_kill9_then_resume_equals_uninterrupted",
             "tests/test_architecture.py::test_src_imports_no_snakemake_and_has_no_cycles",
             "tests/test_architecture.py::test_workflow_start_and_cli_help_import_no_torch",
             "tests/test_config.py::test_snakemake_refuses_bad_config_before_any_job",
-            "tests/test_config.py::test_dry_run_builds_the_dag"]
+            "tests/test_config.py::test_dry_run_builds_the_dag",
+            "tests/test_sweeps.py::test_sweeping_glo_gauss_alone_trains_glanns_glo_for_each_setting"]
 
 
 def scratch_copy(modules=MODULES) -> Path:
