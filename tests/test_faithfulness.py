@@ -257,3 +257,31 @@ def test_no_accepted_key_is_ignored(patch):
     """Options nothing reads are refused instead of silently accepted."""
     msgs = check({"datasets": ["digits"], "methods": ["glann"], "seeds": [0], **patch}, SCHEMA)
     assert len(msgs) == 1, msgs
+
+
+@pytest.mark.parametrize("method", ["glo", "imle_pixel"])
+def test_the_generators_training_forward_runs_under_the_configured_autocast(method, digits_batch_dir, tmp_path,
+                                                                            monkeypatch):
+    """``runtime.amp: bf16``: every forward of the generator that a gradient step goes through
+    (grad enabled) runs under bf16 autocast; with ``off``, none does."""
+    from glann.methods import glo as glo_mod
+
+    module = glo_mod if method == "glo" else imle
+    seen = []
+    real = module.make_generator
+
+    def spied(*a, **k):
+        G = real(*a, **k)
+        G.register_forward_hook(lambda m, i, o: seen.append(torch.is_autocast_enabled("cpu"))
+                                if torch.is_grad_enabled() else None)
+        return G
+
+    monkeypatch.setattr(module, "make_generator", spied)
+    for amp in ("bf16", "off"):
+        seen.clear()
+        ctx = TrainContext(tmp_path / f"{amp}.pt", 0, CPU, amp=amp)
+        if method == "glo":
+            glo_mod.train_glo(digits_batch_dir, {**CFG["glo"], "loss": "lap1", "epochs": 1}, ctx)
+        else:
+            imle.train_imle_pixel(digits_batch_dir, {**CFG["imle_pixel"], "epochs": 1, "samples_factor": 1}, ctx)
+        assert seen and all(s == (amp == "bf16") for s in seen), (amp, seen)

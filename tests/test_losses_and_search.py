@@ -288,3 +288,23 @@ def test_weight_errors_quote_the_first_line_of_the_cause_plainly():
     assert _first_line(ValueError("")) == ""
     assert _first_line(ValueError("a" * 160)) == "a" * 160
     assert _first_line(ValueError("a" * 161)) == "a" * 157 + "..."
+
+
+def test_search_dispatches_on_the_backend_and_returns_torch_indices(monkeypatch):
+    """``imle.nn_backend``: "faiss" searches with faiss and "torch" never does; both return an
+    int64 index tensor (it indexes the noise) and float distances, on the queries' device."""
+    pytest.importorskip("faiss")
+    from glann.methods import nn_search
+
+    g = torch.Generator().manual_seed(0)
+    q, p = torch.randn(50, 8, generator=g), torch.randn(300, 8, generator=g)
+    calls = []
+    real = nn_search.faiss_nearest_neighbors
+    monkeypatch.setattr(nn_search, "faiss_nearest_neighbors", lambda *a: calls.append(1) or real(*a))
+    ti, td = nn_search.search(q, p, "torch")
+    assert calls == []
+    fi, fd = nn_search.search(q, p, "faiss")
+    assert calls == [1]
+    assert fi.dtype == ti.dtype == torch.int64 and fd.dtype == torch.float32
+    assert torch.equal(fi, ti) and torch.allclose(fd, td, rtol=1e-4, atol=1e-4)
+    assert torch.equal(p[fi], p[ti])

@@ -211,3 +211,27 @@ def test_every_other_trainer_keeps_its_configured_lr_in_every_group_at_every_ste
         REGISTRY[method].train_function()(digits_batch_dir, cfg, TrainContext(tmp_path / "m.pt", 0, CPU))
     assert len(seen) >= 3, seen  # at least one step an epoch
     assert all(lrs and all(lr == cfg["lr"] for lr in lrs) for lrs in seen), (cfg["lr"], seen)
+
+
+def test_glo_gaussian_draws_come_from_the_sampling_calls_generator():
+    """GLO+Gaussian's noise is drawn from the generator its sampling call seeds: the same seed
+    gives the same draws whatever the global RNG did in between, and the global RNG is left as
+    it was (so a run's samples are fixed by sample.seed alone)."""
+    from glann.methods.gaussian import gaussian_sampler
+
+    a = torch.randn(6, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    draw = gaussian_sampler(torch.arange(4.0), a.T @ a / 6 + torch.eye(4, dtype=torch.float64))
+    torch.manual_seed(1)
+    first = draw(50, torch.Generator().manual_seed(3))
+    state = torch.get_rng_state()
+    torch.rand(7)  # the global stream moves on
+    again = draw(50, torch.Generator().manual_seed(3))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, draw(50, torch.Generator().manual_seed(4)))
+    torch.set_rng_state(state)
+    torch.rand(7)
+    after = torch.get_rng_state()
+    torch.set_rng_state(state)
+    draw(50, torch.Generator().manual_seed(3))
+    torch.rand(7)
+    assert torch.equal(torch.get_rng_state(), after)  # the draw took nothing from the global stream

@@ -154,6 +154,10 @@ def test_gan_training_uses_the_configured_objective(kind, digits_dir, tmp_path, 
         monkeypatch.setattr(gans, name, spy)
     monkeypatch.setattr(gans, "Discriminator", recording(gans.Discriminator))
     monkeypatch.setattr(gans, "BEGANDiscriminator", recording(gans.BEGANDiscriminator))
+    began_terms = []  # (k, balance) of every BEGAN loss evaluation
+    real_began = gans.began_losses
+    monkeypatch.setattr(gans, "began_losses", lambda er, ef, k, gamma: began_terms.append(
+        (k, real_began(er, ef, k, gamma)["balance"])) or real_began(er, ef, k, gamma))
     # d_batchnorm: true is asked for every kind but the default-false ones' check below:
     # WGAN-GP's per-sample penalty must still get a critic without BN, whatever the config says.
     cfg = {**CFG[kind], "epochs": 1, **({"d_batchnorm": True} if kind == "wgan_gp" else {})}
@@ -170,6 +174,12 @@ def test_gan_training_uses_the_configured_objective(kind, digits_dir, tmp_path, 
         assert len(rec_spy.calls) == 4 * steps + g_steps
         ks = [r["k"] for r in out["history"]]
         assert ks[0] != 0.0
+        # two evaluations a step, the D loss's and k's update (from the updated nets): k_t after
+        # step s is k + lambda_k * balance of the update; the logged k is its mean over the epoch
+        assert len(began_terms) == 2 * steps
+        after = [k + cfg["lambda_k"] * float(balance) for k, balance in began_terms[1::2]]
+        assert [k for k, _ in began_terms[2::2]] == pytest.approx(after[:-1], rel=1e-6, abs=1e-9)
+        assert ks[0] == pytest.approx(sum(after) / steps, rel=1e-5, abs=1e-9)
         return
     assert len(d_spy.calls) == steps and len(g_spy.calls) == g_steps
     assert all(c[0] == kind for c in d_spy.calls + g_spy.calls)

@@ -185,7 +185,11 @@ def test_compute_curves_csv_and_figure(tmp_path):
     assert collect_snapshots([]) == []
 
 
-def test_scored_snapshots_reach_mlflow_with_images_as_step(scored, digits_dir):
+def test_scored_snapshots_reach_mlflow_with_images_as_step(scored, digits_dir, caplog):
+    """The curve's MLflow steps, its header (which run, which split, diverged or not) and one
+    log line per point."""
+    import logging
+
     class Recorder:
         def __init__(self):
             self.calls = []
@@ -195,8 +199,15 @@ def test_scored_snapshots_reach_mlflow_with_images_as_step(scored, digits_dir):
 
     rec = Recorder()
     d = scored
+    caplog.set_level(logging.INFO, logger="glann")
     curve = score_snapshots("glann", d / "imle_snapshots.pt", {"glo": d / "glo.pt"}, d / "ev.pt", d / "ev.npz",
-                            digits_dir, 100, 0, CPU, tracker=rec)
+                            digits_dir, 100, 7, CPU, tracker=rec)
+    snaps = torch.load(d / "imle_snapshots.pt", weights_only=False)
+    assert {k: v for k, v in curve.items() if k != "points"} == {
+        "method": "glann", "seed": 7, "split": "test", "diverged": False, "diverged_epoch": None,
+        "epochs": snaps["epochs"]}
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("snapshot at epoch")]
+    assert lines == [f"snapshot at epoch {p['epoch']}: {p}" for p in curve["points"]]
     assert [s for s, _ in rec.calls] == [p["images_processed"] for p in curve["points"]]
     assert [m["snapshot_fid_domain"] for _, m in rec.calls] == [p["fid_domain"] for p in curve["points"]]
     assert np.isfinite([m["snapshot_train_seconds"] for _, m in rec.calls]).all()

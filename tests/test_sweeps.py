@@ -79,6 +79,9 @@ def test_glo_gauss_shares_glanns_settings_and_apply_sets_each_section():
     g = sweep.apply({"lr": 1.0, "betas": [0.5, 0.999], "critic_steps": 1}, "wgan",
                     {"wgan.beta1": 0.25, "wgan.critic_steps": 5, "nsgan.lr": 9.0})
     assert g == {"lr": 1.0, "betas": [0.25, 0.999], "critic_steps": 5}
+    # beta1 or beta2 replaces one entry of the section's betas and keeps the other
+    assert sweep.apply({"betas": [0.0, 0.9]}, "vae", {"vae.beta1": 0.5}) == {"betas": [0.5, 0.9]}
+    assert sweep.apply({"betas": [0.0, 0.9]}, "vae", {"vae.beta2": 0.99}) == {"betas": [0.0, 0.99]}
 
 
 def _cfg(**over):

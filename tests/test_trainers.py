@@ -276,3 +276,57 @@ def test_vae_networks_are_v1s(digits_dir, tmp_path):
     assert sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in G.modules()) == 3
     assert out["encoder"]["net.9.weight"].shape == (2 * CFG["vae"]["latent_dim"], 1024)
 
+
+
+def test_pixel_imle_logs_the_epochs_mean_loss(digits_small_dir, tmp_path, monkeypatch):
+    """The logged loss is the mean over the epoch's (equal) batches of the losses it descended."""
+    from glann.methods import imle
+
+    losses = []
+    real = imle.descend
+    monkeypatch.setattr(imle, "descend", lambda *a: losses.append(real(*a)) or losses[-1])
+    cfg = {**CFG["imle_pixel"], "epochs": 1, "samples_factor": 1, "batch_size": 64}
+    res = imle.train_imle_pixel(digits_small_dir, cfg, TrainContext(tmp_path / "m.pt", 0, CPU))
+    assert len(losses) == 5 and res["history"][0]["images"] == 320
+    assert res["history"][0]["loss"] == pytest.approx(sum(losses) / 5, rel=1e-9)
+
+
+def test_glo_builds_its_loss_from_every_configured_loss_option(digits_batch_dir, tmp_path, monkeypatch):
+    from glann.methods import glo
+
+    calls = []
+    real = glo.make_loss
+    monkeypatch.setattr(glo, "make_loss", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    cfg = {**CFG["glo"], "loss": "lap1", "lap_levels": 2, "lap_weighting": "sum", "epochs": 1}
+    glo.train_glo(digits_batch_dir, cfg, TrainContext(tmp_path / "g.pt", 0, CPU))
+    (args, kwargs), = calls
+    named = dict(zip(("name", "image_size", "vgg_weights", "lap_levels", "lap_weighting"), args), **kwargs)
+    assert named == {"name": "lap1", "image_size": 16, "vgg_weights": cfg["vgg_weights"], "lap_levels": 2,
+                     "lap_weighting": "sum"}
+
+
+class _Tracker:
+    def __init__(self):
+        self.calls = []
+
+    def log_metrics(self, metrics, step=None):
+        self.calls.append((step, dict(metrics)))
+
+
+def test_a_diverged_epoch_reaches_the_tracker_and_every_epoch_its_log_line(digits_small_dir, tmp_path, caplog):
+    """A NaN in epoch 2: the tracker gets epoch 1's metrics, then diverged = 1 at step 2 with its
+    epoch; the job's log has one line per finished epoch, numbered."""
+    import logging
+
+    from glann.methods import gans
+
+    tracker = _Tracker()
+    caplog.set_level(logging.INFO, logger="glann")
+    res = gans.train_gan("nsgan", digits_small_dir, {**CFG["nsgan"], "epochs": 3},
+                         TrainContext(tmp_path / "m.pt", 0, CPU, tracker=tracker, fault={"nan_at_epoch": 2}))
+    assert res["diverged"] and res["diverged_epoch"] == 2
+    assert [s for s, _ in tracker.calls] == [1, 2]
+    assert set(tracker.calls[0][1]) >= {"d_loss", "g_loss", "seconds"}
+    assert tracker.calls[1][1] == {"diverged": 1.0, "diverged_epoch": 2}
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(lines) == 1 and lines[0].startswith("epoch 1: d_loss=")

@@ -103,7 +103,7 @@ def apply(params: dict, section: str, setting: dict) -> dict:
         if sec != section:
             continue
         if name in ("beta1", "beta2"):
-            betas = list(out.get("betas") or [0.5, 0.999])
+            betas = list(out["betas"])  # the schema gives every section with beta1/beta2 its betas
             betas[0 if name == "beta1" else 1] = value
             out["betas"] = betas
         else:
