@@ -274,3 +274,33 @@ def test_evaluate_computes_every_metric_from_the_inputs_its_docs_name(digits_val
     assert {k: m[k] for k in birthday_test(feats, tau, 30, 3, 3)} == birthday_test(feats, tau, 30, 3, 3)
     assert (m["diverged"], m["diverged_epoch"]) == (True, 7)
     assert (m["train_seconds"], m["images_processed"], m["train_device"]) == (12.5, 4000, "cpu")
+
+
+def test_real_stats_takes_inception_statistics_of_the_test_split_when_weights_exist(tmp_path_factory, tmp_path,
+                                                                                    monkeypatch):
+    """With Inception weights (here a file of the real architecture with random weights, so the
+    numbers mean nothing), inception.npz holds the Gaussian of the Inception features of exactly
+    the test images and names the weights file; without them it says why it has none."""
+    from conftest import _digits_cut
+    from glann.evaluation.evaluator import train_evaluator
+    from glann.evaluation.inception import inception_features, load_inception
+    from glann.evaluation.metrics import gaussian_stats
+    from glann.evaluation.scoring import real_stats
+    from weights import save_random_inception
+
+    d = _digits_cut(tmp_path_factory, 64, 4)
+    train_evaluator(d, {**CFG["evaluator"], "epochs": 1}, TrainContext(tmp_path / "ev.pt", 0, CPU))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    real_stats(d, tmp_path / "ev.pt", None, tmp_path / "ev.npz", tmp_path / "none.npz", CPU)
+    with np.load(tmp_path / "none.npz") as z:
+        assert not bool(z["available"]) and "missing" in str(z["reason"])
+    weights = save_random_inception(tmp_path / "inception.pth")
+    with opened(d) as splits:
+        real_stats(d, tmp_path / "ev.pt", str(weights), tmp_path / "ev.npz", tmp_path / "inc.npz", CPU)
+    assert splits == {"test"}
+    xte, _ = load_prepared(d, "test")
+    mu, sigma = gaussian_stats(inception_features(load_inception(weights, CPU), xte, CPU))
+    with np.load(tmp_path / "inc.npz") as z:
+        assert bool(z["available"]) and str(z["weights"]) == str(weights) and z["mu"].shape == (2048,)
+        np.testing.assert_allclose(z["mu"], mu, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(z["sigma"], sigma, rtol=1e-4, atol=1e-6)
