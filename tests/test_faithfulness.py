@@ -285,3 +285,16 @@ def test_the_generators_training_forward_runs_under_the_configured_autocast(meth
         else:
             imle.train_imle_pixel(digits_batch_dir, {**CFG["imle_pixel"], "epochs": 1, "samples_factor": 1}, ctx)
         assert seen and all(s == (amp == "bf16") for s in seen), (amp, seen)
+
+
+def test_pixel_imle_re_estimates_bn_on_its_samples_up_to_8192_noise_vectors(digits_batch_dir, tmp_path, monkeypatch):
+    """BN statistics (before each matching and for the final model) come from the epoch's sample
+    noise, at most its first 8,192 vectors: m = samples_factor x n of them when fewer."""
+    counts = []
+    real = imle.recalibrate_batchnorm
+    monkeypatch.setattr(imle, "recalibrate_batchnorm", lambda G, noise, *a: counts.append(len(noise)) or real(G, noise, *a))
+    for factor, expect in ((2, 128), (200, 8192)):  # 64 images: m = 128, m = 12,800
+        counts.clear()
+        cfg = {**CFG["imle_pixel"], "epochs": 2, "samples_factor": factor, "staleness": 1, "batch_size": 64}
+        imle.train_imle_pixel(digits_batch_dir, cfg, TrainContext(tmp_path / f"m{factor}.pt", 0, CPU))
+        assert counts == [expect] * 3, (factor, counts)  # two matchings, the final model

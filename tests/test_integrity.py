@@ -195,6 +195,8 @@ def test_a_resumed_job_links_to_the_killed_run_and_keeps_one_history(digits_dir,
     run = client.get_run(second.run_id)
     assert run.data.tags["glann.resumed_from_run"] == first.run_id
     assert [m.step for m in client.get_metric_history(second.run_id, "loss")] == [1, 2, 3]
+    # the epoch is each metric's step, never a metric (neither replayed nor logged live)
+    assert "epoch" not in run.data.metrics and "epoch" not in client.get_run(first.run_id).data.metrics
 
 
 @pytest.mark.pipeline

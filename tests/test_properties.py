@@ -31,7 +31,10 @@ def test_glo_learning_rates_follow_the_schedule_in_every_group(digits_small_dir,
 
     monkeypatch.setattr(torch.optim.Adam, "step", spy)
     cfg = {**CFG["glo"], "loss": "lap1", "epochs": 5, "lr_halve_every": 2, "batch_size": 128}
-    train_glo(digits_small_dir, cfg, TrainContext(tmp_path / "glo.pt", 0, CPU))
+    res = train_glo(digits_small_dir, cfg, TrainContext(tmp_path / "glo.pt", 0, CPU))
+    # the logged rates (CSV, MLflow) are the ones each epoch ran at
+    assert [(r["lr_generator"], r["lr_codes"]) for r in res["history"]] == [
+        (cfg["lr_generator"] * 0.5 ** (e // 2), cfg["lr_codes"] * 0.5 ** (e // 2)) for e in range(5)]
     per_epoch = -(-320 // 128) * 2  # batches per epoch, two optimisers each
     assert len(seen) == 5 * per_epoch
     opts = sorted({o for o, _ in seen})
@@ -177,6 +180,10 @@ def test_glanns_generator_and_mapping_sample_in_eval_mode(digits_small_dir, tmp_
     with torch.no_grad():
         torch.testing.assert_close(s.T(z[:1]), s.T(z)[:1], rtol=0, atol=1e-6)
     torch.testing.assert_close(s.decode(z[:1]), s.decode(z)[:1], rtol=0, atol=1e-6)
+    # the loaded generator divides its input by the norm, as it trained (T's outputs are not unit)
+    with torch.no_grad():
+        codes = s.T(z)
+        torch.testing.assert_close(s.G(3 * codes), s.G(codes), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["imle", "imle_pixel", "mmgan", "nsgan", "lsgan", "wgan", "wgan_rmsprop",

@@ -213,7 +213,9 @@ def test_hp_wildcard_and_the_sweep_record(tmp_path):
     drawn = sweep.settings("vae", 3, 5)
     sweep.write_record(tmp_path / "vae.json", "d", "vae", 5, sweep.space_of("vae"), drawn)
     record = json.loads((tmp_path / "vae.json").read_text())
+    assert (record["dataset"], record["method"]) == ("d", "vae")
     assert record["sweep_seed"] == 5 and record["space"] == sweep.SPACES["vae"]
+    assert [p.name for p in tmp_path.rglob("*")] == ["vae.json"]  # an end product: no integrity record
     assert record["settings"] == [{"k": k, "run": f"results/d/vae/hp{k}", "values": v} for k, v in enumerate(drawn)]
 
 

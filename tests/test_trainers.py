@@ -326,7 +326,33 @@ def test_a_diverged_epoch_reaches_the_tracker_and_every_epoch_its_log_line(digit
                          TrainContext(tmp_path / "m.pt", 0, CPU, tracker=tracker, fault={"nan_at_epoch": 2}))
     assert res["diverged"] and res["diverged_epoch"] == 2
     assert [s for s, _ in tracker.calls] == [1, 2]
-    assert set(tracker.calls[0][1]) >= {"d_loss", "g_loss", "seconds"}
+    assert set(tracker.calls[0][1]) == {"d_loss", "g_loss", "images", "seconds"}  # the epoch is the step
     assert tracker.calls[1][1] == {"diverged": 1.0, "diverged_epoch": 2}
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert len(lines) == 1 and lines[0].startswith("epoch 1: d_loss=")
+
+
+def test_the_gaussians_checkpoint_records_its_glo(digits_batch_dir, tmp_path):
+    """glo_gauss's checkpoint: the fields every final checkpoint has, and the GLO it was fitted to."""
+    from glann.methods.gaussian import fit_gaussian
+    from glann.methods.glo import train_glo
+
+    train_glo(digits_batch_dir, {**CFG["glo"], "loss": "l1", "epochs": 1}, TrainContext(tmp_path / "glo.pt", 0, CPU))
+    fit_gaussian(tmp_path / "glo.pt", tmp_path / "g.pt", seed=3)
+    blob = torch.load(tmp_path / "g.pt", weights_only=False)
+    assert {k: blob[k] for k in ("kind", "seed", "epochs", "diverged", "diverged_epoch", "config", "history",
+                                 "glo_path")} == {
+        "kind": "glo_gauss", "seed": 3, "epochs": 0, "diverged": False, "diverged_epoch": None, "config": {},
+        "history": [], "glo_path": str(tmp_path / "glo.pt")}
+
+
+def test_vae_snapshots_keep_the_decoder_only(digits_batch_dir, tmp_path):
+    """The quality-vs-compute snapshots hold what sampling reads: the VAE's decoder, not its encoder."""
+    from glann.methods.vae import train_vae
+
+    ctx = TrainContext(tmp_path / "v.pt", 0, CPU, snapshots=2, snapshot_path=tmp_path / "s.pt")
+    final = train_vae(digits_batch_dir, {**CFG["vae"], "epochs": 2}, ctx)
+    assert "encoder" in final
+    snaps = torch.load(tmp_path / "s.pt", weights_only=False)["snapshots"]
+    assert [s["epoch"] for s in snaps] == [1, 2]
+    assert all("generator" in s and "encoder" not in s for s in snaps)
