@@ -243,3 +243,17 @@ def test_weights_are_looked_up_where_torch_hub_keeps_them(env, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert checkpoints_dir() == Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def test_every_seeded_bug_still_applies_to_the_source():
+    """tests/mutation/seeded_bugs.py patches the source by exact text: a refactor that moves the
+    patched line must move the patch with it (a patch that no longer applies tests nothing)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("seeded_bugs", REPO / "tests/mutation/seeded_bugs.py")
+    bugs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bugs)
+    stale = [name for name, rel, old, _, _ in bugs.BUGS if old not in (REPO / "src/glann" / rel).read_text()]
+    assert not stale, f"seeded bugs whose patch no longer applies: {stale}"
+    tests = {t.split("::")[0] for *_, named in bugs.BUGS for t in named}
+    assert all((REPO / t).is_file() for t in tests), tests

@@ -1,6 +1,6 @@
 """Seeded science bugs: each must make at least one named test fail.
 
-Run by hand (about 2 minutes on 2 CPU cores):
+Run by hand (about 7 minutes on 2 CPU cores):
     python tests/mutation/seeded_bugs.py [name substring ...]
 Each bug is applied to a scratch copy of src/ (never to the checkout), the named
 tests run against that copy, and the script prints KILLED (a named test failed),
@@ -81,7 +81,7 @@ BUGS = [  # (name, file under src/glann, old text, new text, tests)
      "V1_BN = {\"momentum\": 0.001, \"eps\": 0.001}", "V1_BN = {\"momentum\": 0.1, \"eps\": 0.001}",
      ["tests/test_models.py::test_v1_generator_is_compare_gans_on_every_dataset"]),
     ("VAE decoder with LeakyReLU", "methods/vae.py",
-     "dec = V1Generator(d, h, c, \"relu\").to(device)", "dec = V1Generator(d, h, c, \"lrelu\").to(device)",
+     "dec = V1Generator(d, h, c, \"relu\").to(ctx.device)", "dec = V1Generator(d, h, c, \"lrelu\").to(ctx.device)",
      ["tests/test_trainers.py::test_vae_networks_are_v1s"]),
     ("VAE sigma as exp instead of softplus", "methods/vae.py",
      "return mu, 1e-6 + F.softplus(raw)", "return mu, 1e-6 + raw.exp()",
