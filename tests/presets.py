@@ -7,8 +7,8 @@ and with VGG16 and pytorch-fid Inception weight files of the real architectures 
 *random* weights (tests/weights.py) where the presets look for them ($TORCH_HOME's hub
 cache). What stays the preset's own: its dataset and loader, ``glo.loss: vgg``,
 ``fid.require_inception: true``, its GLO generator and evaluator choices (GLANN's
-DCGAN-style G and the ResNet evaluator at 64x64, colour without BN). MNIST (28x28 grey) runs
-three methods, one seed; CIFAR-10 (32x32 colour) and CelebA (64x64 colour) run two; the
+DCGAN-style G and the ResNet evaluator at 64x64, colour without BN). MNIST (28x28 grey),
+CIFAR-10 (32x32 colour) and CelebA (64x64 colour) each run two methods, one seed; the
 other baselines are trained at the MNIST and CIFAR-10 shapes in process
 (``train_and_sample_every_trainer``: each pipeline job is a fresh Python process that spends
 seconds on imports before any work); Fashion-MNIST, the same shape and loader as MNIST, runs
