@@ -41,21 +41,31 @@ def digits_dir(tmp_path_factory):
     return d
 
 
-def _digits_cut(tmp_path_factory, n_train: int, n_test: int):
-    """The digits set cut to its first ``n_train`` training and ``n_test`` test images (16x16),
-    prepared as the pipeline prepares any dataset."""
+@pytest.fixture(scope="session")
+def torch_home(tmp_path_factory):
+    """$TORCH_HOME with VGG16 and pytorch-fid Inception files of the real architectures holding
+    random weights (tests/weights.py), where the paper presets look for them: one per worker."""
+    from presets import make_torch_home
+
+    return make_torch_home(tmp_path_factory.mktemp("torch_home"))
+
+
+def _cut(tmp_path_factory, n_train: int, n_test: int, name: str = "digits", opts=None):
+    """Dataset ``name`` (default: the digits at 16x16) cut to its first ``n_train`` training and
+    ``n_test`` test images, prepared as the pipeline prepares any dataset."""
     from glann.data import datasets
 
-    full = datasets.LOADERS["digits"]
+    full = datasets.LOADERS[name]
+    opts = {"size": 16} if opts is None else opts
 
-    def first(opts):
-        xtr, ytr, xte, yte, source = full(opts)
+    def first(o):
+        xtr, ytr, xte, yte, source = full(o)
         return xtr[:n_train], ytr[:n_train], xte[:n_test], yte[:n_test], f"{source}, first {n_train} / {n_test}"
 
-    d = tmp_path_factory.mktemp(f"digits_{n_train}")
+    d = tmp_path_factory.mktemp(f"{name}_{n_train}")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(datasets.LOADERS, "digits", first)
-        datasets.prepare("digits", {"size": 16}, d)
+        mp.setitem(datasets.LOADERS, name, first)
+        datasets.prepare(name, opts, d)
     return d
 
 
@@ -65,14 +75,14 @@ def digits_small_dir(tmp_path_factory):
     snapshots bit for bit) that hold on any data and need no more epochs' worth of it, and for
     the code paths every trainer takes (five batches: a G step after WGAN's and BEGAN's five
     D steps)."""
-    return _digits_cut(tmp_path_factory, 320, 64)
+    return _cut(tmp_path_factory, 320, 64)
 
 
 @pytest.fixture(scope="session")
 def digits_batch_dir(tmp_path_factory):
     """One batch (64) of training digits: for tests of what a single training step does (the
     first step of every trainer steps both networks)."""
-    return _digits_cut(tmp_path_factory, 64, 64)
+    return _cut(tmp_path_factory, 64, 64)
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -106,6 +116,9 @@ QUICK = ["--cores", "2"]
 # the VAE). The other five GANs take the same rules; each trains and samples in process in
 # test_baselines.py and tests/presets.py.
 QUICK_METHODS = ["glann", "glo_gauss", "imle_pixel", "nsgan", "wgan_gp", "vae"]
+# Its sweep: GLANN's (two settings, each with its own GLO and IMLE). A GAN's sweep settings take
+# the same rules; one runs end to end in test_dvc.py.
+QUICK_SWEEP = {"settings": 2, "methods": ["glann"]}
 
 
 def _finished_outputs(log: str) -> set[str]:
@@ -183,11 +196,12 @@ def _quick_run(where: Path) -> dict:
     import torch
 
     wf = copy_workflow(where)
-    # The embedded config of this copy: the quick preset (its sweep included), with nsgan
+    # The embedded config of this copy: the quick preset (GLANN's sweep: QUICK_SWEEP), with nsgan
     # diverging in epoch 1 and a GLO long enough to be killed mid-training, on one method of each
     # kind of job (QUICK_METHODS). Being config/config.yaml, it is also what dvc.yaml's stages run.
     (wf / "config/config.yaml").write_text(quick_config({
-        "methods": QUICK_METHODS, "fault_injection": {"nsgan": 1}, "glo": {"epochs": 6, "lr_halve_every": 2}}))
+        "methods": QUICK_METHODS, "fault_injection": {"nsgan": 1}, "glo": {"epochs": 6, "lr_halve_every": 2},
+        "sweep": QUICK_SWEEP}))
     (wf / "split1.yaml").write_text("data: {digits: {size: 16, split_seed: 1}}\n")
     env = {**os.environ, "GLANN_TRACKING": "1"}
     exe = str(Path(sys.executable).with_name("snakemake"))

@@ -7,12 +7,12 @@ and with VGG16 and pytorch-fid Inception weight files of the real architectures 
 *random* weights (tests/weights.py) where the presets look for them ($TORCH_HOME's hub
 cache). What stays the preset's own: its dataset and loader, ``glo.loss: vgg``,
 ``fid.require_inception: true``, its GLO generator and evaluator choices (GLANN's
-DCGAN-style G and the ResNet evaluator at 64x64, colour without BN). MNIST (28x28 grey),
-CIFAR-10 (32x32 colour) and CelebA (64x64 colour) each run two methods, one seed; the
-other baselines are trained at the MNIST and CIFAR-10 shapes in process
-(``train_and_sample_every_trainer``: each pipeline job is a fresh Python process that spends
-seconds on imports before any work); Fashion-MNIST, the same shape and loader as MNIST, runs
-one method with two seeds, so the summary's mean ± std over seeds is exercised. The runs are fp32: on a CPU without bf16 units a v1 GAN
+DCGAN-style G and the ResNet evaluator at 64x64, colour without BN). GLANN runs on MNIST (28x28
+grey), CIFAR-10 (32x32 colour) and CelebA (64x64 colour); a v1 GAN with its BN re-estimation
+runs on Fashion-MNIST (WGAN, two seeds, so the summary's mean ± std over seeds is exercised)
+and on CelebA (BEGAN). The other baselines are trained at the MNIST and CIFAR-10 shapes in
+process (``train_and_sample_every_trainer``: each pipeline job is a fresh Python process that
+spends seconds on imports before any work). The runs are fp32: on a CPU without bf16 units a v1 GAN
 step under bf16 autocast is many times slower, so the trainers' bf16 path is
 test_faithfulness.py's. Numbers from these runs mean nothing and are never reported.
 """

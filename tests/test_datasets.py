@@ -1,5 +1,6 @@
 """Loaders on real data shipped in packages, and on official on-disk formats the test writes."""
 
+import json
 import pickle
 import struct
 
@@ -11,10 +12,11 @@ from glann.data.sources import celeba_transform
 from glann.errors import DataError, GlannError
 
 
-def test_mnist5k_shapes_balance_and_split(tmp_path):
-    m = prepare("mnist5k", {"split_seed": 0}, tmp_path / "a")
-    x, y = load_prepared(tmp_path / "a", "train")
-    xt, yt = load_prepared(tmp_path / "a", "test")
+def test_mnist5k_shapes_balance_and_split(mnist5k_dir, tmp_path):
+    """mnist5k_dir: prepared with the default options (split_seed 0)."""
+    m = json.loads((mnist5k_dir / "manifest.json").read_text())
+    x, y = load_prepared(mnist5k_dir, "train")
+    xt, yt = load_prepared(mnist5k_dir, "test")
     assert x.shape == (4000, 28, 28, 1) and xt.shape == (1000, 28, 28, 1)
     assert x.dtype == np.uint8 and y.dtype == np.int64
     assert x.max() == 255 and x.min() == 0

@@ -2,13 +2,14 @@
 file the pipeline writes, the artifacts go to a DVC remote and come back in a fresh clone,
 where Snakemake then has nothing to do."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
+import torch
 import yaml
 
 from conftest import REPO, copy_workflow, snakemake
@@ -33,7 +34,7 @@ def _run(cwd, *cmd):
 def test_dvc_repro_from_a_clean_clone_then_push_pull_has_nothing_to_do(tmp_path):
     wf = copy_workflow(tmp_path / "wf")
     cfg = yaml.safe_load((REPO / "config/quick.yaml").read_text())
-    # one setting of a sweep: its folders are versioned with the dataset's stage
+    # one setting of a GAN's sweep: its folders are versioned with the dataset's stage
     (wf / "config/config.yaml").write_text(yaml.safe_dump({**cfg, "methods": METHODS,
                                                            "sweep": {"settings": 1, "methods": ["nsgan"]}}))
     store, clone = tmp_path / "dvc-store", tmp_path / "clone"
@@ -49,6 +50,15 @@ def test_dvc_repro_from_a_clean_clone_then_push_pull_has_nothing_to_do(tmp_path)
     # only the always-changed summarize stage is listed
     status = _run(wf, "dvc", "status")
     assert "pipeline@digits" not in status and "modified" not in status, status
+    # the GAN's sweep setting trained with the values its sweep file records
+    from glann.methods.sweep import settings
+
+    (setting,) = json.loads((wf / "results/digits/sweep/nsgan.json").read_text())["settings"]
+    v = setting["values"]
+    assert v == settings("nsgan", 1, 0)[0]
+    cfg_hp0 = torch.load(wf / setting["run"] / "seed0/model.pt", weights_only=False)["config"]
+    assert (cfg_hp0["lr"], cfg_hp0["betas"][0], cfg_hp0["critic_steps"], cfg_hp0["d_batchnorm"]) == (
+        v["nsgan.lr"], v["nsgan.beta1"], v["nsgan.critic_steps"], v["nsgan.d_batchnorm"])
     curve = wf / "results/digits/nsgan/seed0/snapshots.json"
     assert curve.exists() and not (wf / "results/digits/nsgan/seed0/snapshots.pt").exists()
     again = _run(wf, "dvc", "repro")  # DVC skips the recorded stage; the summary's snakemake is a no-op

@@ -66,7 +66,7 @@ def test_training_under_bf16_autocast_uses_no_refused_op(method, digits_batch_di
 
 
 @pytest.mark.parametrize("kind", ["nsgan", "wgan_gp"])
-def test_gan_discriminator_sees_real_and_fake_separately_and_g_reuses_z(kind, digits_dir, tmp_path, monkeypatch):
+def test_gan_discriminator_sees_real_and_fake_separately_and_g_reuses_z(kind, digits_small_dir, tmp_path, monkeypatch):
     """v1 calls D on the real and the fake batch separately (``d_joint_batch: true`` is the
     later single call); G's step uses the D step's z, except WGAN-GP, which resamples
     (v1 resample_before_generator); z ~ U(-1, 1)."""
@@ -89,7 +89,7 @@ def test_gan_discriminator_sees_real_and_fake_separately_and_g_reuses_z(kind, di
         monkeypatch.setattr(gans, "Discriminator", SpyD)
         zs.clear()
         cfg = {**CFG[kind], "epochs": 1, "d_joint_batch": joint}
-        gans.train_gan(kind, digits_dir, cfg, TrainContext(tmp_path / f"m{joint}.pt", 0, CPU))
+        gans.train_gan(kind, digits_small_dir, cfg, TrainContext(tmp_path / f"m{joint}.pt", 0, CPU))
     b = CFG[kind]["batch_size"]
     # (WGAN-GP's penalty adds calls of one batch on the interpolates)
     assert set(sizes[True]) == ({2 * b} if kind == "nsgan" else {2 * b, b})
@@ -136,7 +136,7 @@ def test_pixel_imle_bn_statistics_are_those_of_sampling_noise(digits_dir, tmp_pa
     assert modes == ["match", "match"]
 
 
-def test_pixel_imle_regresses_the_sample_it_matched(digits_dir, tmp_path, monkeypatch):
+def test_pixel_imle_regresses_the_sample_it_matched(digits_small_dir, tmp_path, monkeypatch):
     """``recalibrated``: G regresses with the statistics it matched with (eval mode); ``batch``
     (the default, measured better): train mode."""
     training_flags = []
@@ -148,16 +148,16 @@ def test_pixel_imle_regresses_the_sample_it_matched(digits_dir, tmp_path, monkey
         return G
 
     monkeypatch.setattr(imle, "make_generator", spy_generator)
-    imle.train_imle_pixel(digits_dir, {**CFG["imle_pixel"], "epochs": 1, "samples_factor": 2,
+    imle.train_imle_pixel(digits_small_dir, {**CFG["imle_pixel"], "epochs": 1, "samples_factor": 2,
                                                           "bn_statistics": "recalibrated"}, TrainContext(tmp_path / "a.pt", 0, CPU))
     assert CFG["imle_pixel"]["bn_statistics"] == "batch"
     regress = [t for n, t in training_flags if n == 128]  # regression batches (matching uses chunks)
-    assert len(regress) == 1437 // 128 and not any(regress)
+    assert len(regress) == 320 // 128 and not any(regress)
     training_flags.clear()
-    imle.train_imle_pixel(digits_dir, {**CFG["imle_pixel"], "epochs": 1, "samples_factor": 2,
+    imle.train_imle_pixel(digits_small_dir, {**CFG["imle_pixel"], "epochs": 1, "samples_factor": 2,
                                                           "bn_statistics": "batch"}, TrainContext(tmp_path / "b.pt", 0, CPU))
     regress = [t for n, t in training_flags if n == 128]
-    assert len(regress) == 1437 // 128 and all(regress)
+    assert len(regress) == 320 // 128 and all(regress)
 
 
 def test_glo_codes_start_small_and_g_divides_by_a_detached_norm(digits_dir, tmp_path):

@@ -35,9 +35,13 @@ def test_projection_keeps_codes_on_sphere():
 
 
 @pytest.fixture(scope="module")
-def glo_run(mnist5k_dir, tmp_path_factory):
+def glo_run(tmp_path_factory):
+    """GLO for 3 epochs on the first 2,000 of mnist5k's training digits (28x28)."""
+    from conftest import _cut
+
+    data = _cut(tmp_path_factory, 2000, 200, "mnist5k", {})
     out = tmp_path_factory.mktemp("glo") / "glo.pt"
-    glo = train_glo(mnist5k_dir, glo_cfg(epochs=3), TrainContext(out, 0, CPU))
+    glo = train_glo(data, glo_cfg(epochs=3), TrainContext(out, 0, CPU))
     return out, glo
 
 

@@ -196,14 +196,13 @@ def test_cache_keys_are_exact(quick_run, tmp_path):
         return {k: int(v) for k, v in jobs.items() if k not in ("all", "total")}
 
     # fid.num_samples changes Inception FID only: not real_stats, not the snapshots
-    # (the sweep's 4 settings included)
-    assert planned("--config", "fid={num_samples: 100}") == {"evaluate": 10, "summarize": 1}
+    # (the sweep's 2 settings included)
+    assert planned("--config", "fid={num_samples: 100}") == {"evaluate": 8, "summarize": 1}
     # the BN re-estimation applies to the compare_gan v1 generators (the GANs and the VAE: here
     # NS-GAN, WGAN-GP, VAE) only; it rescores their snapshots, whose files are temp() outputs gone
-    # after scoring: those 3 retrain (NS-GAN's 2 sweep settings resample; they keep no
-    # snapshots, so they do not retrain)
+    # after scoring: those 3 retrain (GLANN's sweep settings are untouched)
     assert planned("--config", "sample={num_samples: 200, batch_size: 200, bn_batches: 8}") == {
-        "train_baseline": 3, "sample": 5, "evaluate": 5, "evaluate_snapshots": 3, "summarize": 1}
+        "train_baseline": 3, "sample": 3, "evaluate": 3, "evaluate_snapshots": 3, "summarize": 1}
     # a module inside a sub-package reruns exactly what imports it: the VAE's trainer, its one job
     # and what follows; the tracking package is bookkeeping and reruns nothing
     vae = wf / "src/glann/methods/vae.py"
@@ -222,50 +221,46 @@ def test_cache_keys_are_exact(quick_run, tmp_path):
     assert {k for k in jobs if k not in ("all", "total")} == {
         "train_glo", "train_imle", "train_baseline", "fit_gaussian", "sample",
         "evaluate", "evaluate_snapshots", "summarize"}, jobs
-    assert jobs["sample"] == "10" and jobs["evaluate"] == "10" and jobs["evaluate_snapshots"] == "6"
+    assert jobs["sample"] == "8" and jobs["evaluate"] == "8" and jobs["evaluate_snapshots"] == "6"
 
 
 @pytest.mark.pipeline
 def test_quick_sweep_trains_each_drawn_setting_and_picks_on_validation(quick_run, tmp_path):
-    """The quick preset's sweep (K = 2 for GLANN and NS-GAN): each setting trains with the values
-    its sweep file records, is scored on test and validation, is an MLflow run tagged with the
-    sweep, and the summary picks the best by validation. Raising K trains only the new settings."""
+    """GLANN's sweep in the shared quick run (K = 2, conftest.QUICK_SWEEP): each setting trains its
+    own GLO and IMLE with the values its sweep file records, is scored on test and validation, is
+    an MLflow run tagged with the sweep, and the summary picks the best by validation. Raising K
+    trains only the new setting. (A GAN's setting: test_dvc.py.)"""
     import shutil
     import sqlite3
 
     from glann.methods.sweep import settings
 
     wf = quick_run["wf"]
-    for method in ("glann", "nsgan"):
-        record = json.loads((wf / f"results/digits/sweep/{method}.json").read_text())
-        assert [s["values"] for s in record["settings"]] == settings(method, 2, 0)
-        for s in record["settings"]:
-            run = wf / s["run"] / "seed0"
-            metrics = json.loads((run / "metrics.json").read_text())
-            assert metrics["fid_domain"] > 0 and metrics["val_fid_domain"] > 0
-            assert metrics["val_fid_domain"] != metrics["fid_domain"]
-            assert metrics["diverged"] == (method == "nsgan")  # the fault injection is the method's
-            assert not (run / "snapshots.pt").exists()
-            v = s["values"]
-            if method == "glann":
-                glo = torch.load(run / "glo.pt", weights_only=False)["config"]
-                imle = torch.load(run / "imle.pt", weights_only=False)["config"]
-                assert (glo["lr_generator"], glo["lr_codes"]) == (v["glo.lr_generator"], v["glo.lr_codes"])
-                assert glo["epochs"] == 6 and glo["loss"] == "lap1"  # the rest is the configured setting
-                assert (imle["lr"], imle["samples_factor"]) == (v["imle.lr"], v["imle.samples_factor"])
-            else:
-                cfg = torch.load(run / "model.pt", weights_only=False)["config"]
-                assert (cfg["lr"], cfg["betas"][0], cfg["critic_steps"], cfg["d_batchnorm"]) == (
-                    v["nsgan.lr"], v["nsgan.beta1"], v["nsgan.critic_steps"], v["nsgan.d_batchnorm"])
+    record = json.loads((wf / "results/digits/sweep/glann.json").read_text())
+    assert [s["values"] for s in record["settings"]] == settings("glann", 2, 0)
+    assert not (wf / "results/digits/sweep/nsgan.json").exists()
+    for s in record["settings"]:
+        run = wf / s["run"] / "seed0"
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["fid_domain"] > 0 and metrics["val_fid_domain"] > 0
+        assert metrics["val_fid_domain"] != metrics["fid_domain"]
+        assert not metrics["diverged"]
+        assert not (run / "snapshots.pt").exists()
+        v = s["values"]
+        glo = torch.load(run / "glo.pt", weights_only=False)["config"]
+        imle = torch.load(run / "imle.pt", weights_only=False)["config"]
+        assert (glo["lr_generator"], glo["lr_codes"]) == (v["glo.lr_generator"], v["glo.lr_codes"])
+        assert glo["epochs"] == 6 and glo["loss"] == "lap1"  # the rest is the configured setting
+        assert (imle["lr"], imle["samples_factor"]) == (v["imle.lr"], v["imle.samples_factor"])
     base = json.loads((wf / "results/digits/glann/seed0/metrics.json").read_text())
     assert base["val_fid_domain"] > 0
     result = json.loads((wf / "results/summary/sweep.json").read_text())
     vals = [json.loads((wf / f"results/digits/glann/hp{k}/seed0/metrics.json").read_text())["val_fid_domain"]
             for k in (0, 1)]
     assert result["digits/glann"]["best_k"] == int(np.argmin(vals))
-    assert result["digits/nsgan"]["diverged_share"] == 1.0
+    assert result["digits/glann"]["diverged_share"] == 0.0 and "digits/nsgan" not in result
     table = (wf / "results/summary/sweep.md").read_text()
-    assert "| digits | glann | 2 | hp" in table and "| digits | nsgan | 2 | hp" in table
+    assert "| digits | glann | 2 | hp" in table
     for name in ("sweep_fid.png", "sweep_budget.png", "sweep_pr.png", "sweep.csv"):
         assert (wf / "results/summary" / name).stat().st_size > 500, name
     # MLflow: each setting's jobs are runs tagged sweep / sweep.trial, with the drawn values as params
@@ -273,21 +268,20 @@ def test_quick_sweep_trains_each_drawn_setting_and_picks_on_validation(quick_run
     tagged = dict(con.execute("select run_uuid, value from tags where key='sweep.trial'").fetchall())
     sweep_of = dict(con.execute("select run_uuid, value from tags where key='sweep'").fetchall())
     names = dict(con.execute("select run_uuid, name from runs").fetchall())
-    train = {names[r]: r for r in tagged if names[r].startswith(("train_glo", "train_nsgan"))}
+    train = {names[r]: r for r in tagged if names[r].startswith(("train_glo", "train_imle"))}
     assert set(train) == {"train_glo:glann/hp0:seed0", "train_glo:glann/hp1:seed0",
-                          "train_nsgan:nsgan/hp0:seed0", "train_nsgan:nsgan/hp1:seed0"}, set(train)
-    run = train["train_nsgan:nsgan/hp1:seed0"]
-    assert sweep_of[run] == "nsgan" and tagged[run] == "hp1"
+                          "train_imle:glann/hp0:seed0", "train_imle:glann/hp1:seed0"}, set(train)
+    run = train["train_glo:glann/hp1:seed0"]
+    assert sweep_of[run] == "glann" and tagged[run] == "hp1"
     params = dict(con.execute("select key, value from params where run_uuid=?", (run,)).fetchall())
-    assert float(params["hp.nsgan.lr"]) == settings("nsgan", 2, 0)[1]["nsgan.lr"]
+    assert float(params["hp.glo.lr_generator"]) == settings("glann", 2, 0)[1]["glo.lr_generator"]
     assert "sweep" not in {k for k, in con.execute(
         "select key from tags where run_uuid in (select run_uuid from runs where name='train_glo:glann:seed0')")}
-    # K 2 -> 3: only the third settings train (and the record and the summary are rewritten)
+    # K 2 -> 3: only the third setting trains (and the record and the summary are rewritten)
     copy = tmp_path / "wf"
     shutil.copytree(wf, copy, symlinks=True)
-    out = snakemake(copy, "-n", *QUICK, "--config", "sweep={settings: 3, methods: [glann, nsgan]}").stdout
+    out = snakemake(copy, "-n", *QUICK, "--config", "sweep={settings: 3, methods: [glann]}").stdout
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M))
     assert {k: int(v) for k, v in jobs.items() if k not in ("all", "total")} == {
-        "train_glo": 1, "train_imle": 1, "train_baseline": 1, "sample": 2, "evaluate": 2, "write_sweep": 2,
-        "summarize": 1}, jobs
-    assert "hp2" in out and not re.search(r"hp[01]/seed0/(glo|imle|model)\.pt", out.split("Job stats:")[0])
+        "train_glo": 1, "train_imle": 1, "sample": 1, "evaluate": 1, "write_sweep": 1, "summarize": 1}, jobs
+    assert "hp2" in out and not re.search(r"hp[01]/seed0/(glo|imle)\.pt", out.split("Job stats:")[0])

@@ -134,10 +134,13 @@ def _batches(digits_dir, batch_size):
 
 
 @pytest.mark.parametrize("kind", ["mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began"])
-def test_gan_training_uses_the_configured_objective(kind, digits_dir, tmp_path, monkeypatch):
+def test_gan_training_uses_the_configured_objective(kind, request, tmp_path, monkeypatch):
     """The loss of ``kind``; one D step per batch and G steps on v1's schedule (global steps
     0, 1, 1 + n, ...); the penalty of WGAN-GP / DRAGAN only; BN in D as v1's defaults, never
-    in WGAN-GP's critic; WGAN's clipping; BEGAN's auto-encoder and k_t."""
+    in WGAN-GP's critic; WGAN's clipping; BEGAN's auto-encoder and k_t. The kinds with n = 5
+    critic steps train on every digit (22 batches: G steps 0, 1, 6, 11, 16, 21), the others on
+    320 (5 batches)."""
+    digits_dir = request.getfixturevalue("digits_dir" if CFG[kind]["critic_steps"] > 1 else "digits_small_dir")
     d_spy, g_spy = _Spy(gans.d_loss), _Spy(gans.g_loss)
     gp_spy, dr_spy, rec_spy = _Spy(gans.gradient_penalty), _Spy(gans.dragan_penalty), _Spy(gans.reconstruction_error)
     built = []
@@ -192,9 +195,9 @@ def test_gan_training_uses_the_configured_objective(kind, digits_dir, tmp_path, 
         assert saved["config"]["clip"] == 0.01
 
 
-def test_wgan_gp_penalty_weight_changes_training(digits_dir, tmp_path):
+def test_wgan_gp_penalty_weight_changes_training(digits_small_dir, tmp_path):
     """gp_lambda reaches the critic's loss: lambda 0 and 10 train different generators."""
-    outs = [gans.train_gan("wgan_gp", digits_dir, {**CFG["wgan_gp"], "epochs": 1, "gp_lambda": lam}, TrainContext(tmp_path / f"m{lam}.pt", 0, CPU))
+    outs = [gans.train_gan("wgan_gp", digits_small_dir, {**CFG["wgan_gp"], "epochs": 1, "gp_lambda": lam}, TrainContext(tmp_path / f"m{lam}.pt", 0, CPU))
             for lam in (0.0, 10.0)]
     g0, g10 = (o["generator"] for o in outs)
     assert any(not torch.equal(g0[k], g10[k]) for k in g0)

@@ -281,14 +281,14 @@ def test_real_stats_takes_inception_statistics_of_the_test_split_when_weights_ex
     """With Inception weights (here a file of the real architecture with random weights, so the
     numbers mean nothing), inception.npz holds the Gaussian of the Inception features of exactly
     the test images and names the weights file; without them it says why it has none."""
-    from conftest import _digits_cut
+    from conftest import _cut
     from glann.evaluation.evaluator import train_evaluator
     from glann.evaluation.inception import inception_features, load_inception
     from glann.evaluation.metrics import gaussian_stats
     from glann.evaluation.scoring import real_stats
     from weights import save_random_inception
 
-    d = _digits_cut(tmp_path_factory, 64, 4)
+    d = _cut(tmp_path_factory, 64, 4)
     train_evaluator(d, {**CFG["evaluator"], "epochs": 1}, TrainContext(tmp_path / "ev.pt", 0, CPU))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
     real_stats(d, tmp_path / "ev.pt", None, tmp_path / "ev.npz", tmp_path / "none.npz", CPU)
