@@ -261,8 +261,12 @@ def test_quick_sweep_trains_each_drawn_setting_and_picks_on_validation(quick_run
     assert result["digits/glann"]["diverged_share"] == 0.0 and "digits/nsgan" not in result
     table = (wf / "results/summary/sweep.md").read_text()
     assert "| digits | glann | 2 | hp" in table
-    for name in ("sweep_fid.png", "sweep_budget.png", "sweep_pr.png", "sweep.csv"):
+    for name in ("sweep_fid.png", "sweep_budget.png", "sweep_pr.png"):
         assert (wf / "results/summary" / name).stat().st_size > 500, name
+    rows = list(csv.DictReader((wf / "results/summary/sweep.csv").open()))
+    assert [(r["method"], r["k"], r["seed"]) for r in rows] == [("glann", "0", "0"), ("glann", "1", "0")]
+    assert [float(r["val_fid_domain"]) for r in rows] == vals
+    assert [float(r["glo.lr_generator"]) for r in rows] == [v["glo.lr_generator"] for v in settings("glann", 2, 0)]
     # MLflow: each setting's jobs are runs tagged sweep / sweep.trial, with the drawn values as params
     con = sqlite3.connect(wf / "mlflow.db")
     tagged = dict(con.execute("select run_uuid, value from tags where key='sweep.trial'").fetchall())
