@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from conftest import REPO, copy_workflow, snakemake
+from glann.methods.sweep import settings
 
 BIN = Path(sys.executable).parent
 GITIGNORE = ".snakemake/\nlogs/\n*.log\nmlflow.db\nmlartifacts/\n__pycache__/\n.glann/\n"
@@ -51,8 +52,6 @@ def test_dvc_repro_from_a_clean_clone_then_push_pull_has_nothing_to_do(tmp_path)
     status = _run(wf, "dvc", "status")
     assert "pipeline@digits" not in status and "modified" not in status, status
     # the GAN's sweep setting trained with the values its sweep file records
-    from glann.methods.sweep import settings
-
     (setting,) = json.loads((wf / "results/digits/sweep/nsgan.json").read_text())["settings"]
     v = setting["values"]
     assert v == settings("nsgan", 1, 0)[0]
