@@ -47,7 +47,8 @@ SWEEP = config["sweep"]
 SWEPT = [m for m in METHODS if SWEEP["settings"] and sweeps.sweepable(m)
          and (m in SWEEP["methods"] if SWEEP["methods"] else True)]
 # (a method that shares another's settings, GLO+Gaussian, needs that method's jobs: GLANN's GLO)
-SETTINGS = {m: sweeps.settings(m, SWEEP["settings"], SWEEP["seed"], SWEEP["space"])
+SETTINGS = {m: sweeps.settings(m, SWEEP["settings"], SWEEP["seed"], SWEEP["space"], SWEEP["range"],
+                               SWEEP["first"], config)
             for m in {*SWEPT, *(sweeps.SHARES[m] for m in SWEPT if m in sweeps.SHARES)}}
 TRIALS = [(m, sweeps.hp_suffix(k)) for m in SWEPT for k in range(SWEEP["settings"])]
 
@@ -205,7 +206,7 @@ def gpu(wildcards=None):
 def write_sweep_record(output, log, wildcards, params):
     """Rule write_sweep's body: the method's settings and space (glann.methods.sweep.write_record)."""
     sweeps.write_record(output.settings, wildcards.dataset, wildcards.method, SWEEP["seed"],
-                        json.loads(params.space), json.loads(params.settings))
+                        json.loads(params.space), json.loads(params.settings), SWEEP["range"], SWEEP["first"])
     Path(log[0]).write_text(f"{len(SETTINGS[wildcards.method])} settings of {wildcards.method}\n")
 
 

@@ -11,7 +11,7 @@ rule write_sweep:
         settings="results/{dataset}/sweep/{method}.json",
     params:
         settings=lambda w: json.dumps(SETTINGS[w.method], sort_keys=True),
-        space=lambda w: json.dumps(sweeps.space_of(w.method, SWEEP["space"]), sort_keys=True),
+        space=lambda w: json.dumps(sweeps.space_of(w.method, SWEEP["space"], SWEEP["range"]), sort_keys=True),
     log:
         "logs/{dataset}/sweep/{method}.log",
     threads: 1

@@ -16,6 +16,14 @@ log-uniform in [0.1, 100]; BEGAN's lambda_k log-uniform in [1e-4, 1e-2] and gamm
 learning rate in [10^-4.5, 10^-1.5], its codes' in [10^-3.5, 10^-0.5], IMLE's in
 [10^-4.5, 10^-1.5], and IMLE's samples factor uniform in [1, 10] (pixel IMLE: [2, 20]).
 GLO+Gaussian is GLANN's GLO with a Gaussian fit: it shares GLANN's settings.
+
+``sweep.range: narrow`` takes, for the GANs and the VAE, Lucic et al.'s pruned ranges instead
+(v1 ``GetDefaultNarrowRange`` and the per-model narrow branches): learning rate log-uniform in
+[1e-4, 1e-3], beta1 0.5, one D step per G step; BN in D on or off, except WGAN-GP and DRAGAN
+(off); WGAN's clipping log-uniform in [1e-2, 1]; WGAN-GP's and DRAGAN's penalty weight in
+[0.1, 10]; BEGAN's lambda_k 1e-3 and gamma uniform in [0.6, 0.9]. GLANN and pixel IMLE keep
+their one space. ``sweep.first: configured`` makes setting 0 the method's configured values
+(as v1's sample 0 is its default); settings 1.. are drawn as before.
 """
 
 from __future__ import annotations
@@ -51,6 +59,30 @@ SPACES: dict[str, dict] = {
     "began": _gan("began", lambda_k={"log10": [-4.0, -2.0]}, gamma={"uniform": [0.0, 1.0]}),
     "vae": {"vae.lr": _LR, "vae.beta1": _BETA1, "vae.encoder_batchnorm": _BN},
 }
+_NARROW_LR = {"log10": [-4.0, -3.0]}
+_HALF = {"choice": [0.5]}
+_ONE = {"choice": [1]}
+
+
+def _narrow_gan(name: str, bn: dict = _BN, **extra) -> dict:
+    space = {f"{name}.lr": _NARROW_LR, f"{name}.beta1": _HALF, f"{name}.critic_steps": _ONE,
+             f"{name}.d_batchnorm": bn}
+    return {**space, **{f"{name}.{k}": v for k, v in extra.items()}}
+
+
+_OFF = {"choice": [False]}
+NARROW: dict[str, dict] = {
+    "mmgan": _narrow_gan("mmgan"),
+    "nsgan": _narrow_gan("nsgan"),
+    "lsgan": _narrow_gan("lsgan"),
+    "wgan": _narrow_gan("wgan", clip={"log10": [-2.0, 0.0]}),
+    "wgan_gp": {k: v for k, v in _narrow_gan("wgan_gp", gp_lambda={"log10": [-1.0, 1.0]}).items()
+                if k != "wgan_gp.d_batchnorm"},  # its critic never has BN (v1: False)
+    "dragan": _narrow_gan("dragan", bn=_OFF, gp_lambda={"log10": [-1.0, 1.0]}),
+    "began": _narrow_gan("began", lambda_k={"choice": [1e-3]}, gamma={"uniform": [0.6, 0.9]}),
+    "vae": {"vae.lr": _NARROW_LR, "vae.beta1": _HALF, "vae.encoder_batchnorm": _BN},
+}
+RANGES = ("wide", "narrow")
 SHARES = {"glo_gauss": "glann"}  # a method whose settings are another's
 SECTIONS = {"glann": ("glo", "imle"), "glo_gauss": ("glo",)}  # default: the method's own section
 
@@ -63,10 +95,14 @@ def sweepable(method: str) -> bool:
     return SHARES.get(method, method) in SPACES
 
 
-def space_of(method: str, overrides: dict | None = None) -> dict:
-    """The method's search space: ``sweep.space.<method>`` where the config gives one, else the default."""
+def space_of(method: str, overrides: dict | None = None, range_: str = "wide") -> dict:
+    """The method's search space: ``sweep.space.<method>`` where the config gives one, else the
+    default of ``range_`` (``narrow``: Lucic et al.'s pruned range, where the method has one)."""
+    if range_ not in RANGES:
+        raise ValueError(f"unknown sweep range {range_!r}; known: {', '.join(RANGES)}")
     owner = SHARES.get(method, method)
-    return dict((overrides or {}).get(owner) or SPACES[owner])
+    default = NARROW.get(owner, SPACES[owner]) if range_ == "narrow" else SPACES[owner]
+    return dict((overrides or {}).get(owner) or default)
 
 
 def _draw_one(spec: dict, rng):
@@ -81,18 +117,36 @@ def _draw_one(spec: dict, rng):
     return max(lo, math.floor(u * 1e4) / 1e4)  # 4 decimals, never up to the open upper bound
 
 
-def draw(method: str, k: int, seed: int, overrides: dict | None = None) -> dict:
+def draw(method: str, k: int, seed: int, overrides: dict | None = None, range_: str = "wide") -> dict:
     """Setting ``k`` of ``method``'s sweep: independent of K and of every other setting."""
     import numpy as np
 
     owner = SHARES.get(method, method)
     rng = np.random.default_rng([int(seed), zlib.crc32(owner.encode()), int(k)])
-    space = space_of(method, overrides)
+    space = space_of(method, overrides, range_)
     return {key: _draw_one(space[key], rng) for key in sorted(space)}
 
 
-def settings(method: str, count: int, seed: int, overrides: dict | None = None) -> list[dict]:
-    return [draw(method, k, seed, overrides) for k in range(count)]
+def configured(method: str, space: dict, cfg: dict) -> dict:
+    """The configured values of the space's keys (``beta1``/``beta2`` from ``betas``): v1's sample 0."""
+    out = {}
+    for key in sorted(space):
+        sec, name = key.split(".", 1)
+        section = cfg[sec]
+        out[key] = section["betas"][0 if name == "beta1" else 1] if name in ("beta1", "beta2") else section[name]
+    return out
+
+
+def settings(method: str, count: int, seed: int, overrides: dict | None = None, range_: str = "wide",
+             first: str = "drawn", cfg: dict | None = None) -> list[dict]:
+    """K settings; with ``first="configured"`` setting 0 is the configured values (``cfg``: the
+    filled config) and settings 1.. are the same draws as without it."""
+    drawn = [draw(method, k, seed, overrides, range_) for k in range(count)]
+    if first == "configured" and count:
+        if cfg is None:
+            raise ValueError("sweep.first = configured needs the config")
+        drawn[0] = configured(method, space_of(method, overrides, range_), cfg)
+    return drawn
 
 
 def apply(params: dict, section: str, setting: dict) -> dict:
@@ -138,12 +192,14 @@ def space_errors(method: str, space: dict, section_schemas: dict) -> list[str]:
     return msgs
 
 
-def write_record(path, dataset: str, method: str, seed: int, space: dict, drawn: list[dict]) -> None:
-    """``results/{dataset}/sweep/{method}.json``: the sweep seed, the space and each setting
+def write_record(path, dataset: str, method: str, seed: int, space: dict, drawn: list[dict],
+                 range_: str = "wide", first: str = "drawn") -> None:
+    """``results/{dataset}/sweep/{method}.json``: the sweep seed, range, the space and each setting
     with its run folder (rule write_sweep)."""
     from glann.atomic import write_json
 
-    write_json(path, {"dataset": dataset, "method": method, "sweep_seed": seed, "space": space,
+    write_json(path, {"dataset": dataset, "method": method, "sweep_seed": seed, "range": range_, "first": first,
+                      "space": space,
                       "settings": [{"k": k, "run": f"results/{dataset}/{method}/hp{k}", "values": v}
                                    for k, v in enumerate(drawn)]}, record=False)
 
