@@ -207,9 +207,13 @@ def synthetic_eval(tmp_path, monkeypatch):
     (tmp_path / "manifest.json").write_text(json.dumps({"class_counts": {"train": {str(i): 50 for i in range(10)}}}))
     monkeypatch.setattr(evaluation, "load_evaluator", lambda p, d: (None, {"task": "classes", "test_accuracy": 1.0}))
     monkeypatch.setattr(evaluation, "evaluator_outputs", lambda net, x, d: (fake_feats, fake_labels))
+    monkeypatch.setattr(evaluation, "load_prepared", lambda d, split: (np.zeros((len(fake_feats), 4, 4, 1), np.uint8),
+                                                                       fake_labels))
     cfg = {"fid": {"num_samples": 10}, "eval": {"prdc_max_samples": 500, "prdc_k": 5, "prd_runs": 3,
                                                 "min_class_share": 0.02, "duplicate_quantile": 0.01,
-                                                "birthday_batch_size": 20, "birthday_batches": 5}}
+                                                "birthday_batch_size": 20, "birthday_batches": 5,
+                                                "kid_subsets": 10, "kid_subset_size": 100,
+                                                "bootstrap_resamples": 10}}
     m = evaluation.evaluate(tmp_path / "samples.npz", None, tmp_path / "real.npz", tmp_path / "inc.npz",
                             tmp_path, cfg, torch.device("cpu"))
     return m, real, fake_feats

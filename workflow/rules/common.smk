@@ -182,6 +182,15 @@ def loss_csvs(wildcards=None):
     return [f for d in DATASETS for m in METHODS for s in SEEDS for f in REGISTRY[m].loss_csv_paths(d, s)]
 
 
+def run_loss_csvs(wildcards):
+    """One run's training CSVs (evaluate reads them for the run's status: glann.evaluation.status);
+    GLO+Gaussian, which trains nothing of its own, is judged by GLANN's GLO it fits."""
+    args = (wildcards.dataset, wildcards.seed, wildcards.hp)
+    if wildcards.method == "glo_gauss":
+        return REGISTRY["glann"].loss_csv_paths(*args)[:1]
+    return REGISTRY[wildcards.method].loss_csv_paths(*args)
+
+
 def train_threads():
     """runtime.threads, capped at --cores (unset for --report or a cluster executor)."""
     want = config["runtime"]["threads"]

@@ -59,6 +59,7 @@ rule evaluate:
         stats_evaluator="results/{dataset}/stats/evaluator.npz",
         stats_inception="results/{dataset}/stats/inception.npz",
         stats_evaluator_val="results/{dataset}/stats/evaluator_val.npz",
+        losses=run_loss_csvs,
     output:
         metrics="results/{dataset}/{method}{hp}/seed{seed}/metrics.json",
     params:
@@ -77,7 +78,7 @@ rule evaluate:
         "glann evaluate --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
         " --samples {input.samples} --evaluator {input.evaluator}"
         " --stats-evaluator {input.stats_evaluator} --stats-inception {input.stats_inception}"
-        " --stats-evaluator-val {input.stats_evaluator_val} --out {output.metrics} > {log} 2>&1"
+        " --stats-evaluator-val {input.stats_evaluator_val} --losses {input.losses} --out {output.metrics} > {log} 2>&1"
 
 
 rule evaluate_snapshots:

@@ -57,7 +57,9 @@ def compute_figure(rows, path, datasets, methods):
         splits = sorted({r.get("split", "test") for r in rows if r["dataset"] == d})
         split = {"val": "validation"}.get(splits[0], splits[0]) if len(splits) == 1 else "/".join(splits or ["test"])
         ax.set_ylabel(f"fid_domain on the {split} split (lower is better)")
-        ax.set_title(f"{d}: quality against compute")
+        ns = sorted({int(r["n_samples"]) for r in rows if r["dataset"] == d and r.get("n_samples")})
+        ax.set_title(f"{d}: quality against compute" + (f" (n = {', '.join(map(str, ns))} samples per point)"
+                                                        if ns else ""))
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
@@ -78,7 +80,7 @@ def summary_figures(agg, sample_grids, out_dir, datasets, methods):
         ms = [m for m in methods if (d, m) in agg]
         vals = [agg[(d, m)]["fid_domain"][0] or 0 for m in ms]
         errs = [agg[(d, m)]["fid_domain"][1] or 0 for m in ms]
-        ax.bar(ms, vals, yerr=errs, color="tab:blue")
+        ax.bar(ms, vals, yerr=errs, color=["tab:red" if agg[(d, m)].get("mark") else "tab:blue" for m in ms])
         ax.set_title(f"{d}: fid_domain (lower is better)")
         ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
@@ -109,7 +111,9 @@ def summary_figures(agg, sample_grids, out_dir, datasets, methods):
             path = sample_grids.get((d, m))
             if path and Path(path).exists():
                 ax.imshow(np.asarray(Image.open(path)), cmap="gray")
-            ax.set_title(f"{m}\n{d}", fontsize=9)
+            label = (agg.get((d, m)) or {}).get("mark", "")
+            ax.set_title(f"{m}\n{d}" + (f"\n[{label}]" if label else ""), fontsize=9,
+                         color="tab:red" if label else "black")
     fig.tight_layout()
     save_with(out_dir / "samples.png", lambda p: fig.savefig(p, format="png", dpi=110), record=False)
     plt.close(fig)

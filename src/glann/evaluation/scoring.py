@@ -16,8 +16,9 @@ from glann.data.datasets import load_prepared, read_manifest
 from glann.evaluation.evaluator import evaluator_outputs, load_evaluator
 from glann.hub import inception_weights_path
 from glann.evaluation.inception import inception_features, load_inception
-from glann.evaluation.metrics import (birthday_test, duplicate_threshold, frechet_distance_to_features, gaussian_stats, max_f_beta,
-                      mode_coverage, prd_from_features)
+from glann.evaluation.metrics import (birthday_test, bootstrap_interval, duplicate_threshold, frechet_distance,
+                                     frechet_distance_to_features, gaussian_stats, kernel_inception_distance,
+                                     max_f_beta, mode_coverage, prd_from_features)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ def real_stats(data_dir, evaluator_path, inception_weights, out_evaluator, out_i
         else:
             fv, _ = evaluator_outputs(net, xva, device)
             mu_v, sigma_v = gaussian_stats(fv)
-            save_npz(out_evaluator_val, available=np.array(True), mu=mu_v, sigma=sigma_v)
+            save_npz(out_evaluator_val, available=np.array(True), mu=mu_v, sigma=sigma_v,
+                     features=fv.astype(np.float32))
     path, reason = inception_weights_path(inception_weights) if use_inception else (None, "fid.inception: false")
     if path is None:
         save_npz(out_inception, available=np.array(False), reason=np.array(reason))
@@ -51,14 +53,59 @@ def real_stats(data_dir, evaluator_path, inception_weights, out_evaluator, out_i
     f = inception_features(model, xte, device)
     mu, sigma = gaussian_stats(f)
     save_npz(out_inception, available=np.array(True), reason=np.array(""), mu=mu, sigma=sigma,
-             weights=np.array(str(path)))
+             features=f.astype(np.float32), weights=np.array(str(path)))
+
+
+def _fid(fake, real) -> float:
+    return frechet_distance(*gaussian_stats(fake), *gaussian_stats(real))
+
+
+def _kid(fake, real, cfg: dict, seed: int) -> dict:
+    return kernel_inception_distance(fake, real, cfg["eval"]["kid_subsets"], cfg["eval"]["kid_subset_size"], seed)
+
+
+def noise_of_metrics(feats, real_feats, train_feats, cfg: dict, seed: int, train_labels=None) -> dict:
+    """KID, the bootstrap intervals of fid_domain and KID, the real-vs-real floor and the
+    mode-dropping curve, on evaluator features: ``feats`` (the generated samples), ``real_feats``
+    (the test split), ``train_feats`` (training images: the floor's real set, drawn at the
+    samples' n; with ``train_labels``, ``mode_drop_fid_domain[c - 1]`` is the fid_domain of
+    training images of classes 0..c-1 only, at the same n where that many exist)."""
+    from glann.evaluation.metrics import polynomial_mmd2
+
+    kid = _kid(feats, real_feats, cfg, seed)
+    b = cfg["eval"]["bootstrap_resamples"]
+    out = {"kid_domain": kid["mean"], "kid_domain_std": kid["std"], "kid_subset_size": kid["subset_size"],
+           "kid_subsets": kid["subsets"], "bootstrap_resamples": b,
+           "fid_domain_ci": bootstrap_interval(_fid, feats, real_feats, b, seed) if b else None,
+           "kid_domain_ci": bootstrap_interval(polynomial_mmd2, feats, real_feats, b, seed) if b else None}
+    rng = np.random.default_rng(seed)
+    n = min(len(feats), len(train_feats))
+    floor = train_feats[rng.choice(len(train_feats), n, replace=False)]
+    out.update({"floor_n": int(n), "floor_fid_domain": _fid(floor, real_feats),
+                "floor_kid_domain": _kid(floor, real_feats, cfg, seed)["mean"], "mode_drop_fid_domain": None})
+    if train_labels is not None:
+        labels = np.asarray(train_labels)
+        curve = []
+        for c in range(1, int(labels.max()) + 2):
+            pool = np.flatnonzero(labels < c)
+            pick = pool[rng.choice(len(pool), min(n, len(pool)), replace=False)]
+            curve.append(_fid(train_feats[pick], real_feats) if len(pick) > 1 else float("inf"))
+        out["mode_drop_fid_domain"] = curve
+    return out
+
+
+def sample_spread(images: np.ndarray) -> float:
+    """The mean over pixels of the std across samples, on [0, 1]: 0 when every sample is the same image."""
+    x = np.asarray(images, dtype=np.float64) / 255.0
+    return float(x.reshape(len(x), -1).std(0).mean()) if len(x) > 1 else 0.0
 
 
 def evaluate(samples_path, evaluator_path, stats_evaluator, stats_inception, data_dir, cfg: dict, device,
-             seed: int = 0, stats_evaluator_val=None) -> dict:
+             seed: int = 0, stats_evaluator_val=None, losses=None, method=None) -> dict:
     """Every metric of one run's samples against the test split; ``val_fid_domain``: fid_domain
     against the validation split (``stats_evaluator_val``; None where none is carved), what a
-    sweep picks its best setting on."""
+    sweep picks its best setting on. ``losses``: the run's training CSVs, for its status
+    (glann.evaluation.status: ``status``, ``status_reason``, ``status_epoch``)."""
     from prdc import compute_prdc
 
     with load_npz(samples_path) as z:
@@ -70,9 +117,15 @@ def evaluate(samples_path, evaluator_path, stats_evaluator, stats_inception, dat
     feats, pred = evaluator_outputs(net, fake, device)
     with load_npz(stats_evaluator) as z:
         mu_r, sigma_r, real_feats = z["mu"], z["sigma"], z["features"].astype(np.float64)
-    metrics = {"n_samples": int(len(fake)), "evaluator_task": ev["task"],
+    metrics = {"n_samples": int(len(fake)), "n_test": int(len(real_feats)), "evaluator_task": ev["task"],
                "evaluator_test_accuracy": ev["test_accuracy"],
-               "fid_domain": frechet_distance_to_features(feats, mu_r, sigma_r), "val_fid_domain": None}
+               "fid_domain": frechet_distance_to_features(feats, mu_r, sigma_r), "val_fid_domain": None,
+               "sample_spread": sample_spread(fake)}
+    metrics["image_shape"] = [int(v) for v in fake.shape[1:]]
+    xtr, ytr = load_prepared(data_dir, "train")
+    train_feats, _ = evaluator_outputs(net, xtr, device)
+    metrics.update(noise_of_metrics(feats, real_feats, train_feats, cfg, seed,
+                                    ytr if ev["task"] == "classes" and ytr is not None else None))
     if stats_evaluator_val is not None:
         with load_npz(stats_evaluator_val) as z:
             if bool(z["available"]):
@@ -86,10 +139,15 @@ def evaluate(samples_path, evaluator_path, stats_evaluator, stats_inception, dat
             metrics["inception_fid"] = frechet_distance_to_features(f, z["mu"], z["sigma"])
             metrics["inception_fid_reason"] = None
             metrics["inception_fid_samples"] = int(n)
+            if "features" in z:
+                kid = _kid(f, z["features"], cfg, seed)
+                metrics["inception_kid"], metrics["inception_kid_std"] = kid["mean"], kid["std"]
         else:
             metrics["inception_fid"] = None
             metrics["inception_fid_reason"] = str(z["reason"])
             metrics["inception_fid_samples"] = 0
+        metrics.setdefault("inception_kid", None)
+        metrics.setdefault("inception_kid_std", None)
 
     rng = np.random.default_rng(seed)
     n = min(len(real_feats), len(feats), cfg["eval"]["prdc_max_samples"])
@@ -112,4 +170,19 @@ def evaluate(samples_path, evaluator_path, stats_evaluator, stats_inception, dat
     metrics["diverged"] = diverged
     metrics["diverged_epoch"] = diverged_epoch
     metrics.update(compute)  # the method's training seconds, images processed and device
+    from glann.evaluation.status import decide
+
+    verdict = decide(metrics, read_losses(losses), method)
+    metrics.update({"status": verdict["status"], "status_reason": verdict["reason"], "status_epoch": verdict["epoch"]})
     return metrics
+
+
+def read_losses(paths) -> dict:
+    """{file name: rows} of training CSVs (a missing file: no rows)."""
+    import csv
+
+    out = {}
+    for path in paths or []:
+        path = Path(path)
+        out[path.name] = list(csv.DictReader(path.open())) if path.exists() else []
+    return out

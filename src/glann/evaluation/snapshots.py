@@ -5,7 +5,10 @@ budget (glann.methods.training.snapshot_epochs), each with the training seconds 
 processed so far. ``score_snapshots`` samples ``snapshots.num_samples`` images from each
 through the same :class:`~glann.methods.sampling.Sampler` as the final model and scores them
 with the same evaluator features and Fréchet distance as ``evaluate`` (fid_domain), plus
-the classes covered. Compute is the whole method's: GLANN's points are GLO's full
+the classes covered and KID (over :data:`SNAPSHOT_KID_SUBSETS` subset pairs; its mean is unbiased at
+any subset count). A curve's points are scored at ``snapshots.num_samples``, which may be fewer
+than the table's ``sample.num_samples``: each point records its n (``n_samples``), and the
+curve's CSV and figure state it. Compute is the whole method's: GLANN's points are GLO's full
 training plus IMLE so far; glo_gauss's are GLO so far (plus its Gaussian fit, which takes
 milliseconds and is not timed).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 
 from glann.atomic import load_npz, load_torch
@@ -21,10 +25,11 @@ from glann.data.datasets import read_manifest
 from glann.errors import DataError
 from glann.evaluation.evaluator import evaluator_outputs, load_evaluator
 from glann.methods.registry import get
-from glann.evaluation.metrics import frechet_distance_to_features, mode_coverage
+from glann.evaluation.metrics import frechet_distance_to_features, kernel_inception_distance, mode_coverage
 from glann.methods.sampling import BN_BATCHES, Sampler
 
 log = logging.getLogger(__name__)
+SNAPSHOT_KID_SUBSETS = 20
 
 
 def _gaussian_of(glo: dict) -> dict:
@@ -50,6 +55,7 @@ def score_snapshots(method: str, snapshot_path, fixed_paths: dict, evaluator_pat
             raise DataError(f"{stats_evaluator} holds no statistics: the dataset has no validation split "
                             "(data.<name>.val_size is 0); score the snapshots on the test split's statistics")
         mu_r, sigma_r = z["mu"], z["sigma"]
+        real_feats = z["features"].astype(np.float64) if "features" in z else None
     train_counts = read_manifest(data_dir)["class_counts"]["train"] if ev["task"] == "classes" else None
 
     points = []
@@ -64,7 +70,9 @@ def score_snapshots(method: str, snapshot_path, fixed_paths: dict, evaluator_pat
         point = {"epoch": int(snap["epoch"]),
                  "train_seconds": offset_s + float(snap["train_seconds"]),
                  "images_processed": offset_n + int(snap["images_processed"]),
-                 "fid_domain": frechet_distance_to_features(feats, mu_r, sigma_r), "n_samples": int(num_samples)}
+                 "fid_domain": frechet_distance_to_features(feats, mu_r, sigma_r), "n_samples": int(num_samples),
+                 "kid_domain": None if real_feats is None else kernel_inception_distance(
+                     feats, real_feats, SNAPSHOT_KID_SUBSETS, seed=seed)["mean"]}
         if train_counts is not None:
             point["classes_covered"] = mode_coverage(pred, train_counts, min_class_share)["classes_covered"]
         points.append(point)

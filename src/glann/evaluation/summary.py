@@ -29,7 +29,9 @@ PAPER_FID = {
 
 METRICS = [  # (key, heading, lower is better?)
     ("fid_domain", "fid_domain (evaluator features) ↓", True),
+    ("kid_domain", "KID (evaluator features) ↓", True),
     ("inception_fid", "Inception FID ↓", True),
+    ("inception_kid", "Inception KID ↓", True),
     ("precision", "precision ↑", False),
     ("recall", "recall ↑", False),
     ("density", "density ↑", False),
@@ -73,13 +75,36 @@ def collect(metric_files) -> list[dict]:
     return rows
 
 
+def row_mark(statuses: list[str]) -> str:
+    """The mark of a row from its seeds' statuses (glann.evaluation.status): '' when every seed
+    learned, else e.g. 'did not learn' or 'did not learn: 1 of 3 seeds'."""
+    from glann.evaluation.status import mark
+
+    bad = [s for s in statuses if s != "learned"]
+    if not bad:
+        return ""
+    worst = max(set(bad), key=bad.count)
+    text = mark(worst) if len(set(bad)) == 1 else ", ".join(sorted({mark(s) for s in bad}))
+    return text if len(bad) == len(statuses) else f"{text}: {len(bad)} of {len(statuses)} seeds"
+
+
 def aggregate(rows: list[dict]) -> dict:
-    """{(dataset, method): {metric: (mean, std, n), 'diverged': [epochs]}}."""
+    """{(dataset, method): {metric: (mean, std, n), 'diverged': [epochs], 'status': [per seed], 'mark': str}}."""
+    import numpy as np
+
     out = {}
     for key in sorted({(r["dataset"], r["method"]) for r in rows}):
         group = [r for r in rows if (r["dataset"], r["method"]) == key]
         cell = {m: mean_std([r.get(m) for r in group]) for m, _, _ in METRICS}
         cell["diverged"] = [r.get("diverged_epoch") for r in group if r.get("diverged")]
+        cell["status"] = [r.get("status") or "learned" for r in group]
+        cell["reasons"] = [r.get("status_reason") or "" for r in group]
+        cell["mark"] = row_mark(cell["status"])
+        for name in ("fid_domain_ci", "kid_domain_ci"):  # the seeds' 95% intervals, ends averaged
+            cis = [r[name] for r in group if r.get(name)]
+            cell[name] = [float(np.mean([c[0] for c in cis])), float(np.mean([c[1] for c in cis]))] if cis else None
+        for name in ("n_samples", "n_test", "floor_n", "floor_fid_domain", "floor_kid_domain"):
+            cell[name] = group[0].get(name)
         cell["seeds"] = sorted(r["seed"] for r in group)
         cell["device"] = ",".join(sorted({str(r["train_device"]) for r in group if r.get("train_device")}))
         out[key] = cell
@@ -90,7 +115,10 @@ def render_markdown(agg: dict, datasets: list[str], methods: list[str]) -> str:
     lines = ["# Results", "",
              "Mean ± sample std over seeds. `fid_domain` is the Fréchet distance on the pipeline's own "
              "evaluator features and is **not comparable** with Inception FID. Paper numbers: GLANN "
-             "(Hoshen et al. 2019) Table 1, Inception FID.", ""]
+             "(Hoshen et al. 2019) Table 1, Inception FID. A run marked **did not learn**, **diverged** "
+             "or **degenerate** is not a result (docs/evaluation.md, \"Run status\").", ""]
+    lines += sizes_and_floor(agg, datasets, methods) + status_section(agg, datasets, methods)
+    lines += differences_section(agg, datasets, methods)
     for key, heading, _ in METRICS:
         present = [agg.get((d, m), {}).get(key, (None,))[0] for d in datasets for m in methods]
         if all(v is None for v in present) and key == "inception_fid":
@@ -109,6 +137,8 @@ def render_markdown(agg: dict, datasets: list[str], methods: list[str]) -> str:
                 text = format_cell(*cell[key])
                 if cell["diverged"]:
                     text += f" (diverged, epoch {', '.join(str(e) for e in cell['diverged'])})"
+                elif cell.get("mark"):
+                    text += f" (**{cell['mark']}**)"
                 if key == "train_seconds" and cell.get("device"):
                     text += f" ({cell['device']})"
                 if key == "inception_fid" and cell[key][0] is not None:
@@ -120,15 +150,94 @@ def render_markdown(agg: dict, datasets: list[str], methods: list[str]) -> str:
     return "\n".join(lines)
 
 
+def sizes_and_floor(agg: dict, datasets, methods) -> list[str]:
+    """Each dataset's n (samples and test images) and the real-vs-real floor beside the table."""
+    lines = ["## Sample sizes and the real-vs-real floor", "",
+             "Every distance of a dataset is computed at the same n. **floor**: the same metric between "
+             "n real training images and the test split, the smallest distance the metric can tell apart "
+             "at this n.", "", "| dataset | generated samples n | test images | floor fid_domain | floor KID |",
+             "|---|---|---|---|---|"]
+    for d in datasets:
+        cells = [agg[(d, m)] for m in methods if (d, m) in agg]
+        if not cells:
+            continue
+        ns = sorted({c.get("n_samples") for c in cells if c.get("n_samples") is not None})
+        c = cells[0]
+        lines.append(f"| {d} | {', '.join(str(n) for n in ns) or 'n/a'} | {c.get('n_test') or 'n/a'} | "
+                     f"{_num(c.get('floor_fid_domain'))} | {_num(c.get('floor_kid_domain'))} |")
+    return lines + [""]
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.3g}"
+
+
+def status_section(agg: dict, datasets, methods) -> list[str]:
+    lines = ["## Run status", "", "| method | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+    for m in methods:
+        cells = []
+        for d in datasets:
+            cell = agg.get((d, m))
+            if cell is None:
+                cells.append("—")
+                continue
+            reasons = sorted({r for r in cell["reasons"] if r})
+            cells.append((cell["mark"] or "learned") + (f" ({'; '.join(reasons)})" if reasons else ""))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def holds(best: dict, other: dict, key: str) -> str:
+    """Whether ``other``'s difference from the best row on ``key`` exceeds the noise: 'yes' when its
+    mean is further than both rows' seed std together and the two 95% bootstrap intervals do not
+    overlap; else 'within noise' (with the test that failed)."""
+    (mb, sb, _), (mo, so, _) = best[key], other[key]
+    if mb is None or mo is None:
+        return "n/a"
+    seeds_ok = abs(mo - mb) > (sb or 0) + (so or 0)
+    cb, co = best.get(f"{key}_ci"), other.get(f"{key}_ci")
+    boot_ok = cb is None or co is None or co[0] > cb[1] or co[1] < cb[0]
+    if seeds_ok and boot_ok:
+        return "yes"
+    return "within noise (" + " and ".join(w for w, ok in (("seeds", seeds_ok), ("bootstrap", boot_ok)) if not ok) + ")"
+
+
+def differences_section(agg: dict, datasets, methods) -> list[str]:
+    """Per dataset and metric (fid_domain, KID): the best learned row, and for every other row whether
+    its difference from the best exceeds the spread over seeds and the bootstrap interval."""
+    lines = ["## Which differences hold", "",
+             "Best: the lowest mean among rows whose every seed learned. **holds**: the difference from the "
+             "best exceeds both rows' std over seeds added, and their 95% bootstrap intervals (over samples "
+             "and test images) do not overlap.", ""]
+    for d in datasets:
+        for key, name in (("fid_domain", "fid_domain"), ("kid_domain", "KID")):
+            rows = {m: agg[(d, m)] for m in methods if (d, m) in agg and agg[(d, m)][key][0] is not None}
+            learned = {m: c for m, c in rows.items() if not c["mark"]}
+            if not learned:
+                lines += [f"{d}, {name}: no row learned.", ""]
+                continue
+            best = min(learned, key=lambda m: learned[m][key][0])
+            lines += [f"{d}, {name}: best **{best}**", "", "| method | mean | 95% bootstrap | vs best: holds? |",
+                      "|---|---|---|---|"]
+            for m, c in rows.items():
+                ci = c.get(f"{key}_ci")
+                verdict = "best" if m == best else holds(learned[best], c, key)
+                lines.append(f"| {m}{' (' + c['mark'] + ')' if c['mark'] else ''} | {format_cell(*c[key])} | "
+                             f"{'n/a' if ci is None else f'{ci[0]:.3g}-{ci[1]:.3g}'} | {verdict} |")
+            lines.append("")
+    return lines
+
+
 def render_csv(agg: dict) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["dataset", "method", "metric", "mean", "std", "n_seeds", "diverged_epochs"])
+    w.writerow(["dataset", "method", "metric", "mean", "std", "n_seeds", "diverged_epochs", "status"])
     for (d, m), cell in sorted(agg.items()):
         for key, _, _ in METRICS:
             mean, std, n = cell[key]
             w.writerow([d, m, key, "" if mean is None else f"{mean:.6g}",
-                        "" if std is None else f"{std:.6g}", n, " ".join(str(e) for e in cell["diverged"])])
+                        "" if std is None else f"{std:.6g}", n, " ".join(str(e) for e in cell["diverged"]),
+                        cell.get("mark") or "learned"])
     return buf.getvalue()
 
 
@@ -165,8 +274,8 @@ def write_curves(loss_csvs, out_dir) -> list[Path]:
     return written
 
 
-CURVE_COLUMNS = ("dataset", "method", "seed", "split", "epoch", "train_seconds", "images_processed", "fid_domain",
-                 "classes_covered", "diverged")
+CURVE_COLUMNS = ("dataset", "method", "seed", "split", "epoch", "train_seconds", "images_processed", "n_samples",
+                 "fid_domain", "kid_domain", "classes_covered", "diverged")
 
 
 def collect_snapshots(snapshot_files) -> list[dict]:
@@ -181,7 +290,8 @@ def collect_snapshots(snapshot_files) -> list[dict]:
             rows.append({"dataset": dataset, "method": curve["method"], "seed": curve["seed"],
                          "split": curve.get("split", "test"), "epoch": pt["epoch"],
                          "train_seconds": pt["train_seconds"], "images_processed": pt["images_processed"],
-                         "fid_domain": pt["fid_domain"], "classes_covered": pt.get("classes_covered"),
+                         "n_samples": pt.get("n_samples"), "fid_domain": pt["fid_domain"],
+                         "kid_domain": pt.get("kid_domain"), "classes_covered": pt.get("classes_covered"),
                          # the last snapshot before a divergence carries the mark
                          "diverged": bool(curve["diverged"]) and i == last})
     return rows
@@ -211,6 +321,7 @@ def summarize(metric_files, sample_grids: dict, out_dir, datasets, methods, loss
     write_text(out_dir / "table.csv", render_csv(agg), record=False)
     flat = {f"{d}/{m}/{k}": cell[k][0] for (d, m), cell in agg.items() for k, _, _ in METRICS
             if cell[k][0] is not None}
+    flat.update({f"{d}/{m}/status": cell["mark"] or "learned" for (d, m), cell in agg.items()})
     write_json(out_dir / "summary.json", flat, record=False)
     fid_rows = [{"dataset": d, "method": m, "fid_domain": cell["fid_domain"][0]}
                 for (d, m), cell in sorted(agg.items()) if cell["fid_domain"][0] is not None]

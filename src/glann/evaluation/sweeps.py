@@ -34,8 +34,8 @@ from glann.atomic import write_json, write_text
 
 OUTPUTS = ("sweep.md", "sweep.json", "sweep_fid.png", "sweep_budget.png", "sweep_pr.png")  # with a sweep
 CSV = "sweep.csv"  # always written (only its header without a sweep): a DVC plot
-RUN_METRICS = ("val_fid_domain", "fid_domain", "precision", "recall", "density", "coverage", "classes_covered",
-               "diverged")
+RUN_METRICS = ("val_fid_domain", "fid_domain", "kid_domain", "precision", "recall", "density", "coverage",
+               "classes_covered", "diverged", "status")
 FEW_CLASSES = 9  # "covered fewer than 9 classes": GLANN's and Lucic et al.'s mode-dropping mark on 10 classes
 BOOTSTRAP = 2000
 

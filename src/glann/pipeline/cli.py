@@ -158,10 +158,15 @@ def cmd_evaluate(args):
     device = _setup(job, args.threads)
     with tracked_run(job, "evaluate", args.data, "evaluation") as tracker:
         metrics = evaluate(args.samples, args.evaluator, args.stats_evaluator, args.stats_inception,
-                           args.data, job["params"], device, int(job["seed"]), args.stats_evaluator_val)
+                           args.data, job["params"], device, int(job["seed"]), args.stats_evaluator_val,
+                           args.losses, job.get("method"))
         write_json(args.out, metrics)
         tracker.log_metrics({k: v for k, v in metrics.items()
                              if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        for key in ("fid_domain_ci", "kid_domain_ci"):  # the 95% bootstrap interval's ends
+            if metrics.get(key):
+                tracker.log_metrics({f"{key}_low": metrics[key][0], f"{key}_high": metrics[key][1]})
+        tracker.set_tags({"status": metrics["status"], "status_reason": metrics["status_reason"]})
         tracker.log_artifact(args.out)
     log.info("metrics: %s", {k: v for k, v in metrics.items() if k != "class_histogram"})
 
@@ -229,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("evaluate", cmd_evaluate, "samples", "evaluator", "stats-evaluator", "stats-inception", "data", "out")
     p.add_argument("--stats-evaluator-val", default=None,
                    help="the validation split's evaluator statistics: val_fid_domain, what sweeps select on")
+    p.add_argument("--losses", nargs="*", default=None, help="the run's training CSVs, read for its status")
     p = add("evaluate-snapshots", cmd_evaluate_snapshots, "data", "snapshots", "evaluator", "stats-evaluator",
             "out")
     p.add_argument("--fixed", nargs="*", help="ROLE=PATH checkpoints the snapshots are used with (GLANN's glo)")
