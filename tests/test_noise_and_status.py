@@ -151,6 +151,11 @@ def test_exploded_losses():
     assert decide(LEARNED, {"losses.csv": vae}, "vae")["status"] == "learned"
     assert decide(LEARNED, {"losses.csv": rows("elbo", [-550.0, -8e5])}, "vae")["status"] == "diverged"
     assert exploded_loss(rows("d_loss", [1.0, float("inf")]))["epoch"] == 2
+    # a WGAN critic with a large clip starts in the thousands (measured: -2,200 in epoch 1): growth only
+    wgan = rows("g_loss", [-2199.6, -4167.5, 274.3])
+    assert decide(LEARNED, {"losses.csv": wgan}, "wgan")["status"] == "learned"
+    assert decide(LEARNED, {"losses.csv": wgan}, "nsgan")["status"] == "diverged"
+    assert decide(LEARNED, {"losses.csv": rows("d_loss", [-0.5, -1001.0])}, "wgan_gp")["status"] == "diverged"
     # non-loss columns (BEGAN's k, learning rates, seconds) are not judged
     assert exploded_loss([{"epoch": "1", "k": "5e9", "seconds": "1e5"}]) is None
 

@@ -6,7 +6,9 @@ In order, the first that applies:
 - **diverged**: a loss became non-finite (the trainer stopped and kept the last finished
   epoch's weights), or a logged loss *exploded*: its magnitude passed :data:`LOSS_BOUND` (times
   the image's pixel count for losses summed over pixels, :data:`PIXEL_SUMS`), or grew to
-  :data:`LOSS_GROWTH` times its first epoch's magnitude (at least 1);
+  :data:`LOSS_GROWTH` times its first epoch's magnitude (at least 1). A Wasserstein critic's
+  values have no scale of their own (weight clipping at c scales them with c to the power of the
+  depth), so WGAN's and WGAN-GP's losses are judged by the growth alone (:data:`SCALE_FREE`);
 - **degenerate**: the samples are (near-)constant: the mean over pixels of their std across
   samples (``sample_spread``, on [0, 1]) is below :data:`MIN_SPREAD` (real MNIST digits: about 0.3);
 - **did_not_learn**: fewer than 90% of the classes covered (fewer than 9 of 10; GLANN's and
@@ -33,13 +35,15 @@ CLASS_SHARE = 0.9
 THRESHOLD_CLASSES = 0.5  # share of the classes kept in the real set that sets the fid_domain threshold
 LOSS_COLUMNS = ("loss", "d_loss", "g_loss", "elbo", "nll", "kl")
 PIXEL_SUMS = {"vae": ("elbo", "nll", "kl"), "imle_pixel": ("loss",)}  # losses summed over an image's pixels
+SCALE_FREE = ("wgan", "wgan_gp")  # critics whose values have no natural scale: growth only
 
 
-def exploded_loss(rows: list[dict], pixels: int = 1, summed: tuple = ()) -> dict | None:
+def exploded_loss(rows: list[dict], pixels: int = 1, summed: tuple = (), bounded: bool = True) -> dict | None:
     """The first (epoch, column, value) at which a logged loss exploded, or None.
 
     ``rows``: a training CSV's rows (dicts with ``epoch`` and loss columns); ``summed``: the
-    columns that sum over the image's ``pixels`` (their bound scales with it)."""
+    columns that sum over the image's ``pixels`` (their bound scales with it); ``bounded``:
+    False for losses judged by their growth alone."""
     first: dict = {}
     for row in rows:
         for col in LOSS_COLUMNS:
@@ -50,7 +54,7 @@ def exploded_loss(rows: list[dict], pixels: int = 1, summed: tuple = ()) -> dict
                 return {"epoch": int(float(row["epoch"])), "column": col, "value": v}
             base = first.setdefault(col, max(abs(v), 1.0))
             bound = LOSS_BOUND * (pixels if col in summed else 1)
-            if abs(v) > bound or abs(v) > LOSS_GROWTH * base:
+            if (bounded and abs(v) > bound) or abs(v) > LOSS_GROWTH * base:
                 return {"epoch": int(float(row["epoch"])), "column": col, "value": v}
     return None
 
@@ -72,8 +76,9 @@ def decide(metrics: dict, losses: dict | None = None, method: str | None = None)
     if metrics.get("diverged"):
         return {"status": "diverged", "epoch": metrics.get("diverged_epoch"),
                 "reason": f"non-finite loss in epoch {metrics.get('diverged_epoch')}"}
+    method = method or metrics.get("method", "")
     for name, rows in sorted((losses or {}).items()):
-        hit = exploded_loss(rows, pixels, PIXEL_SUMS.get(method or metrics.get("method", ""), ()))
+        hit = exploded_loss(rows, pixels, PIXEL_SUMS.get(method, ()), method not in SCALE_FREE)
         if hit:
             return {"status": "diverged", "epoch": hit["epoch"],
                     "reason": f"{name} {hit['column']} = {hit['value']:.3g} in epoch {hit['epoch']} (exploded)"}
