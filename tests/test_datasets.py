@@ -269,3 +269,22 @@ def test_a_dataset_root_must_hold_files_unless_it_is_to_be_downloaded(tmp_path, 
     assert _require_root("mnist", {"root": str(tmp_path / "missing"), "download": True}) == tmp_path / "missing"
     monkeypatch.setenv("HOME", str(tmp_path))
     assert _require_root("fashion", {"root": "~/empty"}) == empty  # ~ expanded
+
+
+def test_celeba_resize_is_tf1_bilinear_without_antialiasing():
+    """v1 resizes the 160x160 crop with TF1's bilinear resize_images: output pixel i reads source
+    i * 2.5 (its floor and the next pixel), so a one-pixel stripe pattern survives unaveraged."""
+    from PIL import Image
+
+    from glann.data.sources import tf1_bilinear
+
+    src = np.zeros((218, 178, 3), dtype=np.uint8)
+    src[29:189, 9:169] = np.arange(160, dtype=np.uint8)[None, :, None]  # the crop: value = its column
+    out = np.asarray(celeba_transform(Image.fromarray(src))).astype(float)
+    cols = np.arange(64) * 2.5
+    expected = np.floor(cols) * (1 - (cols % 1)) + np.minimum(np.floor(cols) + 1, 159) * (cols % 1)
+    np.testing.assert_allclose(out[0, :, 0], np.rint(expected), atol=0)
+    stripes = np.zeros((10, 10, 1))
+    stripes[:, ::2] = 255.0
+    half = tf1_bilinear(stripes, 4)  # reads source columns 0, 2.5, 5, 7.5
+    np.testing.assert_allclose(half[0, :, 0], [255.0, 127.5, 0.0, 127.5])

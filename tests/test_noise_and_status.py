@@ -192,3 +192,35 @@ def test_holds_needs_both_seed_spread_and_bootstrap():
     assert holds(best, {"fid_domain": (13.0, 1.0, 3), "fid_domain_ci": [10.5, 15.0]},
                  "fid_domain") == "within noise (bootstrap)"
     assert math.isclose(threshold({"mode_drop_fid_domain": [3.0]}), 3.0)
+
+
+def test_tf_rmsprop_follows_tf1_not_pytorch():
+    """v1 WGAN's `optimizer: rmsprop` is TF1's RMSProp: ms starts at ones, epsilon inside the root."""
+    import torch
+
+    from glann.methods.optim import TFRMSProp
+
+    w0 = np.array([1.0, -2.0, 0.5])
+    grads = [np.array([0.3, -1.0, 2.0]), np.array([0.1, 0.4, -3.0]), np.array([-0.2, 0.0, 1.0])]
+    w = torch.tensor(w0, requires_grad=True)
+    opt = TFRMSProp([w], lr=0.01)
+    ms, ref = np.ones(3), w0.copy()
+    for g in grads:
+        w.grad = torch.tensor(g)
+        opt.step()
+        ms = 0.9 * ms + 0.1 * g ** 2
+        ref = ref - 0.01 * g / np.sqrt(ms + 1e-10)
+    np.testing.assert_allclose(w.detach().numpy(), ref, rtol=1e-12)
+    # PyTorch's RMSprop (ms from zeros) moves every weight by lr / sqrt(0.1) on its first step,
+    # whatever the gradient's size; TF by lr g / sqrt(0.9 + 0.1 g²)
+    v = torch.tensor(w0, requires_grad=True)
+    torch_opt = torch.optim.RMSprop([v], lr=0.01, alpha=0.9, eps=1e-10)
+    v.grad = torch.tensor(grads[0])
+    torch_opt.step()
+    w1 = torch.tensor(w0, requires_grad=True)
+    tf_opt = TFRMSProp([w1], lr=0.01)
+    w1.grad = torch.tensor(grads[0])
+    tf_opt.step()
+    np.testing.assert_allclose(np.abs(v.detach().numpy() - w0), 0.01 / np.sqrt(0.1), rtol=1e-6)
+    np.testing.assert_allclose(np.abs(w1.detach().numpy() - w0), 0.01 * np.abs(grads[0]) / np.sqrt(0.9 + 0.1 * grads[0] ** 2),
+                               rtol=1e-9)

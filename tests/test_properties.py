@@ -204,8 +204,10 @@ def test_every_other_trainer_keeps_its_configured_lr_in_every_group_at_every_ste
         monkeypatch.setattr(cls, "step", lambda self, *a, **k: seen.append(
             [g["lr"] for g in self.param_groups]) or real(self, *a, **k))
 
+    from glann.methods.optim import TFRMSProp
+
     spy(torch.optim.Adam)
-    spy(torch.optim.RMSprop)
+    spy(TFRMSProp)
     extra = {"imle_pixel": {"samples_factor": 1, "staleness": 1}, "wgan_rmsprop": {"optimizer": "rmsprop"}}.get(method, {})
     method = method.removesuffix("_rmsprop")  # v1 WGAN's optimiser option
     cfg = {**CFG[method], "epochs": 3, **extra}

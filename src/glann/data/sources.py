@@ -169,14 +169,38 @@ def load_cifar10(opts: dict):
     return xtr, ytr, xte, yte, f"CIFAR-10 python batches ({base})"
 
 
+def tf1_bilinear(x: np.ndarray, size: int) -> np.ndarray:
+    """TF1's ``tf.image.resize_images(x, [size, size])`` (bilinear, align_corners False, no
+    half-pixel centres, no antialiasing): output pixel i reads the source at i * (in / out),
+    interpolating between its floor and the next pixel (clamped at the edge). On a 2.5x downscale
+    it reads two of every five source pixels, as v1 does; PIL's BILINEAR would average them all.
+    ``x``: H x W x C; returns float64."""
+    x = np.asarray(x, dtype=np.float64)
+
+    def axis_weights(n_in: int):
+        src = np.arange(size) * (n_in / size)
+        lo = np.floor(src).astype(int)
+        return lo, np.minimum(lo + 1, n_in - 1), (src - lo)
+
+    y0, y1, fy = axis_weights(x.shape[0])
+    x0, x1, fx = axis_weights(x.shape[1])
+    rows = x[y0] * (1 - fy)[:, None, None] + x[y1] * fy[:, None, None]
+    return rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
+
+
 def celeba_transform(img, crop: int = 160, size: int = 64):
-    """compare_gan's CelebA preprocessing: centre crop 160x160, resize to 64x64."""
+    """compare_gan v1's CelebA preprocessing (datasets.unpack_celeba_image): centre crop 160x160
+    (``resize_image_with_crop_or_pad``), then TF1's bilinear resize to 64x64 (:func:`tf1_bilinear`),
+    rounded to uint8."""
     from PIL import Image
 
     w, h = img.size
     left, top = (w - crop) // 2, (h - crop) // 2
     img = img.crop((left, top, left + crop, top + crop))
-    return img.resize((size, size), Image.BILINEAR)
+    arr = np.asarray(img)
+    out = tf1_bilinear(arr if arr.ndim == 3 else arr[..., None], size)
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return Image.fromarray(out if arr.ndim == 3 else out[..., 0])
 
 
 CELEBA_SPLITS = {"train": "0", "valid": "1", "test": "2"}  # list_eval_partition.txt's codes

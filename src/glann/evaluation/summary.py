@@ -3,7 +3,8 @@
 Its files are end products (no step reads them), written without integrity records.
 
 Published Inception FIDs are GLANN's Table 1 (Hoshen, Li & Malik, CVPR 2019),
-whose GAN/VAE rows are the best-of-study numbers of Lucic et al. 2018; they sit
+whose GAN/VAE rows are Lucic et al. 2018's best of 100 wide-range settings (re-run with 50
+seeds), not v1's default settings that the paper presets train; they sit
 beside ours only where we measured Inception FID (never beside fid_domain,
 which is on other features and another scale).
 """
@@ -143,7 +144,9 @@ def render_markdown(agg: dict, datasets: list[str], methods: list[str]) -> str:
                     text += f" ({cell['device']})"
                 if key == "inception_fid" and cell[key][0] is not None:
                     paper = PAPER_FID.get(d, {}).get(m)
-                    text += f" (paper {paper})" if paper is not None else ""
+                    if paper is not None:
+                        text += (f" (paper {paper})" if m in ("glann", "glo_gauss")
+                                 else f" (Table 1: {paper}, Lucic et al.'s best of 100 settings)")
                 cells.append(text)
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")

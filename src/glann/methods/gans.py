@@ -1,8 +1,8 @@
 """The GAN baselines of GLANN's Table 1, as compare_gan v1 trains them (Lucic et al. 2018).
 
 Reference: google/compare_gan, ``compare_gan/src/gans/{GAN,LSGAN,WGAN,WGAN_GP,DRAGAN,
-BEGAN,abstract_gan}.py`` and ``src/params.py`` (the defaults, "the ones used in the
-paper"). With s = sigmoid, D's raw output l and the same batch of reals x and fakes G(z):
+BEGAN,abstract_gan}.py`` and ``src/params.py`` (v1's default settings: sample 0 of its
+search, not the best-of-100 settings behind the FIDs GLANN's Table 1 copies). With s = sigmoid, D's raw output l and the same batch of reals x and fakes G(z):
 
 - mmgan   (GAN_MINMAX; Goodfellow et al. 2014, Eq. 1): L_D = -log s(l_x) - log(1 - s(l_G));
           L_G = log(1 - s(l_G)) (the saturating minimax loss, = -L_D's fake term).
@@ -42,6 +42,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from glann.methods.optim import TFRMSProp
 from glann.methods.models import BEGANDiscriminator, Discriminator, V1Generator, to_float_images
 from glann.runtime import autocast
 from glann.methods.training import Slot, descend, epoch_batches, fit, load_train_images, seeded, TrainContext
@@ -120,8 +121,8 @@ def began_losses(err_real, err_fake, k: float, gamma: float) -> dict:
 
 
 def _optimizer(params, cfg: dict):
-    if cfg.get("optimizer", "adam") == "rmsprop":  # v1 WGAN's option: TF RMSProp (decay 0.9, eps 1e-10)
-        return torch.optim.RMSprop(params, lr=cfg["lr"], alpha=0.9, eps=1e-10)
+    if cfg.get("optimizer", "adam") == "rmsprop":  # v1 WGAN's option: TF1's RMSProp (glann.methods.optim)
+        return TFRMSProp(params, lr=cfg["lr"])
     return torch.optim.Adam(params, lr=cfg["lr"], betas=tuple(cfg["betas"]))
 
 
