@@ -97,6 +97,8 @@ def test_floor_and_mode_drop_curve():
     curve = out["mode_drop_fid_domain"]
     assert len(curve) == 10 and curve[-1] == pytest.approx(out["floor_fid_domain"], rel=0.5)
     assert curve[0] > curve[4] > curve[9]  # fewer classes kept: further from the test split
+    single = out["single_class_fid_domain"]
+    assert len(single) == 10 and single[0] == pytest.approx(curve[0], rel=0.3) and min(single) > curve[9]
     assert out["fid_domain_ci"][0] < out["fid_domain_ci"][1]
     assert out["floor_kid_domain"] < out["kid_domain"]
     assert noise_of_metrics(fake, test, train, {"eval": {**CFG["eval"], "bootstrap_resamples": 0}},
@@ -112,7 +114,7 @@ def test_sample_spread():
 
 # ---------------------------------------------------------------------------------------- status
 LEARNED = {"fid_domain": 30.0, "classes_covered": 10, "num_classes": 10, "sample_spread": 0.3,
-           "mode_drop_fid_domain": [900, 700, 500, 400, 300, 200, 150, 100, 50, 5], "image_shape": [28, 28, 1]}
+           "single_class_fid_domain": [900, 700, 500, 400, 300, 310, 150, 100, 50, 5], "image_shape": [28, 28, 1]}
 
 
 def rows(col, values):
@@ -121,10 +123,13 @@ def rows(col, values):
 
 def test_status_learned_and_each_mark_in_order():
     assert decide(LEARNED)["status"] == "learned"
-    assert threshold(LEARNED) == 300  # real images of 5 of 10 classes
-    over = decide({**LEARNED, "fid_domain": 301.0})
-    assert over["status"] == "did_not_learn" and "threshold 300" in over["reason"]
-    assert decide({**LEARNED, "fid_domain": 299.0})["status"] == "learned"
+    assert threshold(LEARNED) == 305  # the median of the single-class sets' fid_domain
+    over = decide({**LEARNED, "fid_domain": 306.0})
+    assert over["status"] == "did_not_learn" and "threshold 305" in over["reason"]
+    assert decide({**LEARNED, "fid_domain": 304.0})["status"] == "learned"
+    assert threshold({"single_class_fid_domain": [3.0, 9.0, 4.0]}) == 4.0
+    assert threshold({}) is None and decide({**LEARNED, "single_class_fid_domain": None,
+                                              "fid_domain": 1e6})["status"] == "learned"
     few = decide({**LEARNED, "classes_covered": 8})
     assert few["status"] == "did_not_learn" and "8 of 10" in few["reason"]
     assert decide({**LEARNED, "classes_covered": 9})["status"] == "learned"
@@ -191,7 +196,7 @@ def test_holds_needs_both_seed_spread_and_bootstrap():
                  "fid_domain") == "within noise (seeds)"
     assert holds(best, {"fid_domain": (13.0, 1.0, 3), "fid_domain_ci": [10.5, 15.0]},
                  "fid_domain") == "within noise (bootstrap)"
-    assert math.isclose(threshold({"mode_drop_fid_domain": [3.0]}), 3.0)
+    assert math.isclose(threshold({"single_class_fid_domain": [3.0]}), 3.0)
 
 
 def test_tf_rmsprop_follows_tf1_not_pytorch():

@@ -1,9 +1,11 @@
 # Config validation (before any job runs), target computation, and small helpers.
 import json
 import os
+import shlex
 import sys
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from glann.pipeline.codehash import code_hash  # noqa: E402
@@ -169,8 +171,9 @@ def snapshot_curves():
     """Every run's scored snapshots (none when snapshots.count is 0)."""
     if not config["snapshots"]["count"]:
         return []
-    return expand("results/{dataset}/{method}/seed{seed}/snapshots.json", dataset=DATASETS, method=METHODS,
-                  seed=SEEDS)
+    # a recorded run's curve is its record's copy (a record made without one has no curve)
+    return [run_file(d, m, "", s, "snapshots.json") for d in DATASETS for m in METHODS for s in SEEDS
+            if not recorded(d, m, "", s) or Path(run_file(d, m, "", s, "snapshots.json")).exists()]
 
 
 def sample_args(w, input):
@@ -178,8 +181,9 @@ def sample_args(w, input):
 
 
 def loss_csvs(wildcards=None):
-    """Every training job's per-epoch loss CSV, as the registry lists them."""
-    return [f for d in DATASETS for m in METHODS for s in SEEDS for f in REGISTRY[m].loss_csv_paths(d, s)]
+    """Every training job's per-epoch loss CSV, as the registry lists them (a recorded run's: its record's copy)."""
+    return [run_file(d, m, "", s, Path(f).name) if recorded(d, m, "", s) else f
+            for d in DATASETS for m in METHODS for s in SEEDS for f in REGISTRY[m].loss_csv_paths(d, s)]
 
 
 def run_loss_csvs(wildcards):
@@ -220,8 +224,67 @@ def write_sweep_record(output, log, wildcards, params):
 
 
 def trial_metrics():
-    """Every sweep setting's metrics, for every dataset and seed."""
-    return [f"results/{d}/{m}{hp}/seed{s}/metrics.json" for d in DATASETS for m, hp in TRIALS for s in SEEDS]
+    """Every sweep setting's metrics, for every dataset and seed (its record's where it has one)."""
+    return [run_file(d, m, hp, s, "metrics.json") for d in DATASETS for m, hp in TRIALS for s in SEEDS]
+
+
+# Run records (glann.evaluation.records, docs/studies.md): a run whose record under records.dir has
+# the key of the run this config would train is read from there, not trained.
+RECORDS = config["records"]["dir"]
+
+
+def run_key_config(dataset, method, hp, seed):
+    """Everything that fixes one run's result: the record's key is the hash of this."""
+    trial = trial_of(SimpleNamespace(hp=hp), method)
+    sections = {sec: sweeps.apply(config[sec], sec, trial["values"]) if trial else config[sec]
+                for sec in sweeps.sections(method)}
+    return {"dataset": dataset, "data": dataset_options(dataset), "method": method, "seed": int(seed),
+            "setting": trial["values"] if trial else None, "sections": sections, "device": config["device"],
+            "runtime": {k: config["runtime"][k] for k in ("amp", "deterministic")},
+            "sample": sample_params(method, "sample"), "evaluation": {k: config[k] for k in ("evaluator", "fid", "eval")}}
+
+
+_RECORDED = {}
+
+
+def recorded(dataset, method, hp, seed):
+    """Whether the run has a record with its key under records.dir."""
+    if not RECORDS:
+        return False
+    where = f"{RECORDS}/{dataset}/{method}{hp}/seed{seed}"
+    if where not in _RECORDED:
+        from glann.evaluation.records import read_key, run_key
+
+        _RECORDED[where] = read_key(where) == run_key(run_key_config(dataset, method, hp, seed))
+    return _RECORDED[where]
+
+
+def run_file(dataset, method, hp, seed, name):
+    """A run's file (metrics.json, samples.png, a training CSV): its record's copy where it is recorded."""
+    if recorded(dataset, method, hp, seed):
+        return f"{RECORDS}/{dataset}/{method}{hp}/seed{seed}/{name}"
+    return f"results/{dataset}/{method}{hp}/seed{seed}/{name}"
+
+
+def record_meta(wildcards):
+    """evaluate's --record arguments: where the run's record goes, its key and code versions ('' without records)."""
+    if not RECORDS:
+        return ""
+    d, m, hp, s = wildcards.dataset, wildcards.method, wildcards.hp, wildcards.seed
+    key_config = run_key_config(d, m, hp, s)
+    from glann.evaluation.records import run_key
+
+    trainer = REGISTRY["glann" if m == "glo_gauss" else m]
+    steps = {"glann": [("train_glo", "train-glo", []), ("train_imle", "train-imle", [])],
+             "glo_gauss": [("train_glo", "train-glo", []), ("fit_gaussian", "fit-gaussian", [])]}.get(
+        m, [("train_baseline", "train-baseline", [REGISTRY[m].trainer.split(":")[0]] if REGISTRY[m].trainer else [])])
+    versions = {name: {"step": step, "extra": extra, "hash": code_version(step, extra)} for name, step, extra in steps}
+    versions.update({name: {"step": name, "extra": [], "hash": code_version(name)} for name in ("sample", "evaluate")})
+    meta = {"key": run_key(key_config), "key_config": key_config, "code_versions": versions}
+    log_dirs = [f"logs/{d}/{m}{hp}/seed{s}"] + ([f"logs/{d}/glann{hp}/seed{s}"] if m == "glo_gauss" else [])
+    files = [f"results/{d}/{m}{hp}/seed{s}/samples.png"] + run_loss_csvs(wildcards)
+    return (f"--record {RECORDS}/{d}/{m}{hp}/seed{s} --record-meta {shlex.quote(json.dumps(meta))}"
+            f" --record-files {' '.join(files)} --record-logs {' '.join(log_dirs)}")
 
 
 def sweep_files():
@@ -235,12 +298,7 @@ def get_final_output():
         "results/summary/summary.json",
         "results/summary/samples.png",
     ]
-    out += expand(
-        "results/{dataset}/{method}/seed{seed}/metrics.json",
-        dataset=DATASETS,
-        method=METHODS,
-        seed=SEEDS,
-    )
+    out += [run_file(d, m, "", s, "metrics.json") for d in DATASETS for m in METHODS for s in SEEDS]
     return out + snapshot_curves() + trial_metrics() + sweep_files() + (
         ["results/summary/sweep.md"] if SWEPT else [])
 

@@ -65,6 +65,7 @@ rule evaluate:
     params:
         job=lambda w: job(w, None, params={"fid": config["fid"], "eval": config["eval"]}),
         code=code_version("evaluate"),
+        record=record_meta,
     log:
         "logs/{dataset}/{method}{hp}/seed{seed}/evaluate.log",
     benchmark:
@@ -78,7 +79,8 @@ rule evaluate:
         "glann evaluate --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
         " --samples {input.samples} --evaluator {input.evaluator}"
         " --stats-evaluator {input.stats_evaluator} --stats-inception {input.stats_inception}"
-        " --stats-evaluator-val {input.stats_evaluator_val} --losses {input.losses} --out {output.metrics} > {log} 2>&1"
+        " --stats-evaluator-val {input.stats_evaluator_val} --losses {input.losses} --out {output.metrics}"
+        " {params.record} > {log} 2>&1"
 
 
 rule evaluate_snapshots:
@@ -93,6 +95,7 @@ rule evaluate_snapshots:
                                               if REGISTRY[w.method].v1_generator else {})}),
         fixed=lambda w, input: fixed_args(w, input),
         code=code_version("evaluate-snapshots"),
+        record=lambda w: f"--record {RECORDS}/{w.dataset}/{w.method}{w.hp}/seed{w.seed}" if RECORDS else "",
     log:
         "logs/{dataset}/{method}{hp}/seed{seed}/evaluate_snapshots.log",
     benchmark:
@@ -105,4 +108,4 @@ rule evaluate_snapshots:
     shell:
         "glann evaluate-snapshots --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
         " --snapshots {input.snapshots} --evaluator {input.evaluator} --stats-evaluator {input.stats_evaluator}"
-        " --fixed {params.fixed} --out {output.curve} > {log} 2>&1"
+        " --fixed {params.fixed} --out {output.curve} {params.record} > {log} 2>&1"

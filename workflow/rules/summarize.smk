@@ -5,18 +5,8 @@ from glann.evaluation.sweeps import OUTPUTS as SWEEP_OUTPUTS
 
 rule summarize:
     input:
-        metrics=expand(
-            "results/{dataset}/{method}/seed{seed}/metrics.json",
-            dataset=DATASETS,
-            method=METHODS,
-            seed=SEEDS,
-        ),
-        grids=expand(
-            "results/{dataset}/{method}/seed{seed}/samples.png",
-            dataset=DATASETS,
-            method=METHODS,
-            seed=SEEDS[:1],
-        ),
+        metrics=[run_file(d, m, "", s, "metrics.json") for d in DATASETS for m in METHODS for s in SEEDS],
+        grids=[run_file(d, m, "", SEEDS[0], "samples.png") for d in DATASETS for m in METHODS],
         losses=loss_csvs(),
         snapshots=snapshot_curves(),
         trials=trial_metrics(),

@@ -69,7 +69,8 @@ def noise_of_metrics(feats, real_feats, train_feats, cfg: dict, seed: int, train
     mode-dropping curve, on evaluator features: ``feats`` (the generated samples), ``real_feats``
     (the test split), ``train_feats`` (training images: the floor's real set, drawn at the
     samples' n; with ``train_labels``, ``mode_drop_fid_domain[c - 1]`` is the fid_domain of
-    training images of classes 0..c-1 only, at the same n where that many exist)."""
+    training images of classes 0..c-1 only, and ``single_class_fid_domain[c]`` that of class c
+    alone, at the same n where that many exist)."""
     from glann.evaluation.metrics import polynomial_mmd2
 
     kid = _kid(feats, real_feats, cfg, seed)
@@ -82,7 +83,8 @@ def noise_of_metrics(feats, real_feats, train_feats, cfg: dict, seed: int, train
     n = min(len(feats), len(train_feats))
     floor = train_feats[rng.choice(len(train_feats), n, replace=False)]
     out.update({"floor_n": int(n), "floor_fid_domain": _fid(floor, real_feats),
-                "floor_kid_domain": _kid(floor, real_feats, cfg, seed)["mean"], "mode_drop_fid_domain": None})
+                "floor_kid_domain": _kid(floor, real_feats, cfg, seed)["mean"], "mode_drop_fid_domain": None,
+                "single_class_fid_domain": None})
     if train_labels is not None:
         labels = np.asarray(train_labels)
         curve = []
@@ -91,6 +93,12 @@ def noise_of_metrics(feats, real_feats, train_feats, cfg: dict, seed: int, train
             pick = pool[rng.choice(len(pool), min(n, len(pool)), replace=False)]
             curve.append(_fid(train_feats[pick], real_feats) if len(pick) > 1 else float("inf"))
         out["mode_drop_fid_domain"] = curve
+        single = []
+        for c in range(int(labels.max()) + 1):
+            pool = np.flatnonzero(labels == c)
+            pick = pool[rng.choice(len(pool), min(n, len(pool)), replace=False)]
+            single.append(_fid(train_feats[pick], real_feats) if len(pick) > 1 else float("inf"))
+        out["single_class_fid_domain"] = single
     return out
 
 

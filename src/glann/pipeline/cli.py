@@ -167,6 +167,11 @@ def cmd_evaluate(args):
             if metrics.get(key):
                 tracker.log_metrics({f"{key}_low": metrics[key][0], f"{key}_high": metrics[key][1]})
         tracker.set_tags({"status": metrics["status"], "status_reason": metrics["status_reason"]})
+    if args.record:  # the run's record (glann.evaluation.records), once its metrics are written
+        from glann.evaluation.records import write as write_record
+
+        write_record(args.record, metrics, json.loads(args.record_meta), args.record_files or [],
+                     args.record_logs or [])
         tracker.log_artifact(args.out)
     log.info("metrics: %s", {k: v for k, v in metrics.items() if k != "class_histogram"})
 
@@ -186,6 +191,9 @@ def cmd_evaluate_snapshots(args):
                                 int(p.get("bn_batches", 50)), split=p.get("split", "test"))
         write_json(args.out, curve)
         tracker.log_artifact(args.out)
+    if args.record:  # the curve joins the run's record (glann.evaluation.records)
+        Path(args.record).mkdir(parents=True, exist_ok=True)
+        write_json(Path(args.record) / "snapshots.json", curve, record=False)
     log.info("scored %d snapshots of %s", len(curve["points"]), job["method"])
 
 
@@ -200,6 +208,14 @@ def cmd_summarize(args):
     summarize(args.metrics, grids, args.out_dir, job["params"]["datasets"], job["params"]["methods"],
               loss_csvs=args.losses, snapshot_files=args.snapshots,
               trial_files=args.trials, sweep_files=args.sweeps)
+
+
+def cmd_check_records(args):
+    from glann.evaluation.records import check, format_check
+
+    result = check(args.records_dir, Path(args.src) if args.src else Path(__file__).resolve().parents[2])
+    print(format_check(result))
+    return 1 if result["bad_key"] else 0
 
 
 def cmd_generate(args):
@@ -235,13 +251,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-evaluator-val", default=None,
                    help="the validation split's evaluator statistics: val_fid_domain, what sweeps select on")
     p.add_argument("--losses", nargs="*", default=None, help="the run's training CSVs, read for its status")
+    p.add_argument("--record", default=None, help="write the run's record into this folder (records.dir)")
+    p.add_argument("--record-meta", default="{}", help="the record's key, key_config and code versions (JSON)")
+    p.add_argument("--record-files", nargs="*", default=None, help="files copied into the record")
+    p.add_argument("--record-logs", nargs="*", default=None, help="log folders with the training jobs' benchmarks")
     p = add("evaluate-snapshots", cmd_evaluate_snapshots, "data", "snapshots", "evaluator", "stats-evaluator",
             "out")
     p.add_argument("--fixed", nargs="*", help="ROLE=PATH checkpoints the snapshots are used with (GLANN's glo)")
+    p.add_argument("--record", default=None, help="copy the curve into this run record folder (records.dir)")
     r = sub.add_parser("restore-data", help="rebuild a damaged prepared split, keeping the trained models "
                                             "when the rebuild is byte-identical (glann.pipeline.preflight)")
     r.add_argument("data_dir", help="the prepared dataset folder, e.g. data/prepared/digits")
     r.set_defaults(fn=cmd_restore_data)
+    c = sub.add_parser("check-records", help="check a study's run records against the code checked out now "
+                                             "(glann.evaluation.records)")
+    c.add_argument("records_dir", help="the records folder, e.g. docs/studies/mnist5k_tuning/records")
+    c.add_argument("--src", default=None, help="the package source to compare with (default: the one running)")
+    c.set_defaults(fn=cmd_check_records)
     g = sub.add_parser("generate", help="sample a trained method without Snakemake (see glann.pipeline.generate)")
     from glann.pipeline.generate import add_arguments
 
@@ -283,7 +309,7 @@ def run(argv: list[str]) -> int:
         from glann.pipeline.watchdog import die_with_snakemake
 
         die_with_snakemake()
-        args.fn(args)
+        rc = args.fn(args)
     except GlannError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -297,7 +323,7 @@ def run(argv: list[str]) -> int:
                   "in the config, or run fewer GPU jobs at once (--resources gpu=1).", file=sys.stderr)
             return 2
         raise
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":
