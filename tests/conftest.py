@@ -201,7 +201,7 @@ def _quick_run(where: Path) -> dict:
     # kind of job (QUICK_METHODS). Being config/config.yaml, it is also what dvc.yaml's stages run.
     (wf / "config/config.yaml").write_text(quick_config({
         "methods": QUICK_METHODS, "fault_injection": {"nsgan": 1}, "glo": {"epochs": 6, "lr_halve_every": 2},
-        "sweep": QUICK_SWEEP}))
+        "sweep": QUICK_SWEEP, "records": {"dir": "records"}}))
     (wf / "split1.yaml").write_text("data: {digits: {size: 16, split_seed: 1}}\n")
     env = {**os.environ, "GLANN_TRACKING": "1"}
     exe = str(Path(sys.executable).with_name("snakemake"))

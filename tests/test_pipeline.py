@@ -289,3 +289,47 @@ def test_quick_sweep_trains_each_drawn_setting_and_picks_on_validation(quick_run
     assert {k: int(v) for k, v in jobs.items() if k not in ("all", "total")} == {
         "train_glo": 1, "train_imle": 1, "sample": 1, "evaluate": 1, "write_sweep": 1, "summarize": 1}, jobs
     assert "hp2" in out and not re.search(r"hp[01]/seed0/(glo|imle)\.pt", out.split("Job stats:")[0])
+
+
+@pytest.mark.pipeline
+def test_records_let_a_fresh_copy_rebuild_the_summary_without_training(quick_run, tmp_path):
+    """records.dir: every finished run left a record; a fresh copy of the workflow holding only
+    the records (no results, no data) plans no training, sampling or evaluation, rebuilds the same
+    table, and trains again only a run whose record no longer matches its key."""
+    import shutil
+
+    from conftest import copy_workflow
+
+    wf = quick_run["wf"]
+    records = sorted((wf / "records").rglob("metrics.json"))
+    runs = {p.parent.relative_to(wf / "records").as_posix() for p in records}
+    assert {f"digits/{m}/seed0" for m in METHODS} | {"digits/glann/hp0/seed0", "digits/glann/hp1/seed0"} <= runs
+    rec = json.loads((wf / "records/digits/vae/seed0/metrics.json").read_text())
+    assert rec["fid_domain"] == json.loads((wf / "results/digits/vae/seed0/metrics.json").read_text())["fid_domain"]
+    assert rec["record"]["train_wall_seconds"] > 0 and rec["record"]["code_versions"]["train_baseline"]["hash"]
+    assert {"losses.csv", "samples.png", "snapshots.json"} <= {p.name for p in (wf / "records/digits/vae/seed0").iterdir()}
+    assert json.loads((wf / "records/digits/nsgan/seed0/metrics.json").read_text())["status"] == "diverged"
+    check = subprocess.run([str(Path(sys.executable).with_name("glann")), "check-records", "records"], cwd=wf,
+                           capture_output=True, text=True)
+    assert check.returncode == 0 and f"{len(records)} records" in check.stdout, check.stdout + check.stderr
+
+    fresh = copy_workflow(tmp_path / "fresh")
+    shutil.copy2(wf / "config/config.yaml", fresh / "config/config.yaml")
+    shutil.copytree(wf / "records", fresh / "records")
+    plan = snakemake(fresh, "-n", *QUICK).stdout
+    assert not set(_rules_run(plan)) & {"prepare_data", "train_glo", "train_imle", "train_baseline", "sample",
+                                        "evaluate", "evaluate_snapshots"}, _rules_run(plan)
+    snakemake(fresh, *QUICK)
+    assert (fresh / "results/summary/table.md").read_text() == (wf / "results/summary/table.md").read_text()
+    assert (fresh / "results/summary/sweep.md").read_text() == (wf / "results/summary/sweep.md").read_text()
+    assert not (fresh / "data").exists()
+
+    # a record whose key_config was edited: refused by the check, and its run is planned again
+    path = fresh / "records/digits/vae/seed0/metrics.json"
+    edited = json.loads(path.read_text())
+    edited["record"]["key_config"]["seed"] = 7
+    path.write_text(json.dumps(edited))
+    check = subprocess.run([str(Path(sys.executable).with_name("glann")), "check-records", "records"], cwd=fresh,
+                           capture_output=True, text=True)
+    assert check.returncode == 1 and "vae" in check.stdout
+    assert "train_baseline" in _rules_run(snakemake(fresh, "-n", *QUICK).stdout)

@@ -1,0 +1,44 @@
+"""Run records in process (glann.evaluation.records): the key, what a record holds, the check."""
+
+import json
+
+import pytest
+
+from glann.evaluation import records
+
+
+def test_key_is_the_hash_of_the_canonical_config():
+    a = {"method": "vae", "seed": 0, "sections": {"vae": {"lr": 1e-4, "betas": [0.5, 0.999]}}}
+    b = {"sections": {"vae": {"betas": [0.5, 0.999], "lr": 1e-4}}, "seed": 0, "method": "vae"}
+    assert records.run_key(a) == records.run_key(b)  # key order does not matter
+    assert records.run_key(a) != records.run_key({**a, "seed": 1})
+    assert len(records.run_key(a)) == 64
+
+
+def test_write_then_read_and_check(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "train_baseline.bench.tsv").write_text("s\th:m:s\tmax_rss\tcpu_time\n12.5\t0:00:12\t100\t20.25\n")
+    (tmp_path / "losses.csv").write_text("epoch,d_loss\n1,0.5\n")
+    key_config = {"method": "vae", "seed": 0}
+    versions = {"evaluate": {"step": "evaluate", "extra": [], "hash": "x"}}
+    meta = {"key": records.run_key(key_config), "key_config": key_config, "code_versions": versions}
+    out = records.write(tmp_path / "rec/d/vae/seed0", {"fid_domain": 3.0}, meta, [tmp_path / "losses.csv"], [logs])
+    saved = json.loads(out.read_text())
+    assert saved["fid_domain"] == 3.0 and saved["record"]["train_wall_seconds"] == 12.5
+    assert saved["record"]["train_cpu_seconds"] == 20.25
+    assert (tmp_path / "rec/d/vae/seed0/losses.csv").read_text() == "epoch,d_loss\n1,0.5\n"
+    assert records.read_key(tmp_path / "rec/d/vae/seed0") == meta["key"]
+    assert records.read_key(tmp_path / "rec/d/vae/seed1") is None
+    with pytest.raises(ValueError, match="key does not match"):
+        records.write(tmp_path / "rec/x", {}, {**meta, "key": "0" * 64})
+    # check: the recorded evaluate version "x" is not this checkout's; an edited key_config is refused
+    result = records.check(tmp_path / "rec", records.__file__.rsplit("/glann/", 1)[0])
+    assert result["records"] == 1 and not result["bad_key"]
+    assert result["other_code"] == {str(tmp_path / "rec/d/vae/seed0"): ["evaluate"]}
+    saved["record"]["key_config"]["seed"] = 3
+    out.write_text(json.dumps(saved))
+    assert records.check(tmp_path / "rec", records.__file__.rsplit("/glann/", 1)[0])["bad_key"] == [str(out)]
+    assert "whose key is not the hash" in records.format_check(
+        records.check(tmp_path / "rec", records.__file__.rsplit("/glann/", 1)[0]))
