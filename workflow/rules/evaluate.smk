@@ -14,6 +14,7 @@ rule train_evaluator:
         "logs/{dataset}/train_evaluator.log",
     benchmark:
         "logs/{dataset}/train_evaluator.bench.tsv",
+    priority: 10  # a finished training's run is scored (and recorded) before more training starts
     threads: train_threads()
     resources:
         mem_mb=4000,
@@ -41,6 +42,7 @@ rule real_stats:
         "logs/{dataset}/real_stats.log",
     benchmark:
         "logs/{dataset}/real_stats.bench.tsv",
+    priority: 10  # a finished training's run is scored (and recorded) before more training starts
     threads: 1
     resources:
         mem_mb=4000,
@@ -70,6 +72,7 @@ rule evaluate:
         "logs/{dataset}/{method}{hp}/seed{seed}/evaluate.log",
     benchmark:
         "logs/{dataset}/{method}{hp}/seed{seed}/evaluate.bench.tsv",
+    priority: 10  # a finished training's run is scored (and recorded) before more training starts
     threads: 1
     resources:
         mem_mb=6000,
@@ -100,6 +103,7 @@ rule evaluate_snapshots:
         "logs/{dataset}/{method}{hp}/seed{seed}/evaluate_snapshots.log",
     benchmark:
         "logs/{dataset}/{method}{hp}/seed{seed}/evaluate_snapshots.bench.tsv",
+    priority: 10  # a finished training's run is scored (and recorded) before more training starts
     threads: 1
     resources:
         mem_mb=4000,

@@ -22,6 +22,7 @@ rule sample:
         "logs/{dataset}/{method}{hp}/seed{seed}/sample.log",
     benchmark:
         "logs/{dataset}/{method}{hp}/seed{seed}/sample.bench.tsv",
+    priority: 10  # a finished training's run is scored (and recorded) before more training starts
     threads: 1
     resources:
         mem_mb=4000,
