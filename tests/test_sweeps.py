@@ -232,3 +232,78 @@ def test_sweeping_glo_gauss_alone_trains_glanns_glo_for_each_setting(tmp_path):
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M))
     assert (jobs["train_glo"], jobs["fit_gaussian"], jobs["train_imle"], jobs["write_sweep"]) == ("3", "3", "1", "1")
     assert "results/digits/glann/hp1/seed0/glo.pt" in out and "results/digits/glann/hp1/seed0/imle.pt" not in out
+
+
+def test_v1_range_rebuilds_compare_gan_v1s_100_draws():
+    """sweep.range v1: random.seed(123) once, models in ALL_GANS order, sample 0 the default, then
+    GetSample over the parameters sorted by name (Python 2's random.choice), the stream running on
+    from one model to the next."""
+    import math
+    import random
+
+    from glann.methods.sweep import v1_table
+
+    table = v1_table()
+    assert list(table) == ["nsgan", "mmgan", "wgan", "wgan_gp", "dragan", "vae", "lsgan", "began"]
+    assert all(len(v) == 100 for v in table.values())
+    assert table["nsgan"][0] == {"nsgan.beta1": 0.0, "nsgan.critic_steps": 1, "nsgan.d_batchnorm": True,
+                                 "nsgan.lr": 5e-05}
+    assert table["wgan_gp"][0]["wgan_gp.critic_steps"] == 5 and table["wgan_gp"][0]["wgan_gp.gp_lambda"] == 10.0
+    assert table["began"][0] == {"began.beta1": 0.5, "began.critic_steps": 5, "began.d_batchnorm": False,
+                                 "began.gamma": 0.75, "began.lambda_k": 0.001, "began.lr": 0.0001}
+    # the stream, step by step: GAN's sample 1 walks beta1, disc_iters, discriminator_batchnorm, learning_rate
+    r = random.Random(123)
+    beta1 = r.uniform(0.0, 1.0)
+    disc = [1, 5][int(r.random() * 2)]
+    bn = [True, False][int(r.random() * 2)]
+    lr = math.pow(10, r.uniform(-5.0, -2.0))
+    assert table["nsgan"][1] == {"nsgan.beta1": beta1, "nsgan.critic_steps": disc, "nsgan.d_batchnorm": bn,
+                                 "nsgan.lr": lr}
+    # WGAN's first draw comes after GAN's and GAN_MINMAX's 99 samples of 4 draws each (792 - 4 taken above)
+    for _ in range(792 - 4):
+        r.random()
+    wgan = [r.uniform(0.0, 1.0), [1, 5][int(r.random() * 2)], [True, False][int(r.random() * 2)],
+            math.pow(10, r.uniform(-5.0, -2.0)), math.pow(10, r.uniform(-3.0, 0.0))]
+    assert table["wgan"][1] == dict(zip(("wgan.beta1", "wgan.critic_steps", "wgan.d_batchnorm", "wgan.lr",
+                                         "wgan.clip"), wgan))
+    for method, samples in table.items():
+        for s in samples[1:]:
+            lr = s[f"{method}.lr"]
+            assert 1e-5 <= lr <= 1e-2 and 0 <= s[f"{method}.beta1"] <= 1
+            assert s.get(f"{method}.critic_steps", 1) in (1, 5)
+    assert all(1e-4 <= s["began.lambda_k"] <= 1e-2 for s in table["began"][1:])
+    assert v1_table() == table
+
+
+def test_v1_range_in_a_config(tmp_path):
+    from glann.methods.sweep import settings, v1_table
+
+    assert settings("lsgan", 8, 0, range_="v1") == v1_table()["lsgan"][:8]
+    assert settings("glann", 2, 0, range_="v1") == settings("glann", 2, 0)  # GLANN keeps its own space
+    with pytest.raises(ValueError, match="100 settings"):
+        settings("vae", 101, 0, range_="v1")
+
+
+def test_narrow_range_is_v1s_pruned_range_and_first_can_be_the_configured_setting():
+    from glann.methods.sweep import settings, space_of
+    from glann.pipeline.config import fill_defaults
+
+    cfg = fill_defaults({"datasets": ["digits"], "methods": ["wgan_gp"], "seeds": [0]}, SCHEMA)
+    for method in ("mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began", "vae"):
+        drawn = settings(method, 12, 3, range_="narrow")
+        for s in drawn:
+            assert 1e-4 <= s[f"{method}.lr"] <= 1e-3 and s[f"{method}.beta1"] == 0.5
+            assert s.get(f"{method}.critic_steps", 1) == 1
+        if method in ("wgan_gp", "dragan"):
+            assert all(not s.get(f"{method}.d_batchnorm", False) for s in drawn)
+            assert all(0.1 <= s[f"{method}.gp_lambda"] <= 10 for s in drawn)
+    assert all(s["wgan.clip"] >= 0.01 for s in settings("wgan", 12, 3, range_="narrow"))
+    began = settings("began", 12, 3, range_="narrow")
+    assert all(s["began.lambda_k"] == 1e-3 and 0.6 <= s["began.gamma"] <= 0.9 for s in began)
+    assert "wgan_gp.d_batchnorm" not in space_of("wgan_gp", range_="narrow")
+    first = settings("wgan_gp", 4, 3, range_="narrow", first="configured", cfg=cfg)
+    assert first[0] == {"wgan_gp.beta1": 0.5, "wgan_gp.critic_steps": 5, "wgan_gp.gp_lambda": 10.0,
+                        "wgan_gp.lr": 0.0001}  # v1's default: sample 0
+    assert first[1:] == settings("wgan_gp", 4, 3, range_="narrow")[1:]
+    with pytest.raises(ValueError, match="unknown sweep range"):
+        space_of("vae", range_="tight")

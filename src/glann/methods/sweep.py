@@ -82,7 +82,71 @@ NARROW: dict[str, dict] = {
     "began": _narrow_gan("began", lambda_k={"choice": [1e-3]}, gamma={"uniform": [0.6, 0.9]}),
     "vae": {"vae.lr": _NARROW_LR, "vae.beta1": _HALF, "vae.encoder_batchnorm": _BN},
 }
-RANGES = ("wide", "narrow")
+RANGES = ("wide", "narrow", "v1")
+
+# ``sweep.range: v1``: the 100 wide-range settings per model that Lucic et al. trained, rebuilt
+# from compare_gan v1's generate_tasks_lib.py: ``random.seed(123)`` once, then for each model in
+# ALL_GANS order the default (params.py) as sample 0 and 99 draws of GetSample, which walks the
+# model's parameters sorted by name: a discrete one ``random.choice(range)`` (Python 2's:
+# ``seq[int(random() * len(seq))]``; v1 ran on Python 2), a continuous one
+# ``random.uniform(lo, hi)``, then 10^v on a log scale. The stream runs on from one model to the
+# next, so each model's 100 depend on the models before it; the same 100 for every dataset.
+V1_ORDER = (("GAN", "nsgan"), ("GAN_MINMAX", "mmgan"), ("WGAN", "wgan"), ("WGAN_GP", "wgan_gp"),
+            ("DRAGAN", "dragan"), ("VAE", "vae"), ("LSGAN", "lsgan"), ("BEGAN", "began"))
+V1_SAMPLES = 100
+
+
+def _v1_params(gan_type: str) -> dict:
+    """v1 params.py's wide range of one model: {name: (default, range, log scale, discrete)}."""
+    base = {"beta1": (0.5, [0.0, 1.0], False, False), "learning_rate": (0.0001, [-5.0, -2.0], True, False),
+            "disc_iters": (1, [1, 5], False, True), "discriminator_batchnorm": (True, [True, False], False, True)}
+    defaults = {"GAN": {"beta1": 0.0, "learning_rate": 0.00005, "disc_iters": 1, "discriminator_batchnorm": True},
+                "GAN_MINMAX": {"beta1": 0.0, "learning_rate": 0.00005, "disc_iters": 1, "discriminator_batchnorm": True},
+                "LSGAN": {"beta1": 0.5, "learning_rate": 0.0002, "disc_iters": 1, "discriminator_batchnorm": True},
+                "WGAN": {"beta1": 0.5, "learning_rate": 0.00005, "disc_iters": 5, "discriminator_batchnorm": True},
+                "WGAN_GP": {"beta1": 0.5, "learning_rate": 0.0001, "disc_iters": 5, "discriminator_batchnorm": False},
+                "DRAGAN": {"beta1": 0.5, "learning_rate": 0.0001, "disc_iters": 1, "discriminator_batchnorm": True},
+                "VAE": {"beta1": 0.5, "learning_rate": 0.00005},
+                "BEGAN": {"beta1": 0.5, "learning_rate": 0.0001, "disc_iters": 5, "discriminator_batchnorm": False}}
+    out = {k: (defaults[gan_type].get(k, d), r, log, disc) for k, (d, r, log, disc) in base.items()}
+    extra = {"WGAN": {"weight_clipping": (0.01, [-3.0, 0.0], True, False)},
+             "WGAN_GP": {"lambda": (10.0, [-1.0, 2.0], True, False)},
+             "DRAGAN": {"lambda": (10.0, [-1.0, 2.0], True, False)},
+             "BEGAN": {"lambda": (0.001, [-4.0, -2.0], True, False), "gamma": (0.75, [0.0, 1.0], False, False)}}
+    return {**out, **extra.get(gan_type, {})}
+
+
+def _v1_key(method: str, name: str) -> str:
+    """Our config key of a v1 parameter of ``method``."""
+    if name == "discriminator_batchnorm":
+        return "vae.encoder_batchnorm" if method == "vae" else f"{method}.d_batchnorm"
+    if name == "lambda":
+        return "began.lambda_k" if method == "began" else f"{method}.gp_lambda"
+    return f"{method}." + {"learning_rate": "lr", "disc_iters": "critic_steps", "weight_clipping": "clip"}.get(name, name)
+
+
+def v1_table() -> dict:
+    """{method: [100 settings]} as compare_gan v1 draws them (see V1_ORDER's comment)."""
+    import random
+
+    rng = random.Random(123)
+    table = {}
+    for gan_type, method in V1_ORDER:
+        params = _v1_params(gan_type)
+        samples = [{name: info[0] for name, info in params.items()}]
+        for _ in range(V1_SAMPLES - 1):
+            sample = {}
+            for name, (default, rng_range, log, discrete) in sorted(params.items()):
+                if discrete:
+                    v = rng_range[int(rng.random() * len(rng_range))]
+                else:
+                    v = rng.uniform(rng_range[0], rng_range[1])
+                    v = math.pow(10, v) if log else v
+                sample[name] = v
+            samples.append(sample)
+        skip = ("disc_iters",) if method == "vae" else ()  # the VAE has no D steps (v1 draws, never reads it)
+        table[method] = [{_v1_key(method, k): v for k, v in sorted(s.items()) if k not in skip} for s in samples]
+    return table
 SHARES = {"glo_gauss": "glann"}  # a method whose settings are another's
 SECTIONS = {"glann": ("glo", "imle"), "glo_gauss": ("glo",)}  # default: the method's own section
 
@@ -97,7 +161,8 @@ def sweepable(method: str) -> bool:
 
 def space_of(method: str, overrides: dict | None = None, range_: str = "wide") -> dict:
     """The method's search space: ``sweep.space.<method>`` where the config gives one, else the
-    default of ``range_`` (``narrow``: Lucic et al.'s pruned range, where the method has one)."""
+    default of ``range_`` (``narrow``: Lucic et al.'s pruned range, where the method has one; ``v1``:
+    the wide range, from which v1's own 100 draws come)."""
     if range_ not in RANGES:
         raise ValueError(f"unknown sweep range {range_!r}; known: {', '.join(RANGES)}")
     owner = SHARES.get(method, method)
@@ -141,6 +206,11 @@ def settings(method: str, count: int, seed: int, overrides: dict | None = None, 
              first: str = "drawn", cfg: dict | None = None) -> list[dict]:
     """K settings; with ``first="configured"`` setting 0 is the configured values (``cfg``: the
     filled config) and settings 1.. are the same draws as without it."""
+    owner = SHARES.get(method, method)
+    if range_ == "v1" and owner in dict((m, g) for g, m in V1_ORDER) and not (overrides or {}).get(owner):
+        if count > V1_SAMPLES:
+            raise ValueError(f"sweep.range v1 has {V1_SAMPLES} settings per model; sweep.settings is {count}")
+        return v1_table()[owner][:count]  # v1's sample 0 is its default already
     drawn = [draw(method, k, seed, overrides, range_) for k in range(count)]
     if first == "configured" and count:
         if cfg is None:
