@@ -288,3 +288,103 @@ def test_celeba_resize_is_tf1_bilinear_without_antialiasing():
     stripes[:, ::2] = 255.0
     half = tf1_bilinear(stripes, 4)  # reads source columns 0, 2.5, 5, 7.5
     np.testing.assert_allclose(half[0, :, 0], [255.0, 127.5, 0.0, 127.5])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_image_mode_is_converted_by_its_rule(tmp_path, channels):
+    """Stored pixels against an independent conversion of each mode and bit depth (folder datasets)."""
+    from PIL import Image
+
+    from glann.data.sources import read_folder_image
+
+    rng = np.random.default_rng(0)
+    grey8 = rng.integers(0, 256, (8, 8)).astype(np.uint8)
+    grey16 = rng.integers(0, 65536, (8, 8)).astype(np.uint16)
+    rgb = rng.integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    alpha = rng.integers(0, 256, (8, 8)).astype(np.uint8)
+
+    def luma(x):  # ITU-R 601, as PIL's L (rounded)
+        return np.floor(x[..., 0] * 299 / 1000 + x[..., 1] * 587 / 1000 + x[..., 2] * 114 / 1000 + 0.5)
+
+    def want(rgb_or_grey):
+        x = rgb_or_grey.astype(np.float64)
+        if channels == 1:
+            return luma(x) if x.ndim == 3 else x
+        return x if x.ndim == 3 else np.repeat(x[..., None], 3, -1)
+
+    over_white = rgb * (alpha[..., None] / 255.0) + 255 * (1 - alpha[..., None] / 255.0)
+    cases = {
+        "L": (Image.fromarray(grey8), want(grey8)),
+        "I;16": (Image.fromarray(grey16), want(np.rint(grey16 / 65535.0 * 255))),
+        "RGB": (Image.fromarray(rgb), want(rgb)),
+        "RGBA": (Image.fromarray(np.dstack([rgb, alpha])), want(over_white)),
+        "LA": (Image.fromarray(np.dstack([grey8, grey8, grey8, alpha])).convert("LA"),
+               want(grey8 * (alpha / 255.0) + 255 * (1 - alpha / 255.0))),
+        "P": (Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=256), None),
+        "CMYK": (Image.fromarray(rgb).convert("CMYK"), None),
+    }
+    for mode, (img, expected) in cases.items():
+        path = tmp_path / f"{mode.replace(';', '_')}.png" if mode != "CMYK" else tmp_path / "cmyk.jpg"
+        img.save(path, quality=100) if mode == "CMYK" else img.save(path)
+        if mode == "I;16":
+            with Image.open(path) as check:
+                assert check.mode in ("I;16", "I"), check.mode  # a real 16-bit PNG
+        got = read_folder_image(path, 8, channels).astype(np.float64)
+        if expected is None:  # palette and CMYK: PIL's own conversion to RGB, then the rules
+            with Image.open(path) as im:
+                expected = want(np.asarray(im.convert("RGB")))
+        tol = 1.0 if mode in ("RGBA", "LA") or channels == 1 else 0.0
+        np.testing.assert_allclose(got.reshape(expected.shape), expected, atol=tol, err_msg=mode)
+    assert read_folder_image(tmp_path / "I_16.png", 8, 1).max() < 255  # not clamped to white
+
+
+def test_alpha_black_and_refuse_and_exif_orientation(tmp_path):
+    from PIL import Image
+
+    from glann.data.sources import read_folder_image
+
+    Image.new("RGBA", (4, 4), (200, 100, 50, 0)).save(tmp_path / "clear.png")
+    assert read_folder_image(tmp_path / "clear.png", 4, 3).max() == 255
+    assert read_folder_image(tmp_path / "clear.png", 4, 3, alpha="black").max() == 0
+    with pytest.raises(ValueError, match="alpha"):
+        read_folder_image(tmp_path / "clear.png", 4, 3, alpha="refuse")
+    # EXIF orientation 6 (rotate 90° clockwise to display): stored black | white side by side,
+    # shown black over white; the centre crop keeps that split
+    stored = np.zeros((16, 32), np.uint8)
+    stored[:, 16:] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "rot.jpg", exif=exif, quality=100)
+    out = read_folder_image(tmp_path / "rot.jpg", 16, 1)[..., 0].astype(int)
+    assert out[:4].mean() < 40 and out[-4:].mean() > 215  # top black, bottom white
+    assert abs(out[:, :4].mean() - out[:, -4:].mean()) < 40  # not left/right
+
+
+def test_start_check_counts_readable_images_and_names_the_skipped(tmp_path):
+    """61 files, 2 unreadable: 59 readable give a test split of 6 < 7 for prdc_k 5: refused at the
+    start, before any training; every skipped file is named; an all-unreadable folder is refused as such."""
+    from PIL import Image
+
+    from glann.pipeline.config import check, load_schema, start_warnings
+
+    from pathlib import Path
+
+    schema = load_schema(Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml")
+    for i in range(59):
+        Image.fromarray(np.full((6, 6), i * 4, np.uint8)).save(tmp_path / f"img{i:02d}.png")
+    (tmp_path / "bad1.png").write_bytes(b"not a png")
+    (tmp_path / "bad2.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    cfg = {"datasets": ["mine"], "methods": ["glann"], "seeds": [0],
+           "data": {"mine": {"type": "folder", "path": str(tmp_path), "size": 6, "channels": 1, "test_size": 0.1}}}
+    msgs = check(cfg, schema)
+    assert any("test split would hold 6 images (test_size 0.1 of 59 readable images)" in m for m in msgs), msgs
+    from glann.pipeline.config import fill_defaults
+
+    warnings = start_warnings(fill_defaults(cfg, schema))
+    assert len(warnings) == 1 and "bad1.png" in warnings[0] and "bad2.png" in warnings[0] and "59 images" in warnings[0]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "x.png").write_bytes(b"junk")
+    cfg["data"]["mine"]["path"] = str(empty)
+    msgs = check(cfg, schema)
+    assert any("no readable image" in m and "x.png" in m for m in msgs), msgs

@@ -30,6 +30,11 @@ if _errors:
 _filled = fill_defaults(config, _schema)
 config.clear()
 config.update(_filled)
+if workflow.is_main_process:
+    from glann.pipeline.config import start_warnings
+
+    for _line in start_warnings(config):
+        sys.stderr.write(_line + "\n")
 
 if config["fid"]["require_inception"] and config["fid"]["inception"]:
     from glann.hub import inception_weights_path  # no torch import: every start pays for one

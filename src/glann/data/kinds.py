@@ -16,6 +16,38 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # what a folder dataset reads (gla
 CARVED_SPLITS = {"mnist5k": (5000, 1000), "digits": (1797, 0.2), "folder": (None, 0.1)}
 
 
+READABLE_CHECK_LIMIT = 20000  # folders up to this many files are decoded at the start check
+
+
+def folder_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def unreadable_images(files) -> list[tuple[Path, str]]:
+    """The files PIL cannot decode, with the reason (each is opened and fully decoded)."""
+    from PIL import Image
+
+    bad = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im.load()
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
+            bad.append((f, f"{type(exc).__name__}: {exc}"))
+    return bad
+
+
+def folder_readable(opts: dict) -> tuple[int, list] | None:
+    """(readable images, [(file, reason) skipped]) of a folder dataset, decoding every file when
+    there are at most READABLE_CHECK_LIMIT (else every file is counted); None without the folder."""
+    root = Path(os.path.expanduser(str(opts.get("path"))))
+    if not opts.get("path") or not root.is_dir():
+        return None
+    files = folder_files(root)
+    bad = unreadable_images(files) if len(files) <= READABLE_CHECK_LIMIT else []
+    return len(files) - len(bad), bad
+
+
 def carved_test_size(opts: dict, kind: str) -> tuple[int, str, int] | None:
     """How many images the test split will hold (sklearn's rule: ceil(test_size * n) for a
     fraction), how that was worked out, and the images in all; None where it cannot be known
@@ -25,13 +57,14 @@ def carved_test_size(opts: dict, kind: str) -> tuple[int, str, int] | None:
     n, test_size = CARVED_SPLITS[kind]
     test_size = opts.get("test_size", test_size)
     if kind == "folder":
-        root = Path(os.path.expanduser(str(opts["path"])))
-        if not root.is_dir():
+        readable = folder_readable(opts)
+        if readable is None:
             return None  # prepare_data says so, naming the key
-        n = sum(1 for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        n = readable[0]  # readable images, not file names: what prepare_data will keep
+    what = "readable images" if kind == "folder" else "images"
     if isinstance(test_size, float) and test_size < 1:
-        return math.ceil(test_size * n), f"test_size {test_size} of {n} images", n
-    return min(int(test_size), n), f"test_size {int(test_size)} of {n} images", n
+        return math.ceil(test_size * n), f"test_size {test_size} of {n} {what}", n
+    return min(int(test_size), n), f"test_size {int(test_size)} of {n} {what}", n
 
 
 def validation_count(val_size, n_train: int) -> int:

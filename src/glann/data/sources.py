@@ -250,8 +250,58 @@ def load_celeba64(opts: dict):
     return (*out, f"CelebA ({base}, torchvision layout), centre crop 160, resize 64")
 
 
+BACKGROUNDS = {"white": 255, "black": 0}
+
+
+def to_channels(im, channels: int, alpha: str = "white") -> np.ndarray:
+    """A PIL image of any mode as uint8 H x W x ``channels``, by documented rules (config/README.md):
+
+    - EXIF orientation applied (a photo is stored as it is shown);
+    - 16-bit and 32-bit greyscale (``I;16*``, ``I``) rescaled from 0..65535 to 0..255 (PIL's
+      ``convert("L")`` would clamp them: a 16-bit image turns white); float greyscale (``F``)
+      read as 0..1;
+    - palette (``P``), CMYK, YCbCr and the other modes converted by PIL to RGB(A) first;
+    - an alpha channel (RGBA, LA, PA, a palette's transparency) composited over ``alpha``'s
+      colour (``white`` or ``black``), or refused with ``alpha: refuse``;
+    - then RGB -> grey by ITU-R 601 luma (PIL's ``L``) or grey -> RGB by repetition.
+    """
+    from PIL import Image, ImageOps
+
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        grey = np.asarray(im, dtype=np.float64)
+        grey = np.clip(np.rint(grey / 65535.0 * 255.0), 0, 255).astype(np.uint8)
+        im = Image.fromarray(grey)
+    elif im.mode == "F":
+        im = Image.fromarray(np.clip(np.rint(np.asarray(im, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8))
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("LA", "PA", "La", "RGBa"):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        if alpha == "refuse":
+            raise ValueError("the image has an alpha channel and data.<name>.alpha is refuse")
+        bg = Image.new("RGBA", im.size, (BACKGROUNDS[alpha],) * 3 + (255,))
+        im = Image.alpha_composite(bg, im).convert("RGB")
+    if im.mode not in ("L", "RGB"):
+        im = im.convert("RGB")
+    im = im.convert("L" if channels == 1 else "RGB")
+    return np.asarray(im, dtype=np.uint8)
+
+
+def read_folder_image(path, size: int, channels: int, alpha: str = "white") -> np.ndarray:
+    """One folder image: decoded, converted (:func:`to_channels`), centre-cropped and resized."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        arr = to_channels(im, channels, alpha)
+    out = _resize_square(Image.fromarray(arr), size)
+    return np.asarray(out, dtype=np.uint8).reshape(size, size, channels)
+
+
 def load_folder(opts: dict):
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     path = opts.get("path")
     if not path or not Path(os.path.expanduser(str(path))).is_dir():
@@ -266,24 +316,21 @@ def load_folder(opts: dict):
     use_labels = bool(opts.get("labels_from_subfolders", False))
     classes = sorted({p.parent.relative_to(root).parts[0] for p in files if p.parent != root}) if use_labels else []
     images, labels, bad = [], [], []
+    alpha = opts.get("alpha", "white")
     for f in files:
         try:
-            with Image.open(f) as im:
-                im = im.convert("L" if channels == 1 else "RGB")
-                im = _resize_square(im, size)
-                arr = np.asarray(im, dtype=np.uint8)
+            arr = read_folder_image(f, size, channels, alpha)
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             bad.append((f, exc))
             continue
-        images.append(arr.reshape(size, size, channels))
+        images.append(arr)
         if use_labels:
             rel = f.parent.relative_to(root).parts
             labels.append(classes.index(rel[0]) if rel else -1)
         else:
             labels.append(-1)
     if bad:
-        log.warning("folder dataset: skipped %d unreadable file(s) under %s (first: %s: %s)",
-                    len(bad), root, bad[0][0], bad[0][1])
+        log.warning("folder dataset: skipped %d unreadable file(s) under %s: %s", len(bad), root, name_files(bad))
     if not images:
         raise DataError(
             f"folder dataset: no readable PNG/JPEG image under {root} "
@@ -295,6 +342,12 @@ def load_folder(opts: dict):
     tr, te = stratified_split(labels, opts.get("test_size", 0.1), opts.get("split_seed", 0))
     source = f"folder {root} ({len(images)} images, {len(bad)} unreadable skipped)"
     return images[tr], labels[tr], images[te], labels[te], source
+
+
+def name_files(bad: list, first: int = 10) -> str:
+    """The first ``first`` skipped files with their reasons, and how many more."""
+    shown = "; ".join(f"{f} ({exc})" for f, exc in bad[:first])
+    return shown + (f"; and {len(bad) - first} more" if len(bad) > first else "")
 
 
 LOADERS = {

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from glann.data.kinds import KINDS, carved_test_size, validation_error
+from glann.data.kinds import KINDS, carved_test_size, folder_readable, validation_error
 
 def export_tracking(tracking: dict) -> None:
     """Hand the tracking section to the jobs through the environment: changing it reruns nothing."""
@@ -169,6 +169,20 @@ def sweep_errors(cfg: dict, schema: dict) -> list[str]:
     return msgs
 
 
+def start_warnings(cfg: dict) -> list[str]:
+    """What the start check tells without refusing: each folder dataset's unreadable files, named
+    (the first ten and a count), which prepare_data will skip."""
+    out = []
+    for name in cfg["datasets"]:
+        opts = (cfg.get("data") or {}).get(name) or {}
+        if opts.get("type") == "folder" and (readable := folder_readable(opts)) and readable[1] and readable[0]:
+            from glann.data.sources import name_files
+
+            out.append(f"warning: data.{name}: {len(readable[1])} file(s) under {opts['path']} cannot be decoded "
+                       f"and will be skipped ({readable[0]} images used): {name_files(readable[1])}")
+    return out
+
+
 def cross_key_errors(cfg: dict) -> list[str]:
     """Mistakes no single key shows: values that only fail together, found before any job
     (``cfg`` has its defaults filled in)."""
@@ -187,6 +201,13 @@ def cross_key_errors(cfg: dict) -> list[str]:
     data = cfg.get("data") or {}
     for name in cfg["datasets"]:
         opts = data.get(name) or {}
+        if opts.get("type") == "folder" and (readable := folder_readable(opts)) is not None and readable[0] == 0:
+            from glann.data.sources import name_files
+
+            msgs.append(f"config error at data.{name}.path: no readable image in {opts['path']} "
+                        f"({len(readable[1])} file(s) that cannot be decoded: {name_files(readable[1])}); "
+                        "point it at a folder of PNG/JPEG images")
+            continue
         split = carved_test_size(opts, opts.get("type", name))
         val_size = opts.get("val_size", 0)
         if split is not None and val_size and (err := validation_error(name, val_size, split[2] - split[0])):
