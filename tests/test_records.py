@@ -42,3 +42,17 @@ def test_write_then_read_and_check(tmp_path, monkeypatch):
     assert records.check(tmp_path / "rec", records.__file__.rsplit("/glann/", 1)[0])["bad_key"] == [str(out)]
     assert "whose key is not the hash" in records.format_check(
         records.check(tmp_path / "rec", records.__file__.rsplit("/glann/", 1)[0]))
+
+
+def test_compatible_keys_tolerate_new_settings_at_their_default_only():
+    rec = {"sections": {"vae": {"lr": 1e-4}}, "seed": 0}
+    default = {"sections": {"vae": {"lr": 5e-5, "sigma": 0.1}}, "seed": 0, "new_section": {"a": 1}}
+    assert records.compatible(rec, {"sections": {"vae": {"lr": 1e-4}}, "seed": 0}, default)
+    # a key added to the code since the record, at its default: the record still stands
+    assert records.compatible(rec, {"sections": {"vae": {"lr": 1e-4, "sigma": 0.1}}, "seed": 0}, default)
+    assert records.compatible(rec, {"sections": {"vae": {"lr": 1e-4}}, "seed": 0, "new_section": {"a": 1}}, default)
+    # ... but not away from it, and never a changed value
+    assert not records.compatible(rec, {"sections": {"vae": {"lr": 1e-4, "sigma": 0.2}}, "seed": 0}, default)
+    assert not records.compatible(rec, {"sections": {"vae": {"lr": 2e-4}}, "seed": 0}, default)
+    assert not records.compatible(rec, {"sections": {"vae": {"lr": 1e-4}}, "seed": 1}, default)
+    assert not records.compatible(rec, {"sections": {"vae": {"lr": 1e-4}}, "seed": 0, "other": 1}, default)

@@ -242,15 +242,25 @@ def trial_metrics():
 RECORDS = config["records"]["dir"]
 
 
-def run_key_config(dataset, method, hp, seed):
-    """Everything that fixes one run's result: the record's key is the hash of this."""
+def run_key_config(dataset, method, hp, seed, cfg=None):
+    """Everything that fixes one run's result (``cfg``: the config, default the run's): the record's
+    key is the hash of this."""
+    cfg = cfg or config
     trial = trial_of(SimpleNamespace(hp=hp), method)
-    sections = {sec: sweeps.apply(config[sec], sec, trial["values"]) if trial else config[sec]
+    sections = {sec: sweeps.apply(cfg[sec], sec, trial["values"]) if trial else cfg[sec]
                 for sec in sweeps.sections(method)}
-    return {"dataset": dataset, "data": dataset_options(dataset), "method": method, "seed": int(seed),
-            "setting": trial["values"] if trial else None, "sections": sections, "device": config["device"],
-            "runtime": {k: config["runtime"][k] for k in ("amp", "deterministic")},
-            "sample": sample_params(method, "sample"), "evaluation": {k: config[k] for k in ("evaluator", "fid", "eval")}}
+    sample = dict(cfg["sample"])
+    if not REGISTRY[method].v1_generator:
+        sample.pop("bn_stats", None)
+        sample.pop("bn_batches", None)
+    return {"dataset": dataset, "data": dict((cfg["data"].get(dataset) or {})), "method": method, "seed": int(seed),
+            "setting": trial["values"] if trial else None, "sections": sections, "device": cfg["device"],
+            "runtime": {k: cfg["runtime"][k] for k in ("amp", "deterministic")},
+            "sample": sample, "evaluation": {k: cfg[k] for k in ("evaluator", "fid", "eval")}}
+
+
+# the schema's defaults, for keys a record predates (glann.evaluation.records.compatible)
+_DEFAULTS = fill_defaults({"datasets": DATASETS, "methods": METHODS, "seeds": SEEDS}, _schema)
 
 
 _RECORDED = {}
@@ -262,9 +272,11 @@ def recorded(dataset, method, hp, seed):
         return False
     where = f"{RECORDS}/{dataset}/{method}{hp}/seed{seed}"
     if where not in _RECORDED:
-        from glann.evaluation.records import read_key, run_key
+        from glann.evaluation.records import compatible, read_key_config
 
-        _RECORDED[where] = read_key(where) == run_key(run_key_config(dataset, method, hp, seed))
+        had = read_key_config(where)
+        _RECORDED[where] = had is not None and compatible(
+            had, run_key_config(dataset, method, hp, seed), run_key_config(dataset, method, hp, seed, _DEFAULTS))
     return _RECORDED[where]
 
 

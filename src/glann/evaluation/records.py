@@ -12,7 +12,8 @@ record under ``<records.dir>/<dataset>/<method>[/hp<k>]/seed<S>/``, meant to be 
 - the run's training CSVs and its ``samples.png`` grid.
 
 Model files are not kept. A later invocation (any machine, a fresh clone) reads a run's record
-instead of training it when the record's key equals the key of the run it would train; the
+instead of training it when the record's key_config is :func:`compatible` with the run it would
+train (the same values; a key added to the code since at its default); the
 summary, sweep tables and figures are rebuilt from the records. :func:`check` tells which
 records were made by code other than the code checked out now.
 """
@@ -35,6 +36,34 @@ TRAIN_BENCHMARKS = ("train_glo", "train_imle", "train_baseline", "fit_gaussian")
 def run_key(key_config: dict) -> str:
     """The SHA-256 of ``key_config``'s canonical JSON (sorted keys, no spaces)."""
     return hashlib.sha256(json.dumps(key_config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def compatible(recorded, current, default) -> bool:
+    """Whether a record made under ``recorded`` (its key_config) stands for the run ``current``
+    describes: every value the record has is the same now, and a key the record does not have (a
+    setting added to the code since) is at its default (``default``: the same structure, from the
+    schema's defaults), so that adding a key that keeps the old behaviour re-keys no record."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        for k, v in current.items():
+            if k in recorded:
+                if not compatible(recorded[k], v, (default or {}).get(k) if isinstance(default, dict) else None):
+                    return False
+            elif not isinstance(default, dict) or k not in default or default[k] != v:
+                return False
+        return True
+    return recorded == current
+
+
+def read_key_config(record_dir) -> dict | None:
+    """The key_config of the record in ``record_dir`` (None where there is none or it cannot be read)."""
+    path = Path(record_dir) / "metrics.json"
+    try:
+        rec = json.loads(path.read_text())["record"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if rec.get("key") != run_key(rec.get("key_config", {})):
+        return None  # edited by hand: not trusted (glann check-records names it)
+    return rec["key_config"]
 
 
 def read_key(record_dir) -> str | None:
