@@ -72,7 +72,7 @@ def cmd_train_glo(args):
         save_grid(reconstructions(glo, args.data, device).cpu().numpy(), args.recon, nrow=8)
         for p in (args.recon, args.csv):
             tracker.log_artifact(p)
-        tracker.log_artifact(args.out, "checkpoint")
+        tracker.log_checkpoint(args.out)
 
 
 def cmd_train_imle(args):
@@ -83,7 +83,7 @@ def cmd_train_imle(args):
     with tracked_run(job, "train_imle") as tracker:
         train_imle(args.glo, job["params"], _context(job, args, device, tracker))
         tracker.log_artifact(args.csv)
-        tracker.log_artifact(args.out, "checkpoint")
+        tracker.log_checkpoint(args.out)
 
 
 def cmd_fit_gaussian(args):
@@ -92,7 +92,7 @@ def cmd_fit_gaussian(args):
     job = _job(args)
     with tracked_run(job, "fit_gaussian") as tracker:
         fit_gaussian(args.glo, args.out, int(job["seed"]))
-        tracker.log_artifact(args.out, "checkpoint")
+        tracker.log_checkpoint(args.out)
 
 
 def cmd_train_baseline(args):
@@ -107,7 +107,7 @@ def cmd_train_baseline(args):
     with tracked_run(job, f"train_{method.name}", args.data) as tracker:
         train(args.data, job["params"], _context(job, args, device, tracker))
         tracker.log_artifact(args.csv)
-        tracker.log_artifact(args.out, "checkpoint")
+        tracker.log_checkpoint(args.out)
 
 
 def cmd_sample(args):

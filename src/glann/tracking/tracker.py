@@ -34,6 +34,7 @@ and the closing of orphaned runs in glann.tracking.invocation.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -141,6 +142,24 @@ class Tracker:
         if Path(path).exists():
             self._call("artifact", str(path), artifact_path)
 
+    copy_checkpoints = False  # tracking.copy_checkpoints (set by tracked_run)
+
+    def log_checkpoint(self, path) -> None:
+        """A checkpoint: by default referred to, not copied (DVC versions results/, so an MLflow copy
+        would be a second one): tags ``checkpoint.<file>`` (its path under results/) and
+        ``checkpoint.<file>.sha256``. ``tracking.copy_checkpoints: true`` copies it as an artifact."""
+        path = Path(path)
+        if not path.exists():
+            return
+        if self.copy_checkpoints:
+            self.log_artifact(path, "checkpoint")
+            return
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        self.set_tags({f"checkpoint.{path.name}": str(path), f"checkpoint.{path.name}.sha256": digest.hexdigest()})
+
     def finish(self, status: str = "FINISHED") -> None:
         if self.backend is not None:
             backend, self.backend = self.backend, None
@@ -165,6 +184,7 @@ def tracked_run(job: dict, step: str, data=None, context: str = "training"):
                       params={**job["params"], "device": job["device"], "runtime": job["runtime"]},
                       uri=tr.get("uri"), enabled=tr.get("enabled", True), live=tr.get("live", True),
                       trial=job.get("trial"))
+    tracker.copy_checkpoints = bool(tr.get("copy_checkpoints", False))
     try:
         hp = f"hp{job['trial']['k']}" if job.get("trial") else ""
         run_dir = (Path("results") / job["dataset"] / method / hp / f"seed{job['seed']}"
