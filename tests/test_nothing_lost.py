@@ -212,3 +212,26 @@ def test_a_job_whose_snakemake_is_already_gone_stops_before_any_work(tmp_path, s
         assert not (tmp_path / "d/manifest.json").exists()
     else:
         assert proc.returncode == 0 and (tmp_path / "d/manifest.json").exists(), proc.stderr[-2000:]
+
+
+def test_a_checkpoint_without_its_integrity_record_is_refused_at_the_start(tmp_path):
+    """The start check looks at every checkpoint, samples and statistics file under results/: one
+    whose record is missing is named before Snakemake schedules (and so deletes) anything."""
+    import numpy as np
+    import torch
+
+    from glann.atomic import integrity_path, save_npz
+    from glann.pipeline.preflight import check
+
+    run = tmp_path / "results/digits/vae/seed0"
+    save_npz(run / "samples.npz", images=np.zeros((2, 4, 4, 1), np.uint8))
+    (run / "samples.png").write_bytes(b"png")  # not read back by a job: no record needed
+    kw = dict(prepared=tmp_path / "data/prepared", results=tmp_path / "results", cache=tmp_path / "v.json")
+    assert check(["digits"], **kw) == []
+    torch.save({"x": 1}, run / "model.pt")  # e.g. copied in by hand
+    integrity_path(run / "samples.npz").unlink()
+    problems = check(["digits"], **kw)
+    assert len(problems) == 2 and all("has no integrity record" in p and "Nothing was run or deleted" in p
+                                      for p in problems)
+    assert {"model.pt", "samples.npz"} == {Path(p.split(" has no")[0]).name for p in problems}
+    assert (run / "model.pt").exists() and (run / "samples.npz").exists()

@@ -93,6 +93,18 @@ def _recorded_files(root: Path):
             yield path
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".npz")  # what later jobs read back and verify: every one has a record
+
+
+def _unrecorded_checkpoints(root: Path):
+    """Checkpoints, samples and statistics under ``root`` without their integrity record: a job
+    would refuse them only after Snakemake has deleted its outputs (and theirs downstream)."""
+    for path in sorted(root.rglob("*")):
+        if (path.suffix in CHECKPOINT_SUFFIXES and path.is_file() and not path.name.startswith(".")
+                and not integrity_path(path).exists()):
+            yield path
+
+
 def check(datasets, prepared="data/prepared", results="results", cache=CACHE, limit: int = 5) -> list[str]:
     """One line per problem (at most ``limit``) in the inputs a run of ``datasets`` reads."""
     cache = Path(cache)
@@ -109,6 +121,11 @@ def check(datasets, prepared="data/prepared", results="results", cache=CACHE, li
         root = Path(results) / ds
         if not root.is_dir():
             continue
+        for path in _unrecorded_checkpoints(root):
+            problems.append(
+                f"{path} has no integrity record ({integrity_path(path).name}): it was not written by this "
+                f"pipeline, or its record was lost. `dvc pull {path}` restores both if DVC tracks it; else delete "
+                f"{path} and rerun snakemake, which rebuilds it and what depends on it. Nothing was run or deleted.")
         for path in _recorded_files(root):
             stamp = _stamp(path)
             if known.get(str(path)) == stamp:
