@@ -56,3 +56,33 @@ def test_compatible_keys_tolerate_new_settings_at_their_default_only():
     assert not records.compatible(rec, {"sections": {"vae": {"lr": 2e-4}}, "seed": 0}, default)
     assert not records.compatible(rec, {"sections": {"vae": {"lr": 1e-4}}, "seed": 1}, default)
     assert not records.compatible(rec, {"sections": {"vae": {"lr": 1e-4}}, "seed": 0, "other": 1}, default)
+
+
+def test_a_job_stops_with_its_snakemake_even_when_started_with_sigint_ignored(tmp_path):
+    """A snakemake run in the background of a non-interactive shell (nohup ... &) starts its jobs
+    with SIGINT ignored; the watchdog must still stop a job once that snakemake is gone."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    born = psutil.Process(parent.pid).create_time()
+    code = ("import time\nfrom glann.pipeline.watchdog import die_with_snakemake\ndie_with_snakemake(0.1)\n"
+            "try:\n    time.sleep(30)\nexcept KeyboardInterrupt:\n    raise SystemExit(130)\n")
+    env = {**__import__("os").environ, "GLANN_SNAKEMAKE_PID": f"{socket.gethostname()}:{parent.pid}:{born!r}"}
+    job = subprocess.Popen([sys.executable, "-c", code], env=env,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        time.sleep(1.5)
+        assert job.poll() is None  # its snakemake is alive: it runs
+        parent.kill()
+        parent.wait()
+        assert job.wait(timeout=10) == 130
+    finally:
+        for p in (parent, job):
+            if p.poll() is None:
+                p.kill()

@@ -35,6 +35,12 @@ def die_with_snakemake(interval: float = 0.5) -> None:
 
     import psutil
 
+    # A job started by a snakemake that runs in the background of a non-interactive shell (nohup
+    # ... &) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the
+    # SIGINT below would do nothing and the job would run on as an orphan.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def alive() -> bool:
         try:
             p = psutil.Process(pid)
