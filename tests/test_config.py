@@ -59,7 +59,7 @@ def test_a_folder_too_small_for_the_evaluation_is_refused_before_any_job(tmp_pat
     cfg = {**BASE, "datasets": ["mine"], "data": {"mine": {"type": "folder", "path": str(folder)}}}
     msgs = check(cfg, SCHEMA)
     assert msgs == ["config error at data.mine.test_size: the test split would hold 6 images (test_size 0.1 "
-                    "of 51 images); the evaluation's precision/recall with eval.prdc_k = 5 needs at least 7. "
+                    "of 51 readable images); the evaluation's precision/recall with eval.prdc_k = 5 needs at least 7. "
                     "Raise data.mine.test_size, add images, or lower eval.prdc_k"], msgs
     assert check({**cfg, "eval": {"prdc_k": 4}}, SCHEMA) == []
     for i in range(51, 61):

@@ -166,7 +166,7 @@ BUGS = [  # (name, file under src/glann, old text, new text, tests)
      "        matched_noise = noise[idx]\n", "        matched_noise = noise[idx]\n        opt.param_groups[0][\"lr\"] *= 0.5\n",
      ["tests/test_properties.py::test_every_other_trainer_keeps_its_configured_lr_in_every_group_at_every_step"]),
     ("WGAN's RMSProp at TF's default lr, not the configured one", "methods/gans.py",
-     "torch.optim.RMSprop(params, lr=cfg[\"lr\"]", "torch.optim.RMSprop(params, lr=1e-3",
+     "TFRMSProp(params, lr=cfg[\"lr\"])", "TFRMSProp(params, lr=1e-3)",
      ["tests/test_properties.py::test_every_other_trainer_keeps_its_configured_lr_in_every_group_at_every_step"]),
     ("sample.bn_batches ignored", "methods/sampling.py",
      "for _ in range(bn_batches)])", "for _ in range(BN_BATCHES)])",

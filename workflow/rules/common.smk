@@ -237,7 +237,7 @@ def trial_metrics():
     return [run_file(d, m, hp, s, "metrics.json") for d in DATASETS for m, hp in TRIALS for s in SEEDS]
 
 
-# Run records (glann.evaluation.records, docs/studies.md): a run whose record under records.dir has
+# Run records (glann.pipeline.records, docs/studies.md): a run whose record under records.dir has
 # the key of the run this config would train is read from there, not trained.
 RECORDS = config["records"]["dir"]
 
@@ -259,7 +259,7 @@ def run_key_config(dataset, method, hp, seed, cfg=None):
             "sample": sample, "evaluation": {k: cfg[k] for k in ("evaluator", "fid", "eval")}}
 
 
-# the schema's defaults, for keys a record predates (glann.evaluation.records.compatible)
+# the schema's defaults, for keys a record predates (glann.pipeline.records.compatible)
 _DEFAULTS = fill_defaults({"datasets": DATASETS, "methods": METHODS, "seeds": SEEDS}, _schema)
 
 
@@ -272,7 +272,7 @@ def recorded(dataset, method, hp, seed):
         return False
     where = f"{RECORDS}/{dataset}/{method}{hp}/seed{seed}"
     if where not in _RECORDED:
-        from glann.evaluation.records import compatible, read_key_config
+        from glann.pipeline.records import compatible, read_key_config
 
         had = read_key_config(where)
         _RECORDED[where] = had is not None and compatible(
@@ -293,7 +293,7 @@ def record_meta(wildcards):
         return ""
     d, m, hp, s = wildcards.dataset, wildcards.method, wildcards.hp, wildcards.seed
     key_config = run_key_config(d, m, hp, s)
-    from glann.evaluation.records import run_key
+    from glann.pipeline.records import run_key
 
     trainer = REGISTRY["glann" if m == "glo_gauss" else m]
     steps = {"glann": [("train_glo", "train-glo", []), ("train_imle", "train-imle", [])],

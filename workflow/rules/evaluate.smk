@@ -82,8 +82,8 @@ rule evaluate:
         "glann evaluate --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
         " --samples {input.samples} --evaluator {input.evaluator}"
         " --stats-evaluator {input.stats_evaluator} --stats-inception {input.stats_inception}"
-        " --stats-evaluator-val {input.stats_evaluator_val} --losses {input.losses} --out {output.metrics}"
-        " {params.record} > {log} 2>&1"
+        " --stats-evaluator-val {input.stats_evaluator_val} --losses {input.losses} {params.record}"
+        " --out {output.metrics} > {log} 2>&1"
 
 
 rule evaluate_snapshots:
@@ -112,4 +112,4 @@ rule evaluate_snapshots:
     shell:
         "glann evaluate-snapshots --job {params.job:q} --threads {threads} --data data/prepared/{wildcards.dataset}"
         " --snapshots {input.snapshots} --evaluator {input.evaluator} --stats-evaluator {input.stats_evaluator}"
-        " --fixed {params.fixed} --out {output.curve} {params.record} > {log} 2>&1"
+        " --fixed {params.fixed} {params.record} --out {output.curve} > {log} 2>&1"

@@ -100,4 +100,7 @@ def decide(metrics: dict, losses: dict | None = None, method: str | None = None)
 
 def mark(status: str | None) -> str:
     """The short mark a table prints after a run's numbers ('' for a learned run)."""
-    return MARKS.get(status or "learned", status or "")
+    status = status or "learned"
+    if status not in STATUSES:
+        raise ValueError(f"unknown run status {status!r}; known: {', '.join(STATUSES)}")
+    return MARKS[status]

@@ -167,8 +167,8 @@ def cmd_evaluate(args):
             if metrics.get(key):
                 tracker.log_metrics({f"{key}_low": metrics[key][0], f"{key}_high": metrics[key][1]})
         tracker.set_tags({"status": metrics["status"], "status_reason": metrics["status_reason"]})
-    if args.record:  # the run's record (glann.evaluation.records), once its metrics are written
-        from glann.evaluation.records import write as write_record
+    if args.record:  # the run's record (glann.pipeline.records), once its metrics are written
+        from glann.pipeline.records import write as write_record
 
         write_record(args.record, metrics, json.loads(args.record_meta), args.record_files or [],
                      args.record_logs or [])
@@ -191,7 +191,7 @@ def cmd_evaluate_snapshots(args):
                                 int(p.get("bn_batches", 50)), split=p.get("split", "test"))
         write_json(args.out, curve)
         tracker.log_artifact(args.out)
-    if args.record:  # the curve joins the run's record (glann.evaluation.records)
+    if args.record:  # the curve joins the run's record (glann.pipeline.records)
         Path(args.record).mkdir(parents=True, exist_ok=True)
         write_json(Path(args.record) / "snapshots.json", curve, record=False)
     log.info("scored %d snapshots of %s", len(curve["points"]), job["method"])
@@ -211,7 +211,7 @@ def cmd_summarize(args):
 
 
 def cmd_check_records(args):
-    from glann.evaluation.records import check, format_check
+    from glann.pipeline.records import check, format_check
 
     result = check(args.records_dir, Path(args.src) if args.src else Path(__file__).resolve().parents[2])
     print(format_check(result))
@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("data_dir", help="the prepared dataset folder, e.g. data/prepared/digits")
     r.set_defaults(fn=cmd_restore_data)
     c = sub.add_parser("check-records", help="check a study's run records against the code checked out now "
-                                             "(glann.evaluation.records)")
+                                             "(glann.pipeline.records)")
     c.add_argument("records_dir", help="the records folder, e.g. docs/studies/mnist5k_tuning/records")
     c.add_argument("--src", default=None, help="the package source to compare with (default: the one running)")
     c.set_defaults(fn=cmd_check_records)
