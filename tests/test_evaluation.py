@@ -199,16 +199,16 @@ def synthetic_eval(tmp_path, monkeypatch):
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(10, 8)) * 10
-    real, _ = _mixture(rng, centres, 100)
+    real, real_labels = _mixture(rng, centres, 100)
     fake_feats, fake_labels = _mixture(rng, centres[:5], 100)
-    save_npz(tmp_path / "real.npz", mu=real.mean(0), sigma=np.cov(real, rowvar=False), features=real)
+    train, train_labels = _mixture(rng, centres, 60)
+    save_npz(tmp_path / "real.npz", mu=real.mean(0), sigma=np.cov(real, rowvar=False), features=real,
+             train_features=train, train_labels=train_labels)
     save_npz(tmp_path / "inc.npz", available=np.array(False), reason=np.array("test"))
     save_npz(tmp_path / "samples.npz", images=np.zeros((len(fake_feats), 4, 4, 1), np.uint8))
     (tmp_path / "manifest.json").write_text(json.dumps({"class_counts": {"train": {str(i): 50 for i in range(10)}}}))
     monkeypatch.setattr(evaluation, "load_evaluator", lambda p, d: (None, {"task": "classes", "test_accuracy": 1.0}))
     monkeypatch.setattr(evaluation, "evaluator_outputs", lambda net, x, d: (fake_feats, fake_labels))
-    monkeypatch.setattr(evaluation, "load_prepared", lambda d, split: (np.zeros((len(fake_feats), 4, 4, 1), np.uint8),
-                                                                       fake_labels))
     cfg = {"fid": {"num_samples": 10}, "eval": {"prdc_max_samples": 500, "prdc_k": 5, "prd_runs": 3,
                                                 "min_class_share": 0.02, "duplicate_quantile": 0.01,
                                                 "birthday_batch_size": 20, "birthday_batches": 5,
@@ -230,6 +230,9 @@ def test_evaluate_on_features_with_known_precision_recall_and_modes(synthetic_ev
     assert m["class_kl"] == pytest.approx(math.log(2), abs=1e-6)  # KL(uniform over 5 || uniform over 10)
     assert m["fid_domain"] == pytest.approx(frechet_distance(*gaussian_stats(fake), *gaussian_stats(real)), rel=1e-9)
     assert m["diverged"] is False
+    # the floor: 500 real training features at the samples' n (500); the samples are one constant image
+    assert m["floor_n"] == 500 and m["floor_fid_domain"] < m["fid_domain"] and m["kid_domain"] > m["floor_kid_domain"]
+    assert len(m["single_class_fid_domain"]) == 10 and m["status"] == "degenerate"  # checked before the classes
 
 
 def test_mode_coverage_kl_direction():

@@ -119,9 +119,9 @@ def test_aggregate_and_csv_by_hand():
     assert agg[("a", "m")]["device"] == "cpu" and agg[("b", "m")]["device"] == ""
     assert agg[("b", "m")]["fid_domain"] == (10.0, 0.0, 1) and agg[("b", "m")]["diverged"] == []
     lines = render_csv(agg).splitlines()
-    assert lines[0] == "dataset,method,metric,mean,std,n_seeds,diverged_epochs"
-    assert "a,m,fid_domain,3,1.41421,2,3" in lines and "b,m,fid_domain,10,0,1," in lines
-    assert "a,m,precision,,,0,3" in lines
+    assert lines[0] == "dataset,method,metric,mean,std,n_seeds,diverged_epochs,status"
+    assert "a,m,fid_domain,3,1.41421,2,3,diverged: 1 of 2 seeds" in lines and "b,m,fid_domain,10,0,1,,learned" in lines
+    assert "a,m,precision,,,0,3,diverged: 1 of 2 seeds" in lines
 
 
 @pytest.mark.parametrize("size,levels", [(4, 1), (8, 1), (16, 2), (28, 2), (32, 3), (64, 4)])
@@ -217,7 +217,7 @@ def test_cells_rows_and_csv_edges():
     agg = aggregate(rows)
     assert agg[("a", "m")]["device"] == "cpu,cuda"
     text = render_csv(agg)
-    assert "\r" not in text and "a,m,fid_domain,1.5,0.707107,2,3 4\n" in text
+    assert "\r" not in text and "a,m,fid_domain,1.5,0.707107,2,3 4,diverged\n" in text
 
 
 def test_markdown_over_two_datasets():
@@ -272,15 +272,17 @@ def test_summary_files_snapshots_and_curves_by_hand(tmp_path):
     flat = summarize(metrics, {}, out, ["digits"], ["glann", "vae"],
                      loss_csvs=[res / "digits/vae/seed1/losses.csv", res / "digits/glann/seed0/glo_losses.csv"],
                      snapshot_files=snaps)
-    assert flat == {"digits/glann/fid_domain": 2.0, "digits/vae/fid_domain": 4.0}
+    assert flat == {"digits/glann/fid_domain": 2.0, "digits/vae/fid_domain": 4.0,
+                    "digits/glann/status": "learned", "digits/vae/status": "learned"}
     assert (out / "curves" / "digits_vae_seed1_train.csv").read_text() == "epoch,loss\n1,90\n"
     assert (out / "curves" / "digits_glann_seed0_glo.csv").read_text() == "epoch,loss\n"
     assert (out / "fid_vs_compute.csv").read_text() == (
-        "dataset,method,seed,split,epoch,train_seconds,images_processed,fid_domain,classes_covered,diverged\n"
-        "digits,glann,0,test,1,1.5,100,9.0,7,False\n"  # a curve from before the split was recorded: test
-        "digits,glann,0,test,2,3.0,200,5.0,9,False\n"
-        "digits,vae,1,val,1,2.0,50,8.0,,False\n"
-        "digits,vae,1,val,2,4.0,100,6.0,,True\n")  # the mark on the last snapshot before divergence
+        "dataset,method,seed,split,epoch,train_seconds,images_processed,n_samples,fid_domain,kid_domain,"
+        "classes_covered,diverged\n"
+        "digits,glann,0,test,1,1.5,100,,9.0,,7,False\n"  # a curve from before the split was recorded: test
+        "digits,glann,0,test,2,3.0,200,,5.0,,9,False\n"
+        "digits,vae,1,val,1,2.0,50,,8.0,,,False\n"
+        "digits,vae,1,val,2,4.0,100,,6.0,,,True\n")  # the mark on the last snapshot before divergence
     assert json.loads((out / "summary.json").read_text()) == flat
     assert (out / "fid_vs_compute.png").stat().st_size > 0
     assert not [p.name for p in out.rglob(".*")]  # end products: no .<name>.sha256 records

@@ -187,6 +187,7 @@ def test_row_marks_and_table():
     assert "d, fid_domain: best **glann**" in md
     assert holds(agg[("d", "glann")], agg[("d", "vae")], "fid_domain").startswith("within noise")
     assert holds(agg[("d", "glann")], agg[("d", "nsgan")], "fid_domain") == "yes"
+    assert "| nsgan (did not learn) | 2.5e+03 | 2.4e+03-2.6e+03 | not a result |" in md
 
 
 def test_holds_needs_both_seed_spread_and_bootstrap():

@@ -68,7 +68,8 @@ def test_the_evaluator_trains_on_train_and_reports_test_accuracy_never_reading_v
 
 def test_real_statistics_are_the_test_splits_and_the_curves_the_validation_splits(digits_val, tmp_path):
     """evaluator.npz from the test images, evaluator_val.npz from the validation images, each equal
-    to the Gaussian of the evaluator's features of exactly those images; train is never read."""
+    to the Gaussian of the evaluator's features of exactly those images; the training images'
+    features are kept apart (the floor's real set), never mixed into a statistic."""
     from glann.evaluation.evaluator import evaluator_outputs, load_evaluator
     from glann.evaluation.scoring import real_stats
 
@@ -76,8 +77,12 @@ def test_real_statistics_are_the_test_splits_and_the_curves_the_validation_split
     with opened(d / "data") as splits:
         real_stats(d / "data", d / "ev.pt", None, tmp_path / "ev.npz", tmp_path / "inc.npz", CPU,
                    use_inception=False, out_evaluator_val=tmp_path / "ev_val.npz")
-    assert splits == {"test", "val"}
+    assert splits == {"test", "val", "train"}
     net, _ = load_evaluator(d / "ev.pt", CPU)
+    xtr, ytr = load_prepared(d / "data", "train")
+    with np.load(tmp_path / "ev.npz") as z:
+        np.testing.assert_allclose(z["train_features"], evaluator_outputs(net, xtr, CPU)[0], rtol=1e-5, atol=1e-6)
+        assert np.array_equal(z["train_labels"], ytr)
     for split, name in (("test", "ev.npz"), ("val", "ev_val.npz")):
         x, _ = load_prepared(d / "data", split)
         feats = evaluator_outputs(net, x, CPU)[0].astype(np.float64)
@@ -297,10 +302,12 @@ def test_real_stats_takes_inception_statistics_of_the_test_split_when_weights_ex
     weights = save_random_inception(tmp_path / "inception.pth")
     with opened(d) as splits:
         real_stats(d, tmp_path / "ev.pt", str(weights), tmp_path / "ev.npz", tmp_path / "inc.npz", CPU)
-    assert splits == {"test"}
+    assert splits == {"test", "train"}  # train: its evaluator features only (the floor's real set)
     xte, _ = load_prepared(d, "test")
-    mu, sigma = gaussian_stats(inception_features(load_inception(weights, CPU), xte, CPU))
+    feats = inception_features(load_inception(weights, CPU), xte, CPU)
+    mu, sigma = gaussian_stats(feats)
     with np.load(tmp_path / "inc.npz") as z:
         assert bool(z["available"]) and str(z["weights"]) == str(weights) and z["mu"].shape == (2048,)
+        np.testing.assert_allclose(z["features"], feats, rtol=1e-5, atol=1e-6)  # inception_kid's real set
         np.testing.assert_allclose(z["mu"], mu, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(z["sigma"], sigma, rtol=1e-4, atol=1e-6)

@@ -34,7 +34,7 @@ if workflow.is_main_process:
     from glann.pipeline.config import start_warnings
 
     for _line in start_warnings(config):
-        sys.stderr.write(_line + "\n")
+        sys.stderr.write(f"{_line}\n")
 
 if config["fid"]["require_inception"] and config["fid"]["inception"]:
     from glann.hub import inception_weights_path  # no torch import: every start pays for one
@@ -190,8 +190,9 @@ def sample_args(w, input):
 
 
 def loss_csvs(wildcards=None):
-    """Every training job's per-epoch loss CSV, as the registry lists them (a recorded run's: its record's copy)."""
-    return [run_file(d, m, "", s, Path(f).name) if recorded(d, m, "", s) else f
+    """Every training job's per-epoch loss CSV, as the registry lists them (a recorded run's without
+    results/: its record's copy)."""
+    return [run_file(d, m, "", s, Path(f).name) if not Path(f).exists() else f
             for d in DATASETS for m in METHODS for s in SEEDS for f in REGISTRY[m].loss_csv_paths(d, s)]
 
 
@@ -281,10 +282,13 @@ def recorded(dataset, method, hp, seed):
 
 
 def run_file(dataset, method, hp, seed, name):
-    """A run's file (metrics.json, samples.png, a training CSV): its record's copy where it is recorded."""
-    if recorded(dataset, method, hp, seed):
+    """A run's file (metrics.json, samples.png, a training CSV): the one under results/ where it is
+    there (Snakemake keeps it up to date as ever), else its record's copy where the run is recorded
+    (a fresh clone, another machine: nothing is trained), else the one under results/ (to make)."""
+    results = f"results/{dataset}/{method}{hp}/seed{seed}/{name}"
+    if not Path(results).exists() and recorded(dataset, method, hp, seed):
         return f"{RECORDS}/{dataset}/{method}{hp}/seed{seed}/{name}"
-    return f"results/{dataset}/{method}{hp}/seed{seed}/{name}"
+    return results
 
 
 def record_meta(wildcards):
@@ -302,8 +306,8 @@ def record_meta(wildcards):
     versions = {name: {"step": step, "extra": extra, "hash": code_version(step, extra)} for name, step, extra in steps}
     versions.update({name: {"step": name, "extra": [], "hash": code_version(name)} for name in ("sample", "evaluate")})
     meta = {"key": run_key(key_config), "key_config": key_config, "code_versions": versions}
-    log_dirs = [f"logs/{d}/{m}{hp}/seed{s}"] + ([f"logs/{d}/glann{hp}/seed{s}"] if m == "glo_gauss" else [])
-    files = [f"results/{d}/{m}{hp}/seed{s}/samples.png"] + run_loss_csvs(wildcards)
+    log_dirs = [f"logs/{d}/{m}{hp}/seed{s}", *([f"logs/{d}/glann{hp}/seed{s}"] if m == "glo_gauss" else [])]
+    files = [f"results/{d}/{m}{hp}/seed{s}/samples.png", *run_loss_csvs(wildcards)]
     return (f"--record {RECORDS}/{d}/{m}{hp}/seed{s} --record-meta {shlex.quote(json.dumps(meta))}"
             f" --record-files {' '.join(files)} --record-logs {' '.join(log_dirs)}")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from glann.atomic import load_npz
+from glann.errors import DataError
 from glann.data.datasets import load_prepared, read_manifest
 from glann.evaluation.evaluator import evaluator_outputs, load_evaluator
 from glann.hub import inception_weights_path
@@ -26,15 +27,22 @@ log = logging.getLogger(__name__)
 def real_stats(data_dir, evaluator_path, inception_weights, out_evaluator, out_inception, device,
                use_inception: bool = True, out_evaluator_val=None):
     """The real images' statistics: the test split's in evaluator features (every reported metric)
-    and in Inception features (FID), and the validation split's in evaluator features (what the
-    snapshot curves are scored on; ``available`` False where data.<name>.val_size carves none)."""
+    and in Inception features (FID), the validation split's in evaluator features (what the
+    snapshot curves are scored on; ``available`` False where data.<name>.val_size carves none),
+    and the training images' evaluator features and labels (the real-vs-real floor's real set and
+    the mode-dropping curve; labels -1 without classes)."""
     from glann.atomic import save_npz
 
     xte, _ = load_prepared(data_dir, "test")
-    net, _ = load_evaluator(evaluator_path, device)
+    net, ev = load_evaluator(evaluator_path, device)
     feats, _ = evaluator_outputs(net, xte, device)
     mu, sigma = gaussian_stats(feats)
-    save_npz(out_evaluator, mu=mu, sigma=sigma, features=feats.astype(np.float32))
+    # the training images' features: the real-vs-real floor's real set and the mode-dropping curve
+    xtr, ytr = load_prepared(data_dir, "train")
+    train_feats, _ = evaluator_outputs(net, xtr, device)
+    labels = ytr if ev["task"] == "classes" and ytr is not None else np.full(len(xtr), -1)
+    save_npz(out_evaluator, mu=mu, sigma=sigma, features=feats.astype(np.float32),
+             train_features=train_feats.astype(np.float32), train_labels=np.asarray(labels, dtype=np.int64))
     if out_evaluator_val is not None:
         xva, _ = load_prepared(data_dir, "val")
         if len(xva) < 2:
@@ -125,15 +133,18 @@ def evaluate(samples_path, evaluator_path, stats_evaluator, stats_inception, dat
     feats, pred = evaluator_outputs(net, fake, device)
     with load_npz(stats_evaluator) as z:
         mu_r, sigma_r, real_feats = z["mu"], z["sigma"], z["features"].astype(np.float64)
+        train_feats = z["train_features"].astype(np.float64) if "train_features" in z else None
+        train_labels = z["train_labels"] if "train_labels" in z else None
     metrics = {"n_samples": int(len(fake)), "n_test": int(len(real_feats)), "evaluator_task": ev["task"],
                "evaluator_test_accuracy": ev["test_accuracy"],
                "fid_domain": frechet_distance_to_features(feats, mu_r, sigma_r), "val_fid_domain": None,
                "sample_spread": sample_spread(fake)}
     metrics["image_shape"] = [int(v) for v in fake.shape[1:]]
-    xtr, ytr = load_prepared(data_dir, "train")
-    train_feats, _ = evaluator_outputs(net, xtr, device)
-    metrics.update(noise_of_metrics(feats, real_feats, train_feats, cfg, seed,
-                                    ytr if ev["task"] == "classes" and ytr is not None else None))
+    if train_feats is None:  # statistics written before real_stats kept the training features
+        raise DataError(f"{stats_evaluator} holds no training-image features: delete it and rerun snakemake, "
+                        "which rebuilds it (real_stats) and re-scores every run")
+    labelled = train_labels is not None and ev["task"] == "classes" and int(np.min(train_labels)) >= 0
+    metrics.update(noise_of_metrics(feats, real_feats, train_feats, cfg, seed, train_labels if labelled else None))
     if stats_evaluator_val is not None:
         with load_npz(stats_evaluator_val) as z:
             if bool(z["available"]):

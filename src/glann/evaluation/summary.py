@@ -98,7 +98,8 @@ def aggregate(rows: list[dict]) -> dict:
         group = [r for r in rows if (r["dataset"], r["method"]) == key]
         cell = {m: mean_std([r.get(m) for r in group]) for m, _, _ in METRICS}
         cell["diverged"] = [r.get("diverged_epoch") for r in group if r.get("diverged")]
-        cell["status"] = [r.get("status") or "learned" for r in group]
+        # a metrics.json from before the status existed: its divergence mark, else learned
+        cell["status"] = [r.get("status") or ("diverged" if r.get("diverged") else "learned") for r in group]
         cell["reasons"] = [r.get("status_reason") or "" for r in group]
         cell["mark"] = row_mark(cell["status"])
         for name in ("fid_domain_ci", "kid_domain_ci"):  # the seeds' 95% intervals, ends averaged
@@ -126,6 +127,8 @@ def render_markdown(agg: dict, datasets: list[str], methods: list[str]) -> str:
             lines += [f"## {heading}", "", "Not measured: Inception weights unavailable "
                       "(see each metrics.json's `inception_fid_reason`).", ""]
             continue
+        if all(v is None for v in present) and key == "inception_kid":
+            continue  # measured with Inception FID only: said once, above
         lines += [f"## {heading}", "", "| method | " + " | ".join(datasets) + " |",
                   "|---|" + "---|" * len(datasets)]
         for m in methods:
@@ -216,6 +219,8 @@ def differences_section(agg: dict, datasets, methods) -> list[str]:
         for key, name in (("fid_domain", "fid_domain"), ("kid_domain", "KID")):
             rows = {m: agg[(d, m)] for m in methods if (d, m) in agg and agg[(d, m)][key][0] is not None}
             learned = {m: c for m, c in rows.items() if not c["mark"]}
+            if not rows:
+                continue  # not measured (a metrics.json from before KID)
             if not learned:
                 lines += [f"{d}, {name}: no row learned.", ""]
                 continue
@@ -224,7 +229,7 @@ def differences_section(agg: dict, datasets, methods) -> list[str]:
                       "|---|---|---|---|"]
             for m, c in rows.items():
                 ci = c.get(f"{key}_ci")
-                verdict = "best" if m == best else holds(learned[best], c, key)
+                verdict = "best" if m == best else "not a result" if c["mark"] else holds(learned[best], c, key)
                 lines.append(f"| {m}{' (' + c['mark'] + ')' if c['mark'] else ''} | {format_cell(*c[key])} | "
                              f"{'n/a' if ci is None else f'{ci[0]:.3g}-{ci[1]:.3g}'} | {verdict} |")
             lines.append("")
