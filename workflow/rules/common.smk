@@ -308,7 +308,7 @@ def record_meta(wildcards):
     meta = {"key": run_key(key_config), "key_config": key_config, "code_versions": versions}
     log_dirs = [f"logs/{d}/{m}{hp}/seed{s}", *([f"logs/{d}/glann{hp}/seed{s}"] if m == "glo_gauss" else [])]
     files = [f"results/{d}/{m}{hp}/seed{s}/samples.png", *run_loss_csvs(wildcards)]
-    return (f"--record {RECORDS}/{d}/{m}{hp}/seed{s} --record-meta {shlex.quote(json.dumps(meta))}"
+    return (f"--record {RECORDS}/{d}/{m}{hp}/seed{s} --record-meta {shlex.quote(json.dumps(meta, sort_keys=True))}"
             f" --record-files {' '.join(files)} --record-logs {' '.join(log_dirs)}")
 
 

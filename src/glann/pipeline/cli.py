@@ -167,12 +167,12 @@ def cmd_evaluate(args):
             if metrics.get(key):
                 tracker.log_metrics({f"{key}_low": metrics[key][0], f"{key}_high": metrics[key][1]})
         tracker.set_tags({"status": metrics["status"], "status_reason": metrics["status_reason"]})
+        tracker.log_artifact(args.out)
     if args.record:  # the run's record (glann.pipeline.records), once its metrics are written
         from glann.pipeline.records import write as write_record
 
         write_record(args.record, metrics, json.loads(args.record_meta), args.record_files or [],
                      args.record_logs or [])
-        tracker.log_artifact(args.out)
     log.info("metrics: %s", {k: v for k, v in metrics.items() if k != "class_histogram"})
 
 
