@@ -264,3 +264,28 @@ def test_a_unique_constraint_race_is_retried_once(monkeypatch):
     with pytest.raises(RuntimeError, match="no such table"):
         tracking.with_retry(flaky(1, "no such table: runs"))
     assert len(calls) == 1
+
+
+def test_a_journal_whose_job_still_runs_is_left_to_its_own_invocation(tmp_path, monkeypatch):
+    """Two invocations on non-overlapping targets: the second one's start imports journals; a job of
+    the first still running (its writer alive) must not become a KILLED run of 1 ms. Once that job
+    has ended, its journal is imported as it finished."""
+    from glann.tracking import journal as tracking
+
+    journal = tmp_path / "journal"
+    monkeypatch.setenv("GLANN_TRACKING_JOURNAL", str(journal))
+    monkeypatch.setenv("GLANN_TRACKING", "1")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run = tracking.JournalRun(uri, "digits", "train_glo:glann:seed0", {"method": "glann"}, "glann")
+    run.metrics({"loss": 0.5}, step=1)  # this process: a job that is still running
+    assert tracking.import_journals(journal) == 0
+    assert len(list(journal.glob("*.jsonl"))) == 1
+    run.metrics({"loss": 0.25}, step=2)
+    run.finish("FINISHED")
+    assert tracking.import_journals(journal) == 1
+    con = sqlite3.connect(tmp_path / "mlflow.db")
+    assert con.execute("select status from runs").fetchall() == [("FINISHED",)]
+    assert con.execute("select count(*) from metrics where key='loss'").fetchone()[0] == 2
+    # a writer that is gone (another pid, or another start time): its unfinished journal is imported
+    assert not tracking.writer_alive({**tracking.writer(), "born": 1.0})
+    assert not tracking.writer_alive({**tracking.writer(), "host": "elsewhere"}) and not tracking.writer_alive(None)

@@ -2,8 +2,9 @@
 journal, ``.glann/tracking/*.jsonl``, and never imports MLflow; the Snakemake process replays
 every journal into the store when the invocation ends (and at the next start, for the journals
 of an invocation that was killed), then deletes it. Same runs, same parent, same timestamps. A
-journal whose job died before it finished becomes a KILLED run; one that cannot be imported
-(store unreachable) is kept and retried next time.
+journal whose job died before it finished becomes a KILLED run; one whose job is still running
+(its writer, named in the journal by host, pid and start time, is alive: another invocation's job)
+is left alone; one that cannot be imported (store unreachable) is kept and retried next time.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class JournalRun:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{int(time.time() * 1000)}-{label}-{os.getpid()}.jsonl"
         self.file = open(path, "a", encoding="utf-8")
-        self._event("start", uri=uri, dataset=dataset, run_name=run_name, tags=tags)
+        self._event("start", uri=uri, dataset=dataset, run_name=run_name, tags=tags, writer=writer())
 
     def _event(self, kind: str, **fields):
         # One line per event, flushed: a job killed mid-way leaves every event before the kill.
@@ -60,6 +61,31 @@ class JournalRun:
             self._event("end", status=status)
         finally:
             self.file.close()
+
+
+def writer() -> dict:
+    """This process, as a journal names its writer: host, pid and start time (a reused pid differs)."""
+    import socket
+
+    import psutil
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "born": psutil.Process().create_time()}
+
+
+def writer_alive(who: dict | None) -> bool:
+    """Whether the process that wrote a journal is still running (on this host; a journal from
+    another host, or from before journals named their writer, counts as not running)."""
+    import socket
+
+    import psutil
+
+    if not who or who.get("host") != socket.gethostname():
+        return False
+    try:
+        proc = psutil.Process(int(who["pid"]))
+        return abs(proc.create_time() - float(who["born"])) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return False
 
 
 def journal_dir() -> Path:
@@ -127,6 +153,8 @@ def import_journals(directory=None) -> int:
             if not events or events[0].get("e") != "start":
                 path.unlink()  # the job died before its first event: nothing to record
                 continue
+            if not any(ev.get("e") == "end" for ev in events) and writer_alive(events[0].get("writer")):
+                continue  # its job is still running (another invocation's): imported when it has ended
             uri = events[0]["uri"]
             if uri in kept:
                 kept[uri] += 1
