@@ -295,7 +295,7 @@ def test_every_image_mode_is_converted_by_its_rule(tmp_path, channels):
     """Stored pixels against an independent conversion of each mode and bit depth (folder datasets)."""
     from PIL import Image
 
-    from glann.data.sources import read_folder_image
+    from glann.data.images import read_folder_image
 
     rng = np.random.default_rng(0)
     grey8 = rng.integers(0, 256, (8, 8)).astype(np.uint8)
@@ -341,7 +341,7 @@ def test_every_image_mode_is_converted_by_its_rule(tmp_path, channels):
 def test_alpha_black_and_refuse_and_exif_orientation(tmp_path):
     from PIL import Image
 
-    from glann.data.sources import read_folder_image
+    from glann.data.images import read_folder_image
 
     Image.new("RGBA", (4, 4), (200, 100, 50, 0)).save(tmp_path / "clear.png")
     assert read_folder_image(tmp_path / "clear.png", 4, 3).max() == 255

@@ -199,7 +199,7 @@ def synthetic_eval(tmp_path, monkeypatch):
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(10, 8)) * 10
-    real, real_labels = _mixture(rng, centres, 100)
+    real, _ = _mixture(rng, centres, 100)
     fake_feats, fake_labels = _mixture(rng, centres[:5], 100)
     train, train_labels = _mixture(rng, centres, 60)
     save_npz(tmp_path / "real.npz", mu=real.mean(0), sigma=np.cov(real, rowvar=False), features=real,

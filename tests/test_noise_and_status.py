@@ -11,7 +11,8 @@ import pytest
 from glann.evaluation.metrics import bootstrap_interval, kernel_inception_distance, polynomial_mmd2
 from glann.evaluation.scoring import noise_of_metrics, sample_spread
 from glann.evaluation.status import decide, exploded_loss, threshold
-from glann.evaluation.summary import aggregate, holds, render_markdown, row_mark
+from glann.evaluation.summary import aggregate, render_markdown, row_mark
+from glann.evaluation.verdicts import holds
 
 CFG = {"eval": {"kid_subsets": 20, "kid_subset_size": 60, "bootstrap_resamples": 30}}
 

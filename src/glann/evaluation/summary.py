@@ -19,6 +19,7 @@ from pathlib import Path
 
 from glann.atomic import write_json, write_text
 from glann.evaluation.figures import compute_figure, summary_figures
+from glann.evaluation.verdicts import differences_section, format_cell, sizes_and_floor, status_section
 
 # GLANN paper, Table 1 (Inception FID; lower is better). "glo_gauss" is GLO's row.
 PAPER_FID = {
@@ -54,15 +55,6 @@ def mean_std(values):
     import numpy as np
 
     return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, len(vals)
-
-
-def format_cell(mean, std, n, digits: int = 3) -> str:
-    if mean is None:
-        return "n/a"
-    if abs(mean) >= 1000:
-        body = f"{mean:.3g}"
-        return body if n < 2 else f"{body} ± {std:.2g}"
-    return f"{mean:.{digits}g}" if n < 2 else f"{mean:.{digits}g} ± {std:.2g}"
 
 
 def collect(metric_files) -> list[dict]:
@@ -154,86 +146,6 @@ def render_markdown(agg: dict, datasets: list[str], methods: list[str]) -> str:
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
-
-
-def sizes_and_floor(agg: dict, datasets, methods) -> list[str]:
-    """Each dataset's n (samples and test images) and the real-vs-real floor beside the table."""
-    lines = ["## Sample sizes and the real-vs-real floor", "",
-             "Every distance of a dataset is computed at the same n. **floor**: the same metric between "
-             "n real training images and the test split, the smallest distance the metric can tell apart "
-             "at this n.", "", "| dataset | generated samples n | test images | floor fid_domain | floor KID |",
-             "|---|---|---|---|---|"]
-    for d in datasets:
-        cells = [agg[(d, m)] for m in methods if (d, m) in agg]
-        if not cells:
-            continue
-        ns = sorted({c.get("n_samples") for c in cells if c.get("n_samples") is not None})
-        c = cells[0]
-        lines.append(f"| {d} | {', '.join(str(n) for n in ns) or 'n/a'} | {c.get('n_test') or 'n/a'} | "
-                     f"{_num(c.get('floor_fid_domain'))} | {_num(c.get('floor_kid_domain'))} |")
-    return lines + [""]
-
-
-def _num(v) -> str:
-    return "n/a" if v is None else f"{v:.3g}"
-
-
-def status_section(agg: dict, datasets, methods) -> list[str]:
-    lines = ["## Run status", "", "| method | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
-    for m in methods:
-        cells = []
-        for d in datasets:
-            cell = agg.get((d, m))
-            if cell is None:
-                cells.append("—")
-                continue
-            reasons = sorted({r for r in cell["reasons"] if r})
-            cells.append((cell["mark"] or "learned") + (f" ({'; '.join(reasons)})" if reasons else ""))
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return lines + [""]
-
-
-def holds(best: dict, other: dict, key: str) -> str:
-    """Whether ``other``'s difference from the best row on ``key`` exceeds the noise: 'yes' when its
-    mean is further than both rows' seed std together and the two 95% bootstrap intervals do not
-    overlap; else 'within noise' (with the test that failed)."""
-    (mb, sb, _), (mo, so, _) = best[key], other[key]
-    if mb is None or mo is None:
-        return "n/a"
-    seeds_ok = abs(mo - mb) > (sb or 0) + (so or 0)
-    cb, co = best.get(f"{key}_ci"), other.get(f"{key}_ci")
-    boot_ok = cb is None or co is None or co[0] > cb[1] or co[1] < cb[0]
-    if seeds_ok and boot_ok:
-        return "yes"
-    return "within noise (" + " and ".join(w for w, ok in (("seeds", seeds_ok), ("bootstrap", boot_ok)) if not ok) + ")"
-
-
-def differences_section(agg: dict, datasets, methods) -> list[str]:
-    """Per dataset and metric (fid_domain, KID): the best learned row, and for every other row whether
-    its difference from the best exceeds the spread over seeds and the bootstrap interval."""
-    lines = ["## Which differences hold", "",
-             "Best: the lowest mean among rows whose every seed learned. **holds**: the difference from the "
-             "best exceeds both rows' std over seeds added, and their 95% bootstrap intervals (over samples "
-             "and test images) do not overlap.", ""]
-    for d in datasets:
-        for key, name in (("fid_domain", "fid_domain"), ("kid_domain", "KID")):
-            rows = {m: agg[(d, m)] for m in methods if (d, m) in agg and agg[(d, m)][key][0] is not None}
-            learned = {m: c for m, c in rows.items() if not c["mark"]}
-            if not rows:
-                continue  # not measured (a metrics.json from before KID)
-            if not learned:
-                lines += [f"{d}, {name}: no row learned.", ""]
-                continue
-            best = min(learned, key=lambda m: learned[m][key][0])
-            lines += [f"{d}, {name}: best **{best}**", "", "| method | mean | 95% bootstrap | vs best: holds? |",
-                      "|---|---|---|---|"]
-            for m, c in rows.items():
-                ci = c.get(f"{key}_ci")
-                verdict = "best" if m == best else "not a result" if c["mark"] else holds(learned[best], c, key)
-                lines.append(f"| {m}{' (' + c['mark'] + ')' if c['mark'] else ''} | {format_cell(*c[key])} | "
-                             f"{'n/a' if ci is None else f'{ci[0]:.3g}-{ci[1]:.3g}'} | {verdict} |")
-            lines.append("")
-    return lines
 
 
 def render_csv(agg: dict) -> str:

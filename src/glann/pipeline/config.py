@@ -176,7 +176,7 @@ def start_warnings(cfg: dict) -> list[str]:
     for name in cfg["datasets"]:
         opts = (cfg.get("data") or {}).get(name) or {}
         if opts.get("type") == "folder" and (readable := folder_readable(opts)) and readable[1] and readable[0]:
-            from glann.data.sources import name_files
+            from glann.data.images import name_files
 
             out.append(f"warning: data.{name}: {len(readable[1])} file(s) under {opts['path']} cannot be decoded "
                        f"and will be skipped ({readable[0]} images used): {name_files(readable[1])}")
@@ -202,7 +202,7 @@ def cross_key_errors(cfg: dict) -> list[str]:
     for name in cfg["datasets"]:
         opts = data.get(name) or {}
         if opts.get("type") == "folder" and (readable := folder_readable(opts)) is not None and readable[0] == 0:
-            from glann.data.sources import name_files
+            from glann.data.images import name_files
 
             msgs.append(f"config error at data.{name}.path: no readable image in {opts['path']} "
                         f"({len(readable[1])} file(s) that cannot be decoded: {name_files(readable[1])}); "
