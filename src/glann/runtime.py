@@ -53,13 +53,17 @@ def setup_torch(threads: int | None = None, deterministic: bool = False, seed: i
 
 
 def autocast(device: torch.device, amp: str = "auto"):
-    """Mixed precision for a forward pass: ``auto`` = bf16 autocast on CUDA, nothing on CPU;
-    ``bf16`` = bf16 autocast on either (on CPU mostly to exercise the path); ``off``.
+    """Mixed precision for a forward pass. ``auto`` = what measured fastest for these networks:
+    fp32 on every device, with TF32 matrix products on CUDA (``setup_torch``): bf16
+    autocast was 7-85% slower per epoch on an H200 for every model of the pipeline (benchmarks/README.md,
+    section g: small networks whose step rate is bound by kernel launches, so the casts cost more
+    than the bf16 units save). ``bf16`` = bf16 autocast (on CPU mostly to exercise the path);
+    ``off`` = fp32.
 
     bf16 keeps fp32's exponent range, so no loss scaling is needed; fp16 is not offered
     (it would need a GradScaler in every trainer). Losses are computed outside autocast.
     """
-    if amp in ("off", False, None) or (amp == "auto" and device.type != "cuda"):
+    if amp in ("off", "auto", False, None):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
