@@ -126,13 +126,14 @@ def test_unreachable_tracking_server_does_not_fail_training(digits_dir, tmp_path
            "runtime": {"deterministic": True}, "tracking": {"enabled": True, "uri": f"http://127.0.0.1:{port}"},
            "params": {"epochs": 1, "batch_size": 64, "lr": 1e-3, "betas": [0.5, 0.999], "latent_dim": 64,
                       "encoder_batchnorm": True, "likelihood": "bernoulli", "sigma": 0.1}}
-    env = {**os.environ, "GLANN_TRACKING": "1"}
+    env = {**os.environ, "GLANN_TRACKING": "1", "GLANN_TRACKING_JOURNAL": str(tmp_path / "journal")}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = _glann("train-baseline", "--job", json.dumps(job), "--threads", "1", "--data", str(digits_dir),
                   "--out", str(tmp_path / "model.pt"), "--csv", str(tmp_path / "losses.csv"), env=env)
     assert proc.returncode == 0, proc.stderr
-    assert "MLflow tracking skipped" in proc.stderr and "unreachable" in proc.stderr
+    assert "unreachable" in proc.stderr and "journaled" in proc.stderr
     assert (tmp_path / "model.pt").stat().st_size > 0 and (tmp_path / "losses.csv").exists()
+    assert len(list((tmp_path / "journal").glob("*.jsonl"))) == 1  # the run is kept, not lost
 
 
 @pytest.mark.pipeline
@@ -289,3 +290,28 @@ def test_a_journal_whose_job_still_runs_is_left_to_its_own_invocation(tmp_path, 
     # a writer that is gone (another pid, or another start time): its unfinished journal is imported
     assert not tracking.writer_alive({**tracking.writer(), "born": 1.0})
     assert not tracking.writer_alive({**tracking.writer(), "host": "elsewhere"}) and not tracking.writer_alive(None)
+
+
+def test_journals_command_lists_imports_and_discards(tmp_path, monkeypatch):
+    """`glann journals list|import|discard`: what a user does with journals kept for an unreachable server."""
+    journal, _ = _deferred_job(tmp_path, f"http://127.0.0.1:{_free_port()}")
+    env = {**os.environ, "GLANN_TRACKING": "1", "GLANN_TRACKING_JOURNAL": str(journal)}
+    listed = _glann("journals", "list", "--dir", str(journal), env=env)
+    assert listed.returncode == 0 and "train_glo:glann:seed0" in listed.stdout and "ended" in listed.stdout
+    imported = _glann("journals", "import", "--dir", str(journal), env=env)
+    assert "0 run(s) imported" in imported.stdout and len(list(journal.glob("*.jsonl"))) == 1  # still down
+    gone = _glann("journals", "discard", "--dir", str(journal), env=env)
+    assert "1 journal(s) deleted" in gone.stdout and not list(journal.glob("*.jsonl"))
+
+
+def test_live_tracking_journals_what_it_cannot_send(tmp_path, monkeypatch):
+    """tracking.live with the server down: the run goes to a journal (not lost), imported later."""
+    from glann.tracking.tracker import Tracker
+
+    monkeypatch.setenv("GLANN_TRACKING", "1")
+    monkeypatch.setenv("GLANN_TRACKING_JOURNAL", str(tmp_path / "journal"))
+    t = Tracker("digits", "vae", 0, "train_vae", params={"lr": 1.0}, uri=f"http://127.0.0.1:{_free_port()}", live=True)
+    t.log_metrics({"loss": 1.0}, step=1)
+    t.finish()
+    files = list((tmp_path / "journal").glob("*.jsonl"))
+    assert len(files) == 1 and '"loss": 1.0' in files[0].read_text()

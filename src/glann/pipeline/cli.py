@@ -218,6 +218,19 @@ def cmd_check_records(args):
     return 1 if result["bad_key"] else 0
 
 
+def cmd_journals(args):
+    from glann.tracking import journal
+
+    if args.action == "import":
+        print(f"{journal.import_journals(args.dir)} run(s) imported")
+    elif args.action == "discard":
+        print(f"{journal.discard_journals(args.dir)} journal(s) deleted (those of running jobs kept)")
+    else:
+        for j in journal.list_journals(args.dir):
+            state = "running" if j["running"] else "ended" if j["ended"] else "killed"
+            print(f"{j['path']}: {j['run_name']} -> {j['uri']} ({j['events']} events, {state})")
+
+
 def cmd_generate(args):
     from glann.pipeline.generate import main as generate
 
@@ -268,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("records_dir", help="the records folder, e.g. docs/studies/mnist5k_tuning/records")
     c.add_argument("--src", default=None, help="the package source to compare with (default: the one running)")
     c.set_defaults(fn=cmd_check_records)
+    j = sub.add_parser("journals", help="deferred-tracking journals kept for an unreachable server: list, "
+                                        "import them now, or discard them (glann.tracking.journal)")
+    j.add_argument("action", choices=("list", "import", "discard"))
+    j.add_argument("--dir", default=None, help="the journal folder (default: .glann/tracking)")
+    j.set_defaults(fn=cmd_journals)
     g = sub.add_parser("generate", help="sample a trained method without Snakemake (see glann.pipeline.generate)")
     from glann.pipeline.generate import add_arguments
 

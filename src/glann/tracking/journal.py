@@ -176,3 +176,27 @@ def import_journals(directory=None) -> int:
         log.warning("MLflow tracking server %s is unreachable: %d tracking journal(s) kept in %s, "
                     "imported by the next run once it is up", uri, n, folder)
     return imported
+
+
+def list_journals(directory=None) -> list[dict]:
+    """The kept journals: file, run name, tracking URI, events, whether the job ended, whether it runs."""
+    folder = Path(directory) if directory else journal_dir()
+    out = []
+    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+        events = _read_journal(path)
+        start = events[0] if events and events[0].get("e") == "start" else {}
+        out.append({"path": str(path), "run_name": start.get("run_name"), "uri": start.get("uri"),
+                    "events": len(events), "ended": any(ev.get("e") == "end" for ev in events),
+                    "running": writer_alive(start.get("writer"))})
+    return out
+
+
+def discard_journals(directory=None) -> int:
+    """Delete the kept journals whose job is not running; returns how many."""
+    gone = 0
+    for j in list_journals(directory):
+        if not j["running"]:
+            Path(j["path"]).unlink()
+            gone += 1
+    return gone
+

@@ -41,7 +41,7 @@ import os
 from pathlib import Path
 
 from glann.tracking.invocation import INVOCATION_ENV, PARENT_ENV, owner
-from glann.tracking.journal import JournalRun
+from glann.tracking.journal import JournalRun, journal_dir
 from glann.tracking.mlflow_store import LiveRun, git_commit, reachable, tracking_on, tracking_uri, with_retry
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,11 @@ class Tracker:
         if parent:
             tags["mlflow.parentRunId"] = parent
         run_name = f"{step}:{method}{hp}:seed{seed}" if method else f"{step}:seed{seed}"
-        if live and not reachable(uri):
-            self._disable(f"tracking server {uri} is unreachable")
-            return
+        if live and not reachable(uri):  # journal what cannot be sent: imported once it is reachable
+            log.warning("MLflow tracking server %s is unreachable: this run is journaled in %s and imported "
+                        "by a later snakemake start once the server is up (`glann journals list`)", uri,
+                        journal_dir())
+            live = False
         if live:
             self.backend = self._safe(LiveRun, uri, dataset, run_name, tags)
         else:
