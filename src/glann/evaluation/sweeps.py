@@ -35,7 +35,7 @@ from glann.atomic import write_json, write_text
 OUTPUTS = ("sweep.md", "sweep.json", "sweep_fid.png", "sweep_budget.png", "sweep_pr.png")  # with a sweep
 CSV = "sweep.csv"  # always written (only its header without a sweep): a DVC plot
 RUN_METRICS = ("val_fid_domain", "fid_domain", "kid_domain", "precision", "recall", "density", "coverage",
-               "classes_covered", "diverged", "status")
+               "classes_covered", "diverged", "status", "n_samples", "n_test")
 FEW_CLASSES = 9  # "covered fewer than 9 classes": GLANN's and Lucic et al.'s mode-dropping mark on 10 classes
 BOOTSTRAP = 2000
 
@@ -145,9 +145,10 @@ def analyse(rows: list[dict], drawn: dict) -> dict:
             "dataset": d, "method": m, "settings": len(settings), "best_k": best,
             "best_values": (drawn.get((d, m)) or [None] * (best + 1))[best],
             "best_val_fid_domain": settings[best]["val"],
-            "best": {key: dict(zip(("mean", "std"), _mean_std([r[key] for r in runs])))
-                     for key in ("fid_domain", "precision", "recall", "classes_covered")},
+            "best": {key: dict(zip(("mean", "std"), _mean_std([r.get(key) for r in runs])))
+                     for key in ("fid_domain", "kid_domain", "precision", "recall", "classes_covered")},
             "seeds": sorted(r["seed"] for r in runs),
+            "n_samples": runs[0].get("n_samples"), "n_test": runs[0].get("n_test"),
             "fid_domain_over_settings": {
                 "median": float(np.median(tests)) if tests else None,
                 "q25": float(np.percentile(tests, 25)) if tests else None,
@@ -174,6 +175,13 @@ def _values(v: dict | None) -> str:
     return ", ".join(f"{k}={val:.3g}" if isinstance(val, float) else f"{k}={val}" for k, val in v.items())
 
 
+def _sizes(result: dict) -> str:
+    """The sample counts behind the table ("2000 samples against 1000 test images"), or "n/a"."""
+    pairs = sorted({(r.get("n_samples"), r.get("n_test")) for r in result.values()} - {(None, None)},
+                   key=str)
+    return "; ".join(f"{a} samples against {b} test images" for a, b in pairs) or "n/a (not recorded)"
+
+
 def render_markdown(result: dict, base: dict) -> str:
     """``base``: {(dataset, method): mean test fid_domain of the configured setting}, for contrast."""
     lines = ["# Sweeps", "",
@@ -181,15 +189,17 @@ def render_markdown(result: dict, base: dict) -> str:
              "the lowest validation fid_domain (mean over seeds); its test metrics, mean ± std over seeds. "
              "**spread**: median [25th-75th percentile] of test fid_domain over the K settings. "
              f"**diverged** / **< {FEW_CLASSES} classes**: share of all runs of the sweep. **undominated**: share "
-             "of the method's runs that no run of another method beats in both precision and recall.", "",
-             "| dataset | method | K | best setting | val fid_domain | test fid_domain | precision | recall | "
+             "of the method's runs that no run of another method beats in both precision and recall. "
+             f"Every distance at n = {_sizes(result)}.", "",
+             "| dataset | method | K | best setting | val fid_domain | test fid_domain | test KID | precision | recall | "
              "classes | spread of fid_domain | diverged | < 9 classes | undominated | configured setting's fid_domain |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result.values():
         b, spread = r["best"], r["fid_domain_over_settings"]
         lines.append(
             f"| {r['dataset']} | {r['method']} | {r['settings']} | hp{r['best_k']}: {_values(r['best_values'])} | "
             f"{_fmt(r['best_val_fid_domain'])} | {_fmt(b['fid_domain']['mean'], b['fid_domain']['std'])} | "
+            f"{_fmt(b['kid_domain']['mean'], b['kid_domain']['std'])} | "
             f"{_fmt(b['precision']['mean'], b['precision']['std'])} | {_fmt(b['recall']['mean'], b['recall']['std'])} | "
             f"{_fmt(b['classes_covered']['mean'], b['classes_covered']['std'])} | "
             f"{_fmt(spread['median'])} [{_fmt(spread['q25'])}-{_fmt(spread['q75'])}] | "
