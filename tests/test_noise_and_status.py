@@ -231,3 +231,13 @@ def test_tf_rmsprop_follows_tf1_not_pytorch():
     np.testing.assert_allclose(np.abs(v.detach().numpy() - w0), 0.01 / np.sqrt(0.1), rtol=1e-6)
     np.testing.assert_allclose(np.abs(w1.detach().numpy() - w0), 0.01 * np.abs(grads[0]) / np.sqrt(0.9 + 0.1 * grads[0] ** 2),
                                rtol=1e-9)
+
+
+def test_the_table_says_where_fid_and_kid_order_rows_differently():
+    base = {"n_samples": 10, "n_test": 10, "status": "learned"}
+    runs = [{"dataset": "d", "method": "a", "seed": 0, "fid_domain": 10.0, "kid_domain": 0.5, **base},
+            {"dataset": "d", "method": "b", "seed": 0, "fid_domain": 12.0, "kid_domain": 0.3, **base},
+            {"dataset": "d", "method": "c", "seed": 0, "fid_domain": 20.0, "kid_domain": 0.9, **base}]
+    md = render_markdown(aggregate(runs), ["d"], ["a", "b", "c"])
+    assert "d: fid_domain and KID order these learned rows differently: a vs b: fid_domain 10 vs 12, KID 0.5 vs 0.3." in md
+    assert "a vs c" not in md and "b vs c" not in md

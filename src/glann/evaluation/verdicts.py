@@ -90,4 +90,21 @@ def differences_section(agg: dict, datasets, methods) -> list[str]:
                 lines.append(f"| {m}{' (' + c['mark'] + ')' if c['mark'] else ''} | {format_cell(*c[key])} | "
                              f"{'n/a' if ci is None else f'{ci[0]:.3g}-{ci[1]:.3g}'} | {verdict} |")
             lines.append("")
+        apart = disagreements(agg, d, methods)
+        lines += ([f"{d}: fid_domain and KID order these learned rows differently: " + "; ".join(apart) + ".", ""]
+                  if apart else [])
     return lines
+
+
+def disagreements(agg: dict, dataset: str, methods) -> list[str]:
+    """Pairs of learned rows that fid_domain and KID order differently (means over seeds)."""
+    rows = [(m, agg[(dataset, m)]) for m in methods if (dataset, m) in agg and not agg[(dataset, m)]["mark"]
+            and agg[(dataset, m)]["fid_domain"][0] is not None and agg[(dataset, m)]["kid_domain"][0] is not None]
+    out = []
+    for i, (a, ca) in enumerate(rows):
+        for b, cb in rows[i + 1:]:
+            if (ca["fid_domain"][0] - cb["fid_domain"][0]) * (ca["kid_domain"][0] - cb["kid_domain"][0]) < 0:
+                out.append(f"{a} vs {b}: fid_domain {ca['fid_domain'][0]:.3g} vs {cb['fid_domain'][0]:.3g}, "
+                           f"KID {ca['kid_domain'][0]:.3g} vs {cb['kid_domain'][0]:.3g}")
+    return out
+
