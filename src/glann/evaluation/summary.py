@@ -19,7 +19,8 @@ from pathlib import Path
 
 from glann.atomic import write_json, write_text
 from glann.evaluation.figures import compute_figure, summary_figures
-from glann.evaluation.verdicts import differences_section, format_cell, sizes_and_floor, status_section
+from glann.evaluation.verdicts import (differences_section, format_cell, method_table, sizes_and_floor,
+                                      status_section)
 
 # GLANN paper, Table 1 (Inception FID; lower is better). "glo_gauss" is GLO's row.
 PAPER_FID = {
@@ -121,31 +122,25 @@ def render_markdown(agg: dict, datasets: list[str], methods: list[str]) -> str:
             continue
         if all(v is None for v in present) and key == "inception_kid":
             continue  # measured with Inception FID only: said once, above
-        lines += [f"## {heading}", "", "| method | " + " | ".join(datasets) + " |",
-                  "|---|" + "---|" * len(datasets)]
-        for m in methods:
-            cells = []
-            for d in datasets:
-                cell = agg.get((d, m))
-                if cell is None:
-                    cells.append("—")
-                    continue
-                text = format_cell(*cell[key])
-                if cell["diverged"]:
-                    text += f" (diverged, epoch {', '.join(str(e) for e in cell['diverged'])})"
-                elif cell.get("mark"):
-                    text += f" (**{cell['mark']}**)"
-                if key == "train_seconds" and cell.get("device"):
-                    text += f" ({cell['device']})"
-                if key == "inception_fid" and cell[key][0] is not None:
-                    paper = PAPER_FID.get(d, {}).get(m)
-                    if paper is not None:
-                        text += (f" (paper {paper})" if m in ("glann", "glo_gauss")
-                                 else f" (Table 1: {paper}, Lucic et al.'s best of 100 settings)")
-                cells.append(text)
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += method_table(heading, agg, datasets, methods, lambda d, m, cell, key=key: metric_cell(d, m, cell, key))
     return "\n".join(lines)
+
+
+def metric_cell(d: str, m: str, cell: dict, key: str) -> str:
+    """One cell of a metric's table: mean ± std, the run's mark, the device, the paper's number."""
+    text = format_cell(*cell[key])
+    if cell["diverged"]:
+        text += f" (diverged, epoch {', '.join(str(e) for e in cell['diverged'])})"
+    elif cell.get("mark"):
+        text += f" (**{cell['mark']}**)"
+    if key == "train_seconds" and cell.get("device"):
+        text += f" ({cell['device']})"
+    if key == "inception_fid" and cell[key][0] is not None:
+        paper = PAPER_FID.get(d, {}).get(m)
+        if paper is not None:
+            text += (f" (paper {paper})" if m in ("glann", "glo_gauss")
+                     else f" (Table 1: {paper}, Lucic et al.'s best of 100 settings)")
+    return text
 
 
 def render_csv(agg: dict) -> str:

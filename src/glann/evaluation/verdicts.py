@@ -35,19 +35,22 @@ def _num(v) -> str:
     return "n/a" if v is None else f"{v:.3g}"
 
 
-def status_section(agg: dict, datasets, methods) -> list[str]:
-    lines = ["## Run status", "", "| method | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+def method_table(heading: str, agg: dict, datasets, methods, text) -> list[str]:
+    """A markdown section: one row per method, one column per dataset, ``text(dataset, method, cell)``
+    in each cell the aggregate has ("—" where it has none)."""
+    lines = [f"## {heading}", "", "| method | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
     for m in methods:
-        cells = []
-        for d in datasets:
-            cell = agg.get((d, m))
-            if cell is None:
-                cells.append("—")
-                continue
-            reasons = sorted({r for r in cell["reasons"] if r})
-            cells.append((cell["mark"] or "learned") + (f" ({'; '.join(reasons)})" if reasons else ""))
+        cells = ["—" if agg.get((d, m)) is None else text(d, m, agg[(d, m)]) for d in datasets]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def status_section(agg: dict, datasets, methods) -> list[str]:
+    def text(_, __, cell):
+        reasons = sorted({r for r in cell["reasons"] if r})
+        return (cell["mark"] or "learned") + (f" ({'; '.join(reasons)})" if reasons else "")
+
+    return method_table("Run status", agg, datasets, methods, text)
 
 
 def holds(best: dict, other: dict, key: str) -> str:
