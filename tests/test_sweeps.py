@@ -307,3 +307,55 @@ def test_narrow_range_is_v1s_pruned_range_and_first_can_be_the_configured_settin
     assert first[1:] == settings("wgan_gp", 4, 3, range_="narrow")[1:]
     with pytest.raises(ValueError, match="unknown sweep range"):
         space_of("vae", range_="tight")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), None])
+def test_best_setting_at_its_edges(bad):
+    """Non-finite validation values never win, in any position; ties go to the lower k; when every
+    setting is non-finite the first (k = 0) is returned, its test value non-finite too."""
+    def settings(vals):
+        return summary.per_setting([{"dataset": "d", "method": "m", "k": k, "seed": 0, "val_fid_domain": v,
+                                     "fid_domain": 1.0 if v is not None and math.isfinite(v) else bad}
+                                    for k, v in enumerate(vals)])[("d", "m")]
+
+    for pos in range(3):
+        vals = [5.0, 3.0, 4.0]
+        vals[pos] = bad
+        best = summary.best_setting(settings(vals))
+        assert best == min((v, k) for k, v in enumerate(vals) if v is not None and math.isfinite(v))[1]
+    assert summary.best_setting(settings([2.0, 2.0, 3.0])) == 0
+    assert summary.best_setting(settings([3.0, 2.0, 2.0])) == 1
+    every = settings([bad, bad, bad])
+    assert summary.best_setting(every) == 0 and not math.isfinite(every[0]["test"])
+
+
+def test_validation_and_test_scoring_each_use_their_own_statistics(tmp_path, monkeypatch):
+    """evaluate(): fid_domain against the test statistics, val_fid_domain against the validation ones,
+    in process, with statistics far apart so that a swap shows."""
+    import torch
+
+    from glann.atomic import save_npz
+    from glann.evaluation import scoring
+    from glann.evaluation.metrics import frechet_distance, gaussian_stats
+
+    rng = np.random.default_rng(0)
+    fake = rng.normal(size=(120, 4))
+    test, val = rng.normal(3.0, 1.0, size=(80, 4)), rng.normal(-2.0, 2.0, size=(80, 4))
+    labels = np.repeat(np.arange(2), 40)
+    save_npz(tmp_path / "test.npz", mu=test.mean(0), sigma=np.cov(test, rowvar=False), features=test,
+             train_features=test, train_labels=labels)
+    save_npz(tmp_path / "val.npz", available=np.array(True), mu=val.mean(0), sigma=np.cov(val, rowvar=False),
+             features=val)
+    save_npz(tmp_path / "inc.npz", available=np.array(False), reason=np.array("test"))
+    save_npz(tmp_path / "samples.npz", images=np.zeros((120, 4, 4, 1), np.uint8))
+    monkeypatch.setattr(scoring, "load_evaluator", lambda p, d: (None, {"task": "rotation", "test_accuracy": 1.0}))
+    monkeypatch.setattr(scoring, "evaluator_outputs", lambda net, x, d: (fake, np.zeros(len(x), int)))
+    cfg = {"fid": {"num_samples": 10}, "eval": {"prdc_max_samples": 100, "prdc_k": 3, "prd_runs": 1,
+                                                "min_class_share": 0.02, "duplicate_quantile": 0.01,
+                                                "birthday_batch_size": 10, "birthday_batches": 2, "kid_subsets": 5,
+                                                "kid_subset_size": 50, "bootstrap_resamples": 0}}
+    m = scoring.evaluate(tmp_path / "samples.npz", None, tmp_path / "test.npz", tmp_path / "inc.npz", tmp_path,
+                         cfg, torch.device("cpu"), stats_evaluator_val=tmp_path / "val.npz")
+    assert m["fid_domain"] == pytest.approx(frechet_distance(*gaussian_stats(fake), *gaussian_stats(test)), rel=1e-6)
+    assert m["val_fid_domain"] == pytest.approx(frechet_distance(*gaussian_stats(fake), *gaussian_stats(val)), rel=1e-6)
+    assert abs(m["fid_domain"] - m["val_fid_domain"]) > 1.0
