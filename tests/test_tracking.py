@@ -315,3 +315,23 @@ def test_live_tracking_journals_what_it_cannot_send(tmp_path, monkeypatch):
     t.finish()
     files = list((tmp_path / "journal").glob("*.jsonl"))
     assert len(files) == 1 and '"loss": 1.0' in files[0].read_text()
+
+
+def test_a_sigterm_stop_ends_the_invocation_killed_and_a_failure_failed(monkeypatch, capsys, tmp_path):
+    """Snakemake stopped by SIGTERM (its log says it finished the running jobs, and no job failed):
+    the invocation's MLflow run ends KILLED with one line; a log with a failed job stays FAILED."""
+    from glann.tracking import invocation
+
+    ended = []
+    monkeypatch.setattr(invocation, "end_invocation", lambda parents, uri, status, summary: ended.append(status))
+    monkeypatch.setattr(invocation, "import_journals", lambda: 0)
+    stopped = tmp_path / "stopped.log"
+    stopped.write_text("Will exit after finishing currently running jobs (scheduler).\n" * 5
+                       + "At least one job did not complete successfully.\n")
+    failed = tmp_path / "failed.log"
+    failed.write_text(stopped.read_text() + "Error in rule train_glo:\n")
+    invocation.on_end({"uri": None}, "FAILED", log_path=failed)
+    invocation.on_end({"uri": None}, "FAILED", log_path=[str(stopped)])  # onerror's `log`: a list of paths
+    invocation.on_end({"uri": None}, "FAILED", log_path=None)
+    assert ended == ["FAILED", "KILLED", "FAILED"]
+    assert capsys.readouterr().err.count("stopped (SIGTERM)") == 1

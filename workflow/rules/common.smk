@@ -361,4 +361,4 @@ onsuccess:
 onerror:
     from glann.tracking.invocation import on_end
 
-    on_end(config["tracking"], "FAILED")
+    on_end(config["tracking"], "FAILED", log_path=log)

@@ -138,6 +138,23 @@ def close_orphaned_runs(datasets, configured_uri: str | None) -> int:
         return 0
 
 
+STOPPED = "Will exit after finishing currently running jobs"  # Snakemake's line on SIGTERM
+FAILED_JOB = "Error in rule "  # Snakemake's line for a job that failed
+
+
+def stopped_without_failure(log_path) -> bool:
+    """Whether the invocation's Snakemake log (a path, or the list of them ``onerror`` gets) shows a
+    stop (SIGTERM) and no failed job."""
+    paths = log_path if isinstance(log_path, (list, tuple)) else [log_path]
+    text = ""
+    for path in paths:
+        try:
+            text += Path(path).read_text(errors="replace")
+        except (OSError, TypeError):
+            continue
+    return STOPPED in text and FAILED_JOB not in text
+
+
 def on_start(cfg: dict, datasets, invocation_id: str, label: str = "") -> None:
     """The Snakefile's ``onstart``: environment for the jobs, leftover journals and runs, parent runs."""
     os.environ[INVOCATION_ENV] = invocation_id
@@ -148,9 +165,14 @@ def on_start(cfg: dict, datasets, invocation_id: str, label: str = "") -> None:
         os.environ[PARENT_ENV] = json.dumps(start_invocation(datasets, cfg["uri"], invocation_id, label))
 
 
-def on_end(cfg: dict, status: str = "FINISHED", summary_dir="results/summary") -> None:
+def on_end(cfg: dict, status: str = "FINISHED", summary_dir="results/summary", log_path=None) -> None:
     """The Snakefile's ``onsuccess`` / ``onerror``: import the jobs' journals, close the parent runs
-    (with the summary and headline metrics when the invocation succeeded)."""
+    (with the summary and headline metrics when the invocation succeeded). An invocation that
+    Snakemake's log shows stopped by SIGTERM with no failed job ends KILLED, not FAILED, with one line."""
     import_journals()
+    if status == "FAILED" and stopped_without_failure(log_path):
+        status = "KILLED"
+        sys.stderr.write("snakemake was stopped (SIGTERM) after its running jobs finished; no job failed. "
+                         "Rerun to go on; the invocation's MLflow run is KILLED.\n")
     end_invocation(json.loads(os.environ.get(PARENT_ENV, "{}")), cfg["uri"], status,
                    summary_dir if status == "FINISHED" else None)
