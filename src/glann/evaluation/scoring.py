@@ -128,7 +128,8 @@ def evaluate(samples_path, evaluator_path, stats_evaluator, stats_inception, dat
         fake = z["images"]
         diverged = bool(z["diverged"]) if "diverged" in z else False
         diverged_epoch = int(z["diverged_epoch"]) if diverged else None
-        compute = {k: z[k].item() for k in ("train_seconds", "images_processed", "train_device") if k in z}
+        compute = {k: z[k].item() for k in ("train_seconds", "images_processed", "train_device", "network_evals",
+                                            "sample_seconds_per_1000") if k in z}
     net, ev = load_evaluator(evaluator_path, device)
     feats, pred = evaluator_outputs(net, fake, device)
     with load_npz(stats_evaluator) as z:

@@ -46,6 +46,8 @@ METRICS = [  # (key, heading, lower is better?)
     ("duplicates_per_batch", "duplicate pairs per batch ↓", True),
     ("support_estimate", "estimated support (birthday) ↑", False),
     ("train_seconds", "training seconds (GLANN = GLO + IMLE; glo_gauss = GLO + fit)", True),
+    ("network_evals", "network evaluations per sample (GLANN: T and G; flow: its ODE solver's)", True),
+    ("sample_seconds_per_1000", "sampling seconds per 1,000 images", True),
 ]
 
 
@@ -133,7 +135,7 @@ def metric_cell(d: str, m: str, cell: dict, key: str) -> str:
         text += f" (diverged, epoch {', '.join(str(e) for e in cell['diverged'])})"
     elif cell.get("mark"):
         text += f" (**{cell['mark']}**)"
-    if key == "train_seconds" and cell.get("device"):
+    if key in ("train_seconds", "sample_seconds_per_1000") and cell.get("device"):
         text += f" ({cell['device']})"
     if key == "inception_fid" and cell[key][0] is not None:
         paper = PAPER_FID.get(d, {}).get(m)

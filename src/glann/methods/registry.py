@@ -90,3 +90,5 @@ for _gan in ("mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began"):
     register(Method(_gan, "train_baseline", _MODEL, _LOSSES, trainer="glann.methods.gans:train_gan",
                     trainer_args=(_gan,), v1_generator=True))
 register(Method("vae", "train_baseline", _MODEL, _LOSSES, trainer="glann.methods.vae:train_vae", v1_generator=True))
+# Flow matching (Lipman et al. 2023; Liu et al. 2023): x = ODE solve of its velocity field from z ~ N(0, I_CHW).
+register(Method("flow", "train_baseline", _MODEL, _LOSSES, trainer="glann.methods.flow:train_flow"))

@@ -5,6 +5,7 @@
               onto the sphere as the codes were, x = G(z)  (GLO paper, Sec. 4)
 - imle_pixel, vae:  z ~ N(0, I_64), x = G(z)
 - the GANs:         z ~ U(-1, 1)^64, x = G(z)   (compare_gan v1's z_generator)
+- flow:             z ~ N(0, I_CHW), x = the ODE of its velocity field solved from z (glann.methods.flow)
 Every network samples in eval mode, as the reference code does (v1's
 ``generator(z, is_training=False)``, GLANN's ``.eval()``). A generator checkpoint names
 its own noise (``noise``: uniform | normal).
@@ -27,6 +28,7 @@ its nearest training image in pixels: the memorisation check).
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,8 @@ class Sampler:
                 gen = torch.Generator().manual_seed(int(final.get("seed", 0)) + 4242)
                 noise = torch.cat([self.noise(BN_BATCH_SIZE, gen) for _ in range(bn_batches)])
                 recalibrate_batchnorm(self.G, noise.to(device), BN_BATCH_SIZE)
+        # Network evaluations per image: GLANN's T then G; a flow its ODE solver's steps (1 or 2 each).
+        self.network_evals = int(final.get("network_evals", 2 if self.kind == "glann" else 1))
         # Compute of the whole method: GLANN = GLO + IMLE, glo_gauss = GLO + its fit.
         self.meta = {"diverged": bool(final.get("diverged")), "diverged_epoch": final.get("diverged_epoch"),
                      "train_seconds": float(sum(b.get("train_seconds", 0.0) for b in blobs.values())),
@@ -130,17 +134,21 @@ def sample(method: str, paths: dict, data_dir, out_dir, n: int, seed: int, devic
            batch_size: int = 1000, bn_stats: str = "recalibrated", bn_batches: int = BN_BATCHES) -> dict:
     out_dir = Path(out_dir)
     sampler = Sampler(method, paths, device, bn_stats=bn_stats, bn_batches=bn_batches)
+    t0 = time.perf_counter()
     images = sampler.generate(n, seed, batch_size)
-    # diverged travels with the samples: evaluate needs no second look at the model
-    meta = sampler.meta
+    seconds = time.perf_counter() - t0
+    # diverged and the sampling cost travel with the samples: evaluate needs no second look at the model
+    meta = {**sampler.meta, "network_evals": sampler.network_evals, "sample_seconds_per_1000": 1000.0 * seconds / n}
     save_npz(out_dir / "samples.npz", images=images, diverged=np.array(meta["diverged"]),
              diverged_epoch=np.array(meta["diverged_epoch"] or 0), train_seconds=np.array(meta["train_seconds"]),
-             images_processed=np.array(meta["images_processed"]), train_device=np.array(meta["train_device"]))
+             images_processed=np.array(meta["images_processed"]), train_device=np.array(meta["train_device"]),
+             network_evals=np.array(meta["network_evals"]),
+             sample_seconds_per_1000=np.array(meta["sample_seconds_per_1000"]))
     save_grid(images[:64], out_dir / "samples.png", nrow=8)
     save_grid(interpolation(sampler, seed), out_dir / "interpolation.png", nrow=10)
     train, _ = load_prepared(data_dir, "train")
     save_grid(nearest_training(images[:16], train, device), out_dir / "nearest.png", nrow=8)
-    return {"n": n, **sampler.meta}
+    return {"n": n, **meta}
 
 
 @torch.no_grad()

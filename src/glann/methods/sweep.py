@@ -58,6 +58,9 @@ SPACES: dict[str, dict] = {
     "dragan": _gan("dragan", gp_lambda={"log10": [-1.0, 2.0]}),
     "began": _gan("began", lambda_k={"log10": [-4.0, -2.0]}, gamma={"uniform": [0.0, 1.0]}),
     "vae": {"vae.lr": _LR, "vae.beta1": _BETA1, "vae.encoder_batchnorm": _BN},
+    # flow matching: learning rate over 1.5 decades around Liu et al.'s 2e-4, the U-Net's width, the ODE steps
+    "flow": {"flow.lr": {"log10": [-4.5, -3.0]}, "flow.width": {"choice": [16, 32, 64]},
+             "flow.steps": {"choice": [10, 20, 50]}},
 }
 _NARROW_LR = {"log10": [-4.0, -3.0]}
 _HALF = {"choice": [0.5]}
