@@ -113,9 +113,9 @@ def snakemake(cwd, *args, env=None, check=True, timeout=900):
 QUICK = ["--cores", "2"]
 # The shared quick run's methods: every kind of job the rules run (GLANN's two stages, the
 # Gaussian fit, pixel IMLE, a GAN with a v1 generator and BN re-estimation, WGAN-GP's penalty,
-# the VAE). The other five GANs take the same rules; each trains and samples in process in
-# test_baselines.py and tests/presets.py.
-QUICK_METHODS = ["glann", "glo_gauss", "imle_pixel", "nsgan", "wgan_gp", "vae"]
+# the VAE, flow matching's ODE sampler). The other five GANs take the same rules; each trains and
+# samples in process in test_baselines.py and tests/presets.py.
+QUICK_METHODS = ["glann", "glo_gauss", "imle_pixel", "nsgan", "wgan_gp", "vae", "flow"]
 # Its sweep: GLANN's (two settings, each with its own GLO and IMLE). A GAN's sweep settings take
 # the same rules; one runs end to end in test_dvc.py.
 QUICK_SWEEP = {"settings": 2, "methods": ["glann"]}

@@ -32,7 +32,8 @@ from weights import save_random_inception, save_random_vgg16
 PRESETS = ["mnist", "fashion", "cifar10", "celeba64"]
 
 
-METHODS = ["glann", "glo_gauss", "imle_pixel", "mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began", "vae"]
+METHODS = ["glann", "glo_gauss", "imle_pixel", "mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began", "vae",
+           "flow"]
 
 
 def make_torch_home(home: Path) -> Path:
@@ -60,6 +61,7 @@ def smoke_override(dataset: str, root, seeds) -> dict:
         "imle_pixel": {"epochs": 1, "samples_factor": 1, "staleness": 1},
         **{m: gan for m in ("mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began")},
         "vae": {"epochs": 1},
+        "flow": {"epochs": 1, "steps": 2},
         "snapshots": {"count": 0},
         "sample": {"num_samples": 16, "batch_size": 16, "bn_batches": 1},
         "evaluator": {"epochs": 1},
@@ -133,7 +135,7 @@ def train_and_sample_every_trainer(preset: str, tmp_path: Path) -> None:
     assert shape == SHAPES[preset]
     cpu = torch.device("cpu")
     trained = [m for m in cfg["methods"] if REGISTRY[m].trainer]
-    assert len(trained) == 9
+    assert len(trained) == 10
     for name in trained:
         out = tmp_path / f"{name}.pt"
         extra = {"samples_factor": 1, "staleness": 1} if name == "imle_pixel" else {}

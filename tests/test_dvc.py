@@ -16,7 +16,8 @@ from conftest import REPO, copy_workflow, snakemake
 from glann.methods.sweep import settings
 
 BIN = Path(sys.executable).parent
-GITIGNORE = ".snakemake/\nlogs/\n*.log\nmlflow.db\nmlartifacts/\n__pycache__/\n.glann/\n"
+# the project's own .gitignore (results/ and data/ among it: only DVC brings them to a clone)
+GITIGNORE = (REPO / ".gitignore").read_text() + "*.log\n"
 # the quick preset with GLANN (GLO, IMLE and their temp() snapshot files) and a GAN: every stage
 # of the pipeline, in well under a minute of jobs
 METHODS = ["glann", "nsgan"]
@@ -83,6 +84,10 @@ def test_dvc_repro_from_a_clean_clone_then_push_pull_has_nothing_to_do(tmp_path)
     proc = snakemake(clone, "-n", "--cores", "2", env={"GLANN_TRACKING": "0"})
     assert "Nothing to be done" in proc.stdout + proc.stderr
     assert (clone / table).read_bytes() == (wf / table).read_bytes()
+    # every file the summary wrote came back from the cache, the sweep's among them
+    summary = {p.relative_to(wf).as_posix() for p in (wf / "results/summary").rglob("*") if p.is_file()}
+    assert "results/summary/sweep.md" in summary
+    assert {p.relative_to(clone).as_posix() for p in (clone / "results/summary").rglob("*") if p.is_file()} == summary
 
     metrics = _run(clone, "dvc", "metrics", "show")
     assert "results/summary/summary.json" in metrics and "digits/glann/fid_domain" in metrics

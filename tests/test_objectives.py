@@ -141,8 +141,10 @@ def test_vae_optimises_the_negative_elbo_per_image(digits_batch_dir, tmp_path, m
     nll = -(target * torch.log(p) + (1 - target) * torch.log(1 - p)).reshape(len(x), -1).sum(1) / x.shape[1]
     kl = 0.5 * (mu ** 2 + sigma ** 2 - torch.log(1e-8 + sigma ** 2) - 1).sum(1)
     torch.testing.assert_close(loss, (nll + kl).mean().detach(), rtol=1e-5, atol=1e-4)
-    eps = (z - mu) / sigma  # the reparameterisation: z - mu is sigma times a draw
-    assert abs(eps.mean().item()) < 0.2 and 0.8 < eps.std().item() < 1.2
+    eps = (z - mu) / sigma  # the reparameterisation: z - mu is sigma times a draw of N(0, 1)
+    from scipy import stats
+
+    assert stats.kstest(eps.detach().flatten().double().numpy(), "norm").pvalue > 1e-3
 
 
 # ------------------------------------------------------------------ the draws each trainer makes itself
@@ -175,6 +177,25 @@ def test_gan_noise_and_penalty_draws_have_the_reference_distributions(digits_bat
     # the perturbation: x + 0.5 std(x) u, std over the whole batch
     x = torch.rand(8, 1, 4, 4)
     torch.testing.assert_close(gans.dragan_perturbed(x, torch.ones_like(x)), x + 0.5 * x.std())
+
+
+@pytest.mark.parametrize("kind, dist", [("uniform", ("uniform", (-1, 2))), ("normal", ("norm", ()))])
+def test_each_samplers_noise_has_its_references_distribution(kind, dist):
+    """Sampling noise: z ~ U(-1, 1)^d for a checkpoint that says uniform (v1's GANs), N(0, I) for
+    every other generator (the VAE's prior, pixel IMLE, flow, GLANN's e); drawn from the call's
+    generator."""
+    from scipy import stats
+
+    from glann.methods.sampling import Sampler
+
+    s = Sampler.__new__(Sampler)
+    s.kind, s.uniform, s.noise_dim = "generator", kind == "uniform", 64
+    z = s.noise(500, torch.Generator().manual_seed(0))
+    assert z.shape == (500, 64)
+    assert torch.equal(z, s.noise(500, torch.Generator().manual_seed(0)))
+    assert stats.kstest(z.flatten().double().numpy(), dist[0], args=dist[1]).pvalue > 1e-3
+    if kind == "uniform":
+        assert z.min() >= -1 and z.max() <= 1
 
 
 # ------------------------------------------------------------------ the search spaces' corners
@@ -294,6 +315,11 @@ def test_glann_imle_regresses_each_code_on_its_nearest_mapped_noise(digits_batch
     torch.testing.assert_close(losses[0], ((out - codes[b]) ** 2).sum(1).mean(), rtol=1e-5, atol=1e-7)
     nearest = torch.cdist(codes[b], samples).argmin(1)
     torch.testing.assert_close(e, noise[nearest])
+    # the noise it matches from: e ~ N(0, I_32) (GLANN's released code: torch.randn), drawn afresh
+    from scipy import stats
+
+    assert noise.shape[1] == CFG["imle"]["noise_dim"] == 32
+    assert stats.kstest(noise.flatten().double().numpy(), "norm").pvalue > 1e-3
 
 
 def test_pixel_imle_regresses_each_image_on_its_nearest_sample(digits_batch_dir, tmp_path, monkeypatch):
@@ -319,3 +345,8 @@ def test_pixel_imle_regresses_each_image_on_its_nearest_sample(digits_batch_dir,
     torch.testing.assert_close(losses[0], ((out - x) ** 2).flatten(1).sum(1).mean(), rtol=1e-5, atol=1e-5)
     nearest = torch.cdist(x.reshape(len(x), -1), samples).argmin(1)
     torch.testing.assert_close(e, noise[nearest])
+    # its noise: N(0, I_64) (Li & Malik's Gaussian input)
+    from scipy import stats
+
+    assert noise.shape[1] == CFG["imle_pixel"]["noise_dim"] == 64
+    assert stats.kstest(noise.flatten().double().numpy(), "norm").pvalue > 1e-3

@@ -46,7 +46,11 @@ def test_quick_pipeline_outputs(quick_run):
         assert metrics["fid_domain"] > 0 and 0 <= metrics["precision"] <= 1
         assert metrics["inception_fid"] is None and "Inception" in metrics["inception_fid_reason"]
         assert (m == "nsgan") == metrics["diverged"]
+        # the sampling cost beside every method's: network evaluations per sample, seconds per 1,000
+        assert metrics["network_evals"] == {"glann": 2, "flow": 4}.get(m, 1), m  # flow: the quick preset's 4 Euler steps
+        assert metrics["sample_seconds_per_1000"] > 0
     table = (wf / "results/summary/table.md").read_text()
+    assert "network evaluations per sample" in table and "sampling seconds per 1,000 images" in table
     for m in METHODS:
         assert f"| {m} |" in table
     assert "(diverged, epoch 1)" in table
@@ -197,7 +201,7 @@ def test_cache_keys_are_exact(quick_run, tmp_path):
 
     # fid.num_samples changes Inception FID only: not real_stats, not the snapshots
     # (the sweep's 2 settings included)
-    assert planned("--config", "fid={num_samples: 100}") == {"evaluate": 8, "summarize": 1}
+    assert planned("--config", "fid={num_samples: 100}") == {"evaluate": 9, "summarize": 1}
     # the BN re-estimation applies to the compare_gan v1 generators (the GANs and the VAE: here
     # NS-GAN, WGAN-GP, VAE) only; it rescores their snapshots, whose files are temp() outputs gone
     # after scoring: those 3 retrain (GLANN's sweep settings are untouched)
@@ -221,7 +225,7 @@ def test_cache_keys_are_exact(quick_run, tmp_path):
     assert {k for k in jobs if k not in ("all", "total")} == {
         "train_glo", "train_imle", "train_baseline", "fit_gaussian", "sample",
         "evaluate", "evaluate_snapshots", "summarize"}, jobs
-    assert jobs["sample"] == "8" and jobs["evaluate"] == "8" and jobs["evaluate_snapshots"] == "6"
+    assert jobs["sample"] == "9" and jobs["evaluate"] == "9" and jobs["evaluate_snapshots"] == "7"
 
 
 @pytest.mark.pipeline

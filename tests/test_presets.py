@@ -42,7 +42,7 @@ def test_paper_preset_values_are_the_papers(preset):
     assert cfg["imle"]["epochs"] == 50 and cfg["imle_pixel"]["epochs"] == 50
     # compare_gan v1's budgets (generate_tasks_lib.TuneParams): 20 MNIST/Fashion, 100 CIFAR-10, 40 CelebA
     gan_epochs = {"mnist": 20, "fashion": 20, "cifar10": 100, "celeba64": 40}[preset]
-    assert all(cfg[m] == {"epochs": gan_epochs} for m in METHODS[3:])
+    assert all(cfg[m] == {"epochs": gan_epochs} for m in METHODS[3:])  # flow (not in the paper) as the GANs
     assert cfg["sample"]["num_samples"] == 10000
     assert cfg["fid"] == {"require_inception": True, "num_samples": 10000}
     assert cfg["data"][preset]["download"] is False

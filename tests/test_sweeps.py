@@ -196,10 +196,16 @@ def test_summary_files_from_trial_metrics(tmp_path):
     assert result["d/nsgan"]["best_values"] == sweep.draw("nsgan", 1, 0)
     for name in (*summary.OUTPUTS, summary.CSV):
         assert (out / name).stat().st_size > 100, name
-    # without a sweep: sweep.csv's header only, nothing else
+    # without a sweep: sweep.csv's header only, and every other output saying that nothing was
+    # swept (the same files with and without a sweep: DVC versions them all)
     assert summary.summarize_sweeps([], [], tmp_path / "none") == {}
     assert (tmp_path / "none/sweep.csv").read_text().startswith("dataset,method,k,seed,val_fid_domain")
-    assert sorted(p.name for p in (tmp_path / "none").iterdir()) == ["sweep.csv"]
+    assert sorted(p.name for p in (tmp_path / "none").iterdir()) == sorted((*summary.OUTPUTS, summary.CSV))
+    assert "No sweep in this config" in (tmp_path / "none/sweep.md").read_text()
+    assert json.loads((tmp_path / "none/sweep.json").read_text()) == {"swept": False}
+    for name in summary.OUTPUTS:
+        if name.endswith(".png"):
+            assert (tmp_path / "none" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     table = (out / "sweep.md").read_text()
     assert "| d | glann | 2 | hp1: " in table and "| 33 |" in table
     rows = list(__import__("csv").DictReader((out / "sweep.csv").open()))

@@ -53,10 +53,11 @@ rule summarize:
         ),
         compute_csv="results/summary/fid_vs_compute.csv",
         sweep_csv="results/summary/sweep.csv",  # every sweep run (only a header without a sweep)
-        # a sweep's table (best setting by validation, test metrics) and its three figures
+        # a sweep's table (best setting by validation, test metrics) and its three figures; without
+        # a sweep, each saying so (the same files either way: DVC versions them all)
         sweep=[report(f"results/summary/{f}", caption="../report/sweep.rst", category="Sweeps",
                       labels={"figure": f}) if f.endswith(".png") else f"results/summary/{f}"
-               for f in SWEEP_OUTPUTS] if SWEPT else [],
+               for f in SWEEP_OUTPUTS],
     params:
         job=lambda w: json.dumps({"params": {"datasets": DATASETS, "methods": METHODS}}),
         code=code_version("summarize"),

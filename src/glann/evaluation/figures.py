@@ -24,6 +24,16 @@ def _pyplot():
     return plt
 
 
+def message_figure(path, text: str):
+    """A small PNG that holds only ``text``: a figure whose subject this run does not have."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9)
+    save_with(Path(path), lambda p: fig.savefig(p, format="png", dpi=100), record=False)
+    plt.close(fig)
+
+
 def compute_figure(rows, path, datasets, methods):
     """fid_vs_compute.png: fid_domain against training seconds, mean ± std over seeds per snapshot."""
     plt = _pyplot()

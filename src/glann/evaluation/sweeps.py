@@ -17,6 +17,10 @@ summary folder (:data:`OUTPUTS`):
   n settings drawn at random from the K, against n (Lucic et al.'s quality against search
   budget), with a 5-95% band;
 - ``sweep_pr.png``: precision against recall of every run, GLANN's as stars (GLANN's Figure 2).
+
+A config without a sweep writes every one of them too, each saying so (sweep.md a sentence,
+sweep.json ``{"swept": false}``, the figures that sentence): the summary's files are the same
+list with and without a sweep, so DVC versions all of them and a pulled clone has nothing to redo.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ import numpy as np
 
 from glann.atomic import write_json, write_text
 
-OUTPUTS = ("sweep.md", "sweep.json", "sweep_fid.png", "sweep_budget.png", "sweep_pr.png")  # with a sweep
+OUTPUTS = ("sweep.md", "sweep.json", "sweep_fid.png", "sweep_budget.png", "sweep_pr.png")  # always written
 CSV = "sweep.csv"  # always written (only its header without a sweep): a DVC plot
+NO_SWEEP = "No sweep in this config (sweep.settings is 0): nothing was swept. docs/sweeps.md says how to run one."
 RUN_METRICS = ("val_fid_domain", "fid_domain", "kid_domain", "precision", "recall", "density", "coverage",
                "classes_covered", "diverged", "status", "n_samples", "n_test")
 FEW_CLASSES = 9  # "covered fewer than 9 classes": GLANN's and Lucic et al.'s mode-dropping mark on 10 classes
@@ -225,13 +230,20 @@ def render_csv(rows: list[dict], drawn: dict) -> str:
 
 def summarize_sweeps(trial_files, sweep_files, out_dir, base: dict | None = None) -> dict:
     """Write :data:`OUTPUTS` and :data:`CSV` into ``out_dir``; returns the analysis (sweep.json's
-    content). Without trial files, only the CSV's header."""
+    content). Without trial files: the CSV's header, and each output saying that nothing was swept."""
     from glann.evaluation.figures import sweep_figures
 
     out_dir = Path(out_dir)
     rows, drawn = collect_trials(trial_files), _settings(sweep_files)
     write_text(out_dir / CSV, render_csv(rows, drawn), record=False)
     if not rows:
+        from glann.evaluation.figures import message_figure
+
+        write_text(out_dir / "sweep.md", f"# Sweeps\n\n{NO_SWEEP}\n", record=False)
+        write_json(out_dir / "sweep.json", {"swept": False}, record=False)
+        for name in OUTPUTS:
+            if name.endswith(".png"):
+                message_figure(out_dir / name, NO_SWEEP)
         return {}
     result = analyse(rows, drawn)
     write_text(out_dir / "sweep.md", render_markdown(result, base or {}), record=False)

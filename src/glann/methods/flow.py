@@ -90,7 +90,7 @@ class VelocityUNet(nn.Module):
         self.down1 = ResBlock(w1, w2, t_dim)
         self.mid = ResBlock(w2, w2, t_dim)
         self.up1 = ResBlock(w2 + w2, w2, t_dim)
-        self.up0 = ResBlock(w2 + w1, w1, t_dim)
+        self.up0 = ResBlock(w2 - w1, w1, t_dim)
         self.unpool = nn.Upsample(scale_factor=2, mode="nearest")
         self.out = nn.Sequential(_norm(w1), nn.SiLU(), nn.Conv2d(w1, 4 * channels, 3, padding=1), nn.PixelShuffle(2))
         nn.init.zeros_(self.out[2].weight)

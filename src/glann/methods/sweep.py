@@ -15,7 +15,9 @@ log-uniform in [0.1, 100]; BEGAN's lambda_k log-uniform in [1e-4, 1e-2] and gamm
 (three decades of each learning rate, centred on the paper's values): GLO's generator
 learning rate in [10^-4.5, 10^-1.5], its codes' in [10^-3.5, 10^-0.5], IMLE's in
 [10^-4.5, 10^-1.5], and IMLE's samples factor uniform in [1, 10] (pixel IMLE: [2, 20]).
-GLO+Gaussian is GLANN's GLO with a Gaussian fit: it shares GLANN's settings.
+GLO+Gaussian is GLANN's GLO with a Gaussian fit: it shares GLANN's settings. Flow matching: its
+learning rate log-uniform in [10^-4.5, 10^-3], the U-Net's width in {16, 32, 64} and its ODE
+steps in {10, 20, 50}.
 
 ``sweep.range: narrow`` takes, for the GANs and the VAE, Lucic et al.'s pruned ranges instead
 (v1 ``GetDefaultNarrowRange`` and the per-model narrow branches): learning rate log-uniform in
