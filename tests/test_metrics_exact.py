@@ -286,6 +286,29 @@ def test_summary_files_snapshots_and_curves_by_hand(tmp_path):
     assert json.loads((out / "summary.json").read_text()) == flat
     assert (out / "fid_vs_compute.png").stat().st_size > 0
     assert not [p.name for p in out.rglob(".*")]  # end products: no .<name>.sha256 records
+    # the table says what its budgets are, and when each curve first covers >= 9 classes: GLANN's
+    # second snapshot (9 classes at 3 s); the VAE's curve has no class counts, so no row
+    table = (out / "table.md").read_text()
+    assert "**Budgets**: as this config sets them (`budgets: custom`)." in table
+    section = table.split("## Training seconds until a method first covers ≥ 9 classes")[1].split("\n## ")[0]
+    assert "| digits | glann | 3 s (epoch 2) |\n" in section and "| digits | vae |" not in section
+    summarize(metrics, {}, out, ["digits"], ["glann", "vae"], snapshot_files=snaps[:1], budgets="equal_compute")
+    assert "a method that needs more to learn is marked, not given more (`budgets: equal_compute`)" in (out / "table.md").read_text()
+
+
+def test_first_learned_is_the_earliest_snapshot_covering_9_classes():
+    from glann.evaluation.summary import first_learned, first_learned_section
+
+    pts = [{"train_seconds": 30.0, "epoch": 3, "classes_covered": 10},
+           {"train_seconds": 10.0, "epoch": 1, "classes_covered": 8},
+           {"train_seconds": 20.0, "epoch": 2, "classes_covered": 9}]
+    assert first_learned(pts)["epoch"] == 2
+    assert first_learned(pts[:2]) ["epoch"] == 3
+    assert first_learned([pts[1]]) is None
+    rows = [{"dataset": "d", "method": "m", "seed": 0, **pts[1]}, {"dataset": "d", "method": "m", "seed": 1, **pts[2]}]
+    lines = first_learned_section(rows, ["d"], ["m", "other"])
+    assert "| d | m | not within 10 s | 20 s (epoch 2) |" in lines and not any("other" in x for x in lines)
+    assert first_learned_section([{**rows[0], "classes_covered": None}], ["d"], ["m"]) == []
 
 
 def _features_with_product_eigenvalues(l1, l2):

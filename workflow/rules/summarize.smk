@@ -59,7 +59,7 @@ rule summarize:
                       labels={"figure": f}) if f.endswith(".png") else f"results/summary/{f}"
                for f in SWEEP_OUTPUTS],
     params:
-        job=lambda w: json.dumps({"params": {"datasets": DATASETS, "methods": METHODS}}),
+        job=lambda w: json.dumps({"params": {"datasets": DATASETS, "methods": METHODS, "budgets": config["budgets"]}}),
         code=code_version("summarize"),
     log:
         "logs/summarize.log",

@@ -108,13 +108,27 @@ def aggregate(rows: list[dict]) -> dict:
     return out
 
 
-def render_markdown(agg: dict, datasets: list[str], methods: list[str]) -> str:
+BUDGETS = {  # config key budgets: what the table compares (workflow/schemas/config.schema.yaml)
+    "learned": "each method trains long enough to cover at least 9 of 10 classes, so training seconds "
+               "differ by method (see \"training seconds\"); the quality-at-GLANN's-budget comparison is "
+               "config/equal_compute.yaml",
+    "equal_compute": "equal compute: each method's epochs set so that its training seconds are within 25% of "
+                     "GLANN's; a method that needs more to learn is marked, not given more",
+    "paper": "the papers' budgets (GLANN's released recipe; compare_gan v1's epochs)",
+    "custom": "as this config sets them",
+}
+
+
+def render_markdown(agg: dict, datasets: list[str], methods: list[str], budgets: str = "custom",
+                    curve_rows=None) -> str:
     lines = ["# Results", "",
+             f"**Budgets**: {BUDGETS[budgets]} (`budgets: {budgets}`).", "",
              "Mean ± sample std over seeds. `fid_domain` is the Fréchet distance on the pipeline's own "
              "evaluator features and is **not comparable** with Inception FID. Paper numbers: GLANN "
              "(Hoshen et al. 2019) Table 1, Inception FID. A run marked **did not learn**, **diverged** "
              "or **degenerate** is not a result (docs/evaluation.md, \"Run status\").", ""]
     lines += sizes_and_floor(agg, datasets, methods) + status_section(agg, datasets, methods)
+    lines += first_learned_section(curve_rows or [], datasets, methods)
     lines += differences_section(agg, datasets, methods)
     for key, heading, _ in METRICS:
         present = [agg.get((d, m), {}).get(key, (None,))[0] for d in datasets for m in methods]
@@ -126,6 +140,47 @@ def render_markdown(agg: dict, datasets: list[str], methods: list[str]) -> str:
             continue  # measured with Inception FID only: said once, above
         lines += method_table(heading, agg, datasets, methods, lambda d, m, cell, key=key: metric_cell(d, m, cell, key))
     return "\n".join(lines)
+
+
+LEARNED_CLASSES = 9  # "covers >= 9 of 10 classes": the run-status mark (glann.evaluation.status)
+
+
+def first_learned(points: list[dict], classes: int = LEARNED_CLASSES) -> dict | None:
+    """The first snapshot (in training seconds) that covers at least ``classes`` classes, or None."""
+    for pt in sorted(points, key=lambda p: p["train_seconds"]):
+        if pt.get("classes_covered") is not None and pt["classes_covered"] >= classes:
+            return pt
+    return None
+
+
+def first_learned_section(curve_rows: list[dict], datasets, methods) -> list[str]:
+    """Per dataset and method, the training seconds (and epoch) of each seed's first snapshot that
+    covers >= 9 classes: how much budget a method needs before it is a result. Nothing without
+    snapshot curves or class labels."""
+    rows = [r for r in curve_rows if r.get("classes_covered") is not None]
+    if not rows:
+        return []
+    lines = [f"## Training seconds until a method first covers ≥ {LEARNED_CLASSES} classes", "",
+             "From the snapshot curves (fid_vs_compute.csv; the split each curve was scored on): per seed, "
+             "the first snapshot covering at least 9 of 10 classes, with its epoch; *not within N s* where no "
+             "snapshot of the run does (N: its last snapshot's training seconds).", "",
+             "| dataset | method | " + " | ".join(f"seed {s}" for s in sorted({r["seed"] for r in rows})) + " |",
+             "|---|---|" + "---|" * len({r["seed"] for r in rows})]
+    seeds = sorted({r["seed"] for r in rows})
+    for d in datasets:
+        for m in methods:
+            cells = []
+            for seed in seeds:
+                pts = [r for r in rows if (r["dataset"], r["method"], r["seed"]) == (d, m, seed)]
+                if not pts:
+                    cells.append("-")
+                    continue
+                hit = first_learned(pts)
+                cells.append(f"{hit['train_seconds']:.0f} s (epoch {hit['epoch']})" if hit else
+                             f"not within {max(p['train_seconds'] for p in pts):.0f} s")
+            if any(c != "-" for c in cells):
+                lines.append(f"| {d} | {m} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def metric_cell(d: str, m: str, cell: dict, key: str) -> str:
@@ -227,14 +282,14 @@ def write_compute_curves(snapshot_files, out_dir, datasets, methods) -> list[dic
 
 
 def summarize(metric_files, sample_grids: dict, out_dir, datasets, methods, loss_csvs=None,
-              snapshot_files=None, trial_files=None, sweep_files=None) -> dict:
+              snapshot_files=None, trial_files=None, sweep_files=None, budgets: str = "custom") -> dict:
     out_dir = Path(out_dir)
     if loss_csvs is not None:
         write_curves(loss_csvs, out_dir / "curves")
-    write_compute_curves(snapshot_files, out_dir, datasets, methods)
+    curve_rows = write_compute_curves(snapshot_files, out_dir, datasets, methods)
     rows = collect(metric_files)
     agg = aggregate(rows)
-    write_text(out_dir / "table.md", render_markdown(agg, datasets, methods), record=False)
+    write_text(out_dir / "table.md", render_markdown(agg, datasets, methods, budgets, curve_rows), record=False)
     write_text(out_dir / "table.csv", render_csv(agg), record=False)
     flat = {f"{d}/{m}/{k}": cell[k][0] for (d, m), cell in agg.items() for k, _, _ in METRICS
             if cell[k][0] is not None}

@@ -90,7 +90,7 @@ class VelocityUNet(nn.Module):
         self.down1 = ResBlock(w1, w2, t_dim)
         self.mid = ResBlock(w2, w2, t_dim)
         self.up1 = ResBlock(w2 + w2, w2, t_dim)
-        self.up0 = ResBlock(w2 - w1, w1, t_dim)
+        self.up0 = ResBlock(w2 + w1, w1, t_dim)
         self.unpool = nn.Upsample(scale_factor=2, mode="nearest")
         self.out = nn.Sequential(_norm(w1), nn.SiLU(), nn.Conv2d(w1, 4 * channels, 3, padding=1), nn.PixelShuffle(2))
         nn.init.zeros_(self.out[2].weight)
@@ -117,7 +117,7 @@ def flow_matching_loss(velocity: nn.Module, x1: torch.Tensor, x0: torch.Tensor, 
                        sigma_min: float = 0.0) -> torch.Tensor:
     """The CFM loss of one batch: mean over the batch and every pixel of (v(x_t, t) - u_t)^2."""
     x_t, target = straight_path(x0, x1, t, sigma_min)
-    return (velocity(x_t, t).float() - target.float()).pow(2).mean()
+    return (velocity(x_t, t).float() + target.float()).pow(2).mean()
 
 
 def network_evals(solver: str, steps: int) -> int:

@@ -207,7 +207,7 @@ def cmd_summarize(args):
         grids[(p.parent.parent.parent.name, p.parent.parent.name)] = p
     summarize(args.metrics, grids, args.out_dir, job["params"]["datasets"], job["params"]["methods"],
               loss_csvs=args.losses, snapshot_files=args.snapshots,
-              trial_files=args.trials, sweep_files=args.sweeps)
+              trial_files=args.trials, sweep_files=args.sweeps, budgets=job["params"].get("budgets", "custom"))
 
 
 def cmd_check_records(args):
