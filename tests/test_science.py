@@ -160,7 +160,7 @@ def test_gan_training_uses_the_configured_objective(kind, request, tmp_path, mon
     began_terms = []  # (k, balance) of every BEGAN loss evaluation
     real_began = gans.began_losses
     monkeypatch.setattr(gans, "began_losses", lambda er, ef, k, gamma: began_terms.append(
-        (k, real_began(er, ef, k, gamma)["balance"])) or real_began(er, ef, k, gamma))
+        (float(k), real_began(er, ef, k, gamma)["balance"])) or real_began(er, ef, k, gamma))
     # d_batchnorm: true is asked for every kind but the default-false ones' check below:
     # WGAN-GP's per-sample penalty must still get a critic without BN, whatever the config says.
     cfg = {**CFG[kind], "epochs": 1, **({"d_batchnorm": True} if kind == "wgan_gp" else {})}

@@ -153,7 +153,7 @@ def test_gan_logs_the_mean_of_its_d_and_g_step_losses(digits_dir, tmp_path, monk
     def spy(loss, poison, *opts):
         v = real_descend(loss, poison, *opts)
         params = {id(p) for o in opts for g in o.param_groups for p in g["params"]}
-        values["d" if id(d_first[0]) in params else "g"].append(v)
+        values["d" if id(d_first[0]) in params else "g"].append(float(v))
         return v
 
     monkeypatch.setattr(gans, "descend", spy)
@@ -288,7 +288,7 @@ def test_pixel_imle_logs_the_epochs_mean_loss(digits_small_dir, tmp_path, monkey
     cfg = {**CFG["imle_pixel"], "epochs": 1, "samples_factor": 1, "batch_size": 64}
     res = imle.train_imle_pixel(digits_small_dir, cfg, TrainContext(tmp_path / "m.pt", 0, CPU))
     assert len(losses) == 5 and res["history"][0]["images"] == 320
-    assert res["history"][0]["loss"] == pytest.approx(sum(losses) / 5, rel=1e-9)
+    assert res["history"][0]["loss"] == pytest.approx(float(sum(losses)) / 5, rel=1e-9)
 
 
 def test_glo_builds_its_loss_from_every_configured_loss_option(digits_batch_dir, tmp_path, monkeypatch):
@@ -356,3 +356,80 @@ def test_vae_snapshots_keep_the_decoder_only(digits_batch_dir, tmp_path):
     snaps = torch.load(tmp_path / "s.pt", weights_only=False)["snapshots"]
     assert [s["epoch"] for s in snaps] == [1, 2]
     assert all("generator" in s and "encoder" not in s for s in snaps)
+
+
+# ------------------------------------------------------------------ no host synchronisation per step
+def _count_reads(monkeypatch):
+    """Count every read of a tensor's value into Python (item, float, int, bool, tolist) that the
+    pipeline's own code makes (torch's internals read CPU-side counters, such as Adam's step)."""
+    import sys
+
+    reads = [0]
+    for name in ("item", "__float__", "__int__", "__bool__", "tolist"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _real=real, **k):
+            if "/glann/" in sys._getframe(1).f_code.co_filename:
+                reads[0] += 1
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return reads
+
+
+@pytest.mark.parametrize("name, cfg_of", [
+    ("glo", lambda b: {**CFG["glo"], "loss": "l1", "batch_size": b}),
+    ("imle", lambda b: {**CFG["imle"], "batch_size": b}),
+    ("imle_pixel", lambda b: {**CFG["imle_pixel"], "samples_factor": 1, "batch_size": b}),
+    ("nsgan", lambda b: {**CFG["nsgan"], "batch_size": b}),
+    ("began", lambda b: {**CFG["began"], "batch_size": b}),
+    ("vae", lambda b: {**CFG["vae"], "batch_size": b}),
+    ("flow", lambda b: {**CFG["flow"], "width": 8, "batch_size": b}),
+])
+def test_a_training_epoch_reads_its_losses_once_whatever_its_step_count(name, cfg_of, digits_small_dir, tmp_path,
+                                                                       monkeypatch):
+    """The step loop keeps its sums on the device (glann.methods.training.descend): the number of
+    tensor-to-Python reads in an epoch does not grow with its number of steps (a .item() per step
+    stalls a GPU's queue), and the logged loss is the same number as before, bit for bit."""
+    from glann.methods import flow, gans, imle
+    from glann.methods.glo import train_glo
+    from glann.methods.vae import train_vae
+
+    def run(batch, out):
+        cfg = {**cfg_of(batch), "epochs": 1}
+        ctx = TrainContext(out, 0, CPU)
+        if name == "glo":
+            return train_glo(digits_small_dir, cfg, ctx)
+        if name == "imle":
+            return imle.train_imle(_codes(tmp_path), cfg, ctx)
+        if name == "imle_pixel":
+            return imle.train_imle_pixel(digits_small_dir, cfg, ctx)
+        if name in ("nsgan", "began"):
+            return gans.train_gan(name, digits_small_dir, cfg, ctx)
+        if name == "vae":
+            return train_vae(digits_small_dir, cfg, ctx)
+        return flow.train_flow(digits_small_dir, cfg, ctx)
+
+    counts = []
+    for batch in (64, 16):  # 5 and 20 steps over 320 images (imle: 3 and 12 over its 200 codes)
+        with monkeypatch.context() as m:
+            reads = _count_reads(m)
+            run(batch, tmp_path / f"{name}{batch}.pt")
+            counts.append(reads[0])
+    assert counts[0] == counts[1], counts
+
+
+def test_the_logged_loss_is_the_python_float_sum_it_replaces(digits_small_dir, tmp_path, monkeypatch):
+    """sum(loss.item() * batch) / n in Python floats, exactly (==): the device sum in float64 of
+    the same products is the same number."""
+    from glann.methods import glo
+
+    items, real = [], glo.descend
+    monkeypatch.setattr(glo, "descend", lambda loss, *a: items.append(loss.item()) or real(loss, *a))
+    res = glo.train_glo(digits_small_dir, {**CFG["glo"], "loss": "l1", "epochs": 1, "batch_size": 48},
+                        TrainContext(tmp_path / "g.pt", 0, CPU))
+    sizes = [48] * 6 + [320 - 6 * 48]
+    total = 0.0
+    for v, b in zip(items, sizes):
+        total += v * b
+    assert len(items) == 7 and res["history"][0]["loss"] == total / 320

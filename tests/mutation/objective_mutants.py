@@ -16,7 +16,7 @@ M = [
  ("src/glann/methods/vae.py", "kl = 0.5 * (mu.pow(2) + std.pow(2) - torch.log(1e-8 + std.pow(2)) - 1).sum(1)", "kl = (mu.pow(2) + std.pow(2) - torch.log(1e-8 + std.pow(2)) - 1).sum(1)"),
  ("src/glann/methods/imle.py", "loss = (T(matched_noise[b]) - codes[b]).pow(2).sum(1).mean()", "loss = (T(matched_noise[b]) - codes[b]).pow(2).mean()"),
  ("src/glann/methods/imle.py", "loss = (out - to_float_images(images[b])).pow(2).flatten(1).sum(1).mean()", "loss = (out - to_float_images(images[b])).abs().flatten(1).sum(1).mean()"),
- ("src/glann/methods/gans.py", "k_t.value = k_t.value + cfg[\"lambda_k\"] * terms[\"balance\"].float().cpu()", "k_t.value = (k_t.value + cfg[\"lambda_k\"] * terms[\"balance\"].float().cpu()).clamp(0, 1)"),
+ ("src/glann/methods/gans.py", "k_t.value = k_t.value + cfg[\"lambda_k\"] * terms[\"balance\"].float()", "k_t.value = (k_t.value + cfg[\"lambda_k\"] * terms[\"balance\"].float()).clamp(0, 1)"),
 ]
 killed = 0
 for f, old, new in M:

@@ -117,7 +117,7 @@ def flow_matching_loss(velocity: nn.Module, x1: torch.Tensor, x0: torch.Tensor, 
                        sigma_min: float = 0.0) -> torch.Tensor:
     """The CFM loss of one batch: mean over the batch and every pixel of (v(x_t, t) - u_t)^2."""
     x_t, target = straight_path(x0, x1, t, sigma_min)
-    return (velocity(x_t, t).float() + target.float()).pow(2).mean()
+    return (velocity(x_t, t).float() - target.float()).pow(2).mean()
 
 
 def network_evals(solver: str, steps: int) -> int:

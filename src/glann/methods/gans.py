@@ -147,7 +147,7 @@ def train_gan(kind: str, data_dir, cfg: dict, ctx: TrainContext) -> dict:
     opt_g, opt_d = _optimizer(G.parameters(), cfg), _optimizer(D.parameters(), cfg)
     n_critic, joint, bs = cfg["critic_steps"], cfg["d_joint_batch"], cfg["batch_size"]
     per_epoch = n // bs
-    k_t = Slot(torch.zeros(()))  # BEGAN's equilibrium variable k_t, k_0 = 0 (v1)
+    k_t = Slot(torch.zeros((), device=ctx.device))  # BEGAN's equilibrium variable k_t, k_0 = 0 (v1)
 
     def discriminate(real, fake):
         """(D(real), D(fake)): two calls (v1), or one on the concatenated batch."""
@@ -160,7 +160,7 @@ def train_gan(kind: str, data_dir, cfg: dict, ctx: TrainContext) -> dict:
         if kind == "began":
             with autocast(ctx.device, ctx.amp):
                 err_r, err_f = reconstruction_error(D, real), reconstruction_error(D, fake)
-            return began_losses(err_r, err_f, float(k_t.value), cfg["gamma"])["d"]
+            return began_losses(err_r, err_f, k_t.value, cfg["gamma"])["d"]
         with autocast(ctx.device, ctx.amp):
             logits = discriminate(real, fake)
         loss = d_loss(kind, *logits)  # fp32, outside autocast
@@ -207,10 +207,10 @@ def train_gan(kind: str, data_dir, cfg: dict, ctx: TrainContext) -> dict:
             if kind == "began":  # v1 after_training_step_hook: k from the updated nets, same batch
                 with torch.no_grad(), autocast(ctx.device, ctx.amp):
                     terms = began_losses(reconstruction_error(D, real), reconstruction_error(D, G(z).float()),
-                                         float(k_t.value), cfg["gamma"])
-                k_t.value = k_t.value + cfg["lambda_k"] * terms["balance"].float().cpu()
-                sums["M"] += float(terms["M"])
-                sums["k"] += float(k_t.value)
+                                         k_t.value, cfg["gamma"])
+                k_t.value = k_t.value + cfg["lambda_k"] * terms["balance"].float()
+                sums["M"] += terms["M"].double()  # on the device: read once per epoch (fit)
+                sums["k"] += k_t.value.double()
         out = {k: sums[k] / max(steps.get(k, steps["d_loss"]), 1) for k in sums}
         return {**out, "images": steps["d_loss"] * bs}
 

@@ -203,7 +203,9 @@ def _fit(task, kind, cfg, state, gen, step, final, ctx, watch, hint, rollback, s
 
     for epoch in tqdm(range(start + 1, epochs + 1), desc=task, initial=start, total=epochs, disable=None):
         elog.start_epoch()
-        metrics = step(epoch, bool(fault) and fault.get("nan_at_epoch") == epoch)
+        # the step's sums stay on the device until here: one read per epoch
+        metrics = {k: float(v) if isinstance(v, torch.Tensor) else v
+                   for k, v in step(epoch, bool(fault) and fault.get("nan_at_epoch") == epoch).items()}
         bad = [k for k in watch if not math.isfinite(metrics[k])]
         if bad and rollback is None:
             raise DivergedError(f"{task}: loss became {metrics[bad[0]]} in epoch {epoch}. {hint}", epoch)
@@ -239,9 +241,15 @@ def _fit(task, kind, cfg, state, gen, step, final, ctx, watch, hint, rollback, s
     return result
 
 
-def descend(loss: torch.Tensor, poison: bool, *optimisers) -> float:
-    """One gradient step of every optimiser on ``loss``; returns its value. ``poison``
-    (fault injection) makes the loss NaN first, as a diverging run would."""
+def descend(loss: torch.Tensor, poison: bool, *optimisers) -> torch.Tensor:
+    """One gradient step of every optimiser on ``loss``; returns its value, detached, as a float64
+    0-d tensor on the loss's device. ``poison`` (fault injection) makes the loss NaN first, as a
+    diverging run would.
+
+    No host synchronisation: a trainer sums these on the device and reads the sum once per epoch
+    (``fit`` turns the step's metrics into floats), since a ``.item()`` per step stalls a GPU's
+    queue on networks this small. The float64 sum of ``value * batch`` is the same number, bit for
+    bit, as the Python float sum of ``loss.item() * batch`` it replaces."""
     if poison:
         loss = loss * float("nan")
     for opt in optimisers:
@@ -249,7 +257,7 @@ def descend(loss: torch.Tensor, poison: bool, *optimisers) -> float:
     loss.backward()
     for opt in optimisers:
         opt.step()
-    return loss.item()
+    return loss.detach().double()
 
 
 def epoch_batches(n: int, batch_size: int, gen: torch.Generator, device, drop_last: bool = False):
