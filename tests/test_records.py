@@ -87,3 +87,29 @@ def test_a_job_stops_with_its_snakemake_even_when_started_with_sigint_ignored(tm
         for p in (parent, job):
             if p.poll() is None:
                 p.kill()
+
+
+def test_a_record_is_dirty_only_when_the_code_differs_from_its_commit(tmp_path):
+    """code_dirty: src/, workflow/ or the Snakefile changed since HEAD; a study's own records (or
+    any other file under docs/) written into the checkout leave it clean."""
+    import subprocess
+
+    from glann.pipeline.records import git_commit
+
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@localhost", "PATH": __import__("os").environ["PATH"]}
+    for d in ("src", "workflow", "docs"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "f.txt").write_text("0\n")
+    (tmp_path / "Snakefile").write_text("0\n")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "c"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True, env=env)
+    head, dirty = git_commit(tmp_path)
+    assert len(head) == 40 and dirty is False
+    (tmp_path / "docs/f.txt").write_text("a record\n")
+    assert git_commit(tmp_path / "docs") == (head, False)
+    for f in ("src/f.txt", "workflow/f.txt", "Snakefile"):
+        (tmp_path / f).write_text("edited\n")
+        assert git_commit(tmp_path) == (head, True), f
+        (tmp_path / f).write_text("0\n")
+    assert git_commit(tmp_path) == (head, False)

@@ -76,10 +76,14 @@ def read_key(record_dir) -> str | None:
 
 
 def git_commit(cwd=".") -> tuple[str | None, bool | None]:
-    """(HEAD's commit, whether tracked files differ from it); (None, None) outside a git checkout."""
+    """(HEAD's commit, whether the tracked code differs from it); (None, None) outside a git checkout.
+
+    The code is what runs: src/, workflow/ and the Snakefile. A study writes its records into the
+    checkout it runs from (docs/studies/...), which must not make every later record "dirty"."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ":/src", ":/workflow", ":/Snakefile"], cwd=cwd,
                                capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None, None
