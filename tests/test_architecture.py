@@ -12,7 +12,7 @@ from glann.methods.training import TrainContext
 from glann.atomic import torch_save
 from glann.methods import registry as methods
 from glann.pipeline.codehash import step_files
-from glann.pipeline.config import check, fill_defaults, load_schema
+from glann.pipeline.config import config_errors, fill_defaults, load_schema
 
 SRC = REPO / "src"
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
@@ -121,12 +121,13 @@ def test_sub_packages_hold_what_their_names_say():
 
 
 def test_registry_is_the_one_list_of_methods():
-    assert list(methods.METHODS) == ["glann", "glo_gauss", "imle_pixel", "mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began", "vae"]
+    assert list(methods.METHODS) == ["glann", "glo_gauss", "imle_pixel", "mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan",
+                                     "began", "vae", "flow"]
     assert methods.get("glann").checkpoint_paths("d", 3) == {"glo": "results/d/glann/seed3/glo.pt",
                                                              "imle": "results/d/glann/seed3/imle.pt"}
     assert methods.get("glo_gauss").loss_csv_paths("d", 0) == []
     assert methods.get("nsgan").loss_csv_paths("d", 0) == ["results/d/nsgan/seed0/losses.csv"]
-    msgs = check({"datasets": ["digits"], "methods": ["glann", "biggan"], "seeds": [0]}, SCHEMA)
+    msgs = config_errors({"datasets": ["digits"], "methods": ["glann", "biggan"], "seeds": [0]}, SCHEMA)
     assert msgs == ["config error at methods[1]: 'biggan' is not allowed; allowed values: "
                     + ", ".join(methods.METHODS)]
 
@@ -158,7 +159,7 @@ def test_a_toy_method_added_through_the_registry_alone(digits_dir, tmp_path, mon
     monkeypatch.setitem(methods.METHODS, "toy", methods.Method(
         "toy", "train_baseline", {"model": "{method}/seed{seed}/model.pt"}, ("{method}/seed{seed}/losses.csv",),
         trainer="toy_method:train_toy"))
-    assert check({"datasets": ["digits"], "methods": ["toy"], "seeds": [0]}, SCHEMA) == []
+    assert config_errors({"datasets": ["digits"], "methods": ["toy"], "seeds": [0]}, SCHEMA) == []
     out = tmp_path / "results/digits/toy/seed0/model.pt"
     job = {"dataset": "digits", "method": "toy", "seed": 0, "device": "cpu", "tracking": {"enabled": False},
            "params": {"epochs": 2, "generator": {"arch": "auto", "batchnorm": "auto"}}}

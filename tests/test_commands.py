@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from conftest import REPO, copy_workflow, snakemake
-from glann.pipeline.config import check, coerce, load_schema
+from glann.pipeline.config import config_errors, coerce, load_schema
 
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
 BASE = {"datasets": ["mnist5k"], "methods": ["glann"], "seeds": [0]}
@@ -48,7 +48,7 @@ def test_string_overrides_are_typed_by_the_schema(patch, expect):
     typed = coerce({**BASE, **patch}, SCHEMA)
     for key, value in expect.items():
         assert typed[key] == value and _same_types(typed[key], value), (typed[key], value)
-    assert check(typed, SCHEMA) == []
+    assert config_errors(typed, SCHEMA) == []
 
 
 def _same_types(a, b):
@@ -67,7 +67,7 @@ def _same_types(a, b):
     ({"runtime": {"deterministic": "maybe"}}, "config error at runtime.deterministic: 'maybe' has the wrong type"),
 ])
 def test_untypable_overrides_keep_the_one_line_error(patch, expect):
-    msgs = check(coerce({**BASE, **patch}, SCHEMA), SCHEMA)
+    msgs = config_errors(coerce({**BASE, **patch}, SCHEMA), SCHEMA)
     assert len(msgs) == 1 and expect in msgs[0], msgs
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import REPO, copy_workflow, snakemake
-from glann.pipeline.config import check, fill_defaults, load_schema
+from glann.pipeline.config import config_errors, fill_defaults, load_schema
 
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
 BASE = {"datasets": ["mnist5k"], "methods": ["glann"], "seeds": [0]}
@@ -22,7 +22,7 @@ BASE = {"datasets": ["mnist5k"], "methods": ["glann"], "seeds": [0]}
     ({"device": "tpu"}, "device: 'tpu' is not allowed; allowed values: auto, cpu, cuda"),
 ])
 def test_schema_rejections(patch, expect):
-    msgs = check({**BASE, **patch}, SCHEMA)
+    msgs = config_errors({**BASE, **patch}, SCHEMA)
     assert len(msgs) == 1 and expect in msgs[0], msgs
 
 
@@ -42,7 +42,7 @@ def test_schema_rejections(patch, expect):
      "data.mnist5k.val_size: 0.0001 of 4000 training images gives a 1-image validation split"),
 ])
 def test_values_that_fail_only_together_are_refused(patch, expect):
-    msgs = check({**BASE, **patch}, SCHEMA)
+    msgs = config_errors({**BASE, **patch}, SCHEMA)
     assert len(msgs) == 1 and expect in msgs[0], msgs
 
 
@@ -57,14 +57,14 @@ def test_a_folder_too_small_for_the_evaluation_is_refused_before_any_job(tmp_pat
         Image.new("L", (8, 8), i).save(folder / f"{i}.png")
     (folder / "notes.txt").write_text("not an image")
     cfg = {**BASE, "datasets": ["mine"], "data": {"mine": {"type": "folder", "path": str(folder)}}}
-    msgs = check(cfg, SCHEMA)
+    msgs = config_errors(cfg, SCHEMA)
     assert msgs == ["config error at data.mine.test_size: the test split would hold 6 images (test_size 0.1 "
                     "of 51 readable images); the evaluation's precision/recall with eval.prdc_k = 5 needs at least 7. "
                     "Raise data.mine.test_size, add images, or lower eval.prdc_k"], msgs
-    assert check({**cfg, "eval": {"prdc_k": 4}}, SCHEMA) == []
+    assert config_errors({**cfg, "eval": {"prdc_k": 4}}, SCHEMA) == []
     for i in range(51, 61):
         Image.new("L", (8, 8), i).save(folder / f"{i}.jpg")
-    assert check(cfg, SCHEMA) == []
+    assert config_errors(cfg, SCHEMA) == []
 
 
 def test_defaults_are_the_papers():
@@ -82,7 +82,7 @@ def test_defaults_are_the_papers():
     assert cfg["wgan"]["clip"] == 0.01 and cfg["wgan_gp"]["gp_lambda"] == 10 and cfg["dragan"]["gp_lambda"] == 10
     assert cfg["began"]["gamma"] == 0.75 and cfg["began"]["lambda_k"] == 0.001
     assert (cfg["vae"]["lr"], cfg["vae"]["betas"], cfg["vae"]["encoder_batchnorm"]) == (5e-5, [0.5, 0.999], True)
-    assert check(cfg, SCHEMA) == []
+    assert config_errors(cfg, SCHEMA) == []
 
 
 def test_presets_are_valid():
@@ -90,7 +90,7 @@ def test_presets_are_valid():
 
     for path in ["config/config.yaml", "config/quick.yaml",
                  *sorted(str(p.relative_to(REPO)) for d in ("paper", "study") for p in (REPO / "config" / d).glob("*.yaml"))]:
-        assert check(yaml.safe_load((REPO / path).read_text()), SCHEMA) == [], path
+        assert config_errors(yaml.safe_load((REPO / path).read_text()), SCHEMA) == [], path
 
 
 def test_snakemake_refuses_bad_config_before_any_job(tmp_path):
@@ -109,11 +109,11 @@ def test_dry_run_builds_the_dag(tmp_path, cfg):
     import re
 
     counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", proc.stdout.split("Job stats:")[1], re.M))
-    expected = {"prepare_data": 1, "train_glo": 1, "train_imle": 1, "fit_gaussian": 1, "train_baseline": 9,
-                "sample": 11, "train_evaluator": 1, "real_stats": 1,
-                "evaluate": 11, "summarize": 1, "write_sweep": 0}
+    expected = {"prepare_data": 1, "train_glo": 1, "train_imle": 1, "fit_gaussian": 1, "train_baseline": 10,
+                "sample": 12, "train_evaluator": 1, "real_stats": 1,
+                "evaluate": 12, "summarize": 1, "write_sweep": 0}
     if cfg == "config/quick.yaml":  # its sweep: 2 settings of GLANN (GLO + IMLE) and of NS-GAN
-        expected.update({"train_glo": 3, "train_imle": 3, "train_baseline": 11, "sample": 15, "evaluate": 15,
+        expected.update({"train_glo": 3, "train_imle": 3, "train_baseline": 12, "sample": 16, "evaluate": 16,
                          "write_sweep": 2})
     for rule, n in expected.items():
         assert int(counts.get(rule, 0)) == n, (rule, counts)
@@ -125,13 +125,16 @@ def test_dry_run_builds_the_dag(tmp_path, cfg):
 ])
 def test_paper_presets_pin_the_papers_values(name, glo_epochs, halve, imle_epochs, gan_epochs):
     """GLANN's released recipe per dataset, the GANs' and VAE's budgets as compare_gan v1's task
-    definitions (generate_tasks_lib.TuneParams: 20 / 20 / 100 / 40 epochs): all 11 methods, 3
+    definitions (generate_tasks_lib.TuneParams: 20 / 20 / 100 / 40 epochs): all 12 methods, 3
     seeds, VGG loss, Inception FID on 10k."""
     import yaml
 
     cfg = fill_defaults(yaml.safe_load((REPO / f"config/paper/{name}.yaml").read_text()), SCHEMA)
     assert cfg["datasets"] == [name] and cfg["seeds"] == [0, 1, 2] and cfg["device"] == "cuda"
-    assert cfg["methods"] == ["glann", "glo_gauss", "imle_pixel", "mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began", "vae"]
+    assert cfg["methods"] == ["glann", "glo_gauss", "imle_pixel", "mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began",
+                              "vae", "flow"]
+    assert cfg["flow"]["epochs"] == gan_epochs  # flow (not in the paper): the GANs' epochs
+    assert cfg["budgets"] == "paper"
     assert cfg["glo"]["loss"] == "vgg" and cfg["glo"]["epochs"] == glo_epochs
     assert cfg["glo"]["lr_halve_every"] == halve and cfg["glo"]["lr_codes"] == 0.01
     assert cfg["glo"]["lr_generator"] == 0.001 and cfg["glo"]["init_std"] == 0.01

@@ -365,7 +365,7 @@ def test_start_check_counts_readable_images_and_names_the_skipped(tmp_path):
     start, before any training; every skipped file is named; an all-unreadable folder is refused as such."""
     from PIL import Image
 
-    from glann.pipeline.config import check, load_schema, start_warnings
+    from glann.pipeline.config import config_errors, load_schema, start_warnings
 
     from pathlib import Path
 
@@ -376,7 +376,7 @@ def test_start_check_counts_readable_images_and_names_the_skipped(tmp_path):
     (tmp_path / "bad2.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     cfg = {"datasets": ["mine"], "methods": ["glann"], "seeds": [0],
            "data": {"mine": {"type": "folder", "path": str(tmp_path), "size": 6, "channels": 1, "test_size": 0.1}}}
-    msgs = check(cfg, schema)
+    msgs = config_errors(cfg, schema)
     assert any("test split would hold 6 images (test_size 0.1 of 59 readable images)" in m for m in msgs), msgs
     from glann.pipeline.config import fill_defaults
 
@@ -386,7 +386,7 @@ def test_start_check_counts_readable_images_and_names_the_skipped(tmp_path):
     empty.mkdir()
     (empty / "x.png").write_bytes(b"junk")
     cfg["data"]["mine"]["path"] = str(empty)
-    msgs = check(cfg, schema)
+    msgs = config_errors(cfg, schema)
     assert any("no readable image" in m and "x.png" in m for m in msgs), msgs
 
 

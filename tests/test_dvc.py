@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from conftest import REPO, copy_workflow, snakemake
-from glann.methods.sweep import settings
+from glann.methods.search_space import settings
 
 BIN = Path(sys.executable).parent
 # the project's own .gitignore (results/ and data/ among it: only DVC brings them to a clone)

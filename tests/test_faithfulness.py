@@ -11,7 +11,7 @@ from conftest import REPO
 from glann.methods.training import TrainContext
 from glann.atomic import torch_save
 from glann.methods import gans, imle
-from glann.pipeline.config import check, fill_defaults, load_schema
+from glann.pipeline.config import config_errors, fill_defaults, load_schema
 from glann.evaluation.metrics import frechet_distance
 from glann.methods.losses import lap1_loss
 from glann.methods.models import make_generator, unit_norm_detached
@@ -255,7 +255,7 @@ def test_frechet_drops_an_imaginary_part_only_below_pytorch_fids_tolerance(monke
                                    {"runtime": {"amp": "fp16"}}])
 def test_no_accepted_key_is_ignored(patch):
     """Options nothing reads are refused instead of silently accepted."""
-    msgs = check({"datasets": ["digits"], "methods": ["glann"], "seeds": [0], **patch}, SCHEMA)
+    msgs = config_errors({"datasets": ["digits"], "methods": ["glann"], "seeds": [0], **patch}, SCHEMA)
     assert len(msgs) == 1, msgs
 
 

@@ -279,9 +279,9 @@ def test_flow_matching_learns_a_2d_mixture():
 
 
 def test_flow_is_a_registered_method_with_a_search_space():
-    from glann.methods import registry, sweep
+    from glann.methods import registry, search_space
 
     m = registry.get("flow")
     assert m.trainer == "glann.methods.flow:train_flow" and not m.v1_generator
-    assert set(sweep.SPACES["flow"]) == {"flow.lr", "flow.width", "flow.steps"}
+    assert set(search_space.SPACES["flow"]) == {"flow.lr", "flow.width", "flow.steps"}
     assert flow.SOLVERS == ("euler", "heun")

@@ -103,11 +103,11 @@ def test_restore_data_refuses_a_rebuild_that_differs_from_the_manifest(tmp_path)
     from glann.atomic import write_json
     from glann.data.datasets import prepare
     from glann.errors import GlannError
-    from glann.pipeline.preflight import check, restore_prepared
+    from glann.pipeline.preflight import preflight_problems, restore_prepared
 
     d = tmp_path / "data/prepared/digits"
     prepare("digits", {"size": 16}, d)
-    assert check(["digits"], prepared=tmp_path / "data/prepared", results=tmp_path / "results",
+    assert preflight_problems(["digits"], prepared=tmp_path / "data/prepared", results=tmp_path / "results",
                  cache=tmp_path / "v.json") == []
     assert "nothing to restore" in restore_prepared(d)
     m = yaml.safe_load((d / "manifest.json").read_text())
@@ -118,7 +118,7 @@ def test_restore_data_refuses_a_rebuild_that_differs_from_the_manifest(tmp_path)
         restore_prepared(d)
     assert (d / "test.npz").stat().st_size == 100  # nothing replaced
     (d / "manifest.json").write_text("{}")  # not what prepare_data wrote
-    problems = check(["digits"], prepared=tmp_path / "data/prepared", results=tmp_path / "results",
+    problems = preflight_problems(["digits"], prepared=tmp_path / "data/prepared", results=tmp_path / "results",
                      cache=tmp_path / "v.json")
     assert len(problems) == 1 and problems[0].startswith(f"{d / 'manifest.json'} is truncated, corrupt or not "
                                                          "written by prepare_data: `dvc pull"), problems
@@ -133,7 +133,7 @@ def test_the_verified_cache_does_not_hide_a_rewrite_with_the_same_size_and_mtime
     d = tmp_path / "data/prepared/digits"
     prepare("digits", {"size": 16}, d)
     kw = dict(prepared=tmp_path / "data/prepared", results=tmp_path / "results", cache=tmp_path / "v.json")
-    assert check(["digits"], **kw) == []
+    assert preflight_problems(["digits"], **kw) == []
     f = d / "train.npz"
     st = f.stat()
     data = bytearray(f.read_bytes())
@@ -141,7 +141,7 @@ def test_the_verified_cache_does_not_hide_a_rewrite_with_the_same_size_and_mtime
     f.write_bytes(bytes(data))
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert f.stat().st_size == st.st_size
-    problems = check(["digits"], **kw)
+    problems = preflight_problems(["digits"], **kw)
     assert len(problems) == 1 and "train.npz does not match its manifest" in problems[0]
 
 
@@ -227,10 +227,10 @@ def test_a_checkpoint_without_its_integrity_record_is_refused_at_the_start(tmp_p
     save_npz(run / "samples.npz", images=np.zeros((2, 4, 4, 1), np.uint8))
     (run / "samples.png").write_bytes(b"png")  # not read back by a job: no record needed
     kw = dict(prepared=tmp_path / "data/prepared", results=tmp_path / "results", cache=tmp_path / "v.json")
-    assert check(["digits"], **kw) == []
+    assert preflight_problems(["digits"], **kw) == []
     torch.save({"x": 1}, run / "model.pt")  # e.g. copied in by hand
     integrity_path(run / "samples.npz").unlink()
-    problems = check(["digits"], **kw)
+    problems = preflight_problems(["digits"], **kw)
     assert len(problems) == 2 and all("has no integrity record" in p and "Nothing was run or deleted" in p
                                       for p in problems)
     assert {"model.pt", "samples.npz"} == {Path(p.split(" has no")[0]).name for p in problems}

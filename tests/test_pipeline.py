@@ -237,7 +237,7 @@ def test_quick_sweep_trains_each_drawn_setting_and_picks_on_validation(quick_run
     import shutil
     import sqlite3
 
-    from glann.methods.sweep import settings
+    from glann.methods.search_space import settings
 
     wf = quick_run["wf"]
     record = json.loads((wf / "results/digits/sweep/glann.json").read_text())

@@ -35,14 +35,14 @@ def test_write_then_read_and_check(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="key does not match"):
         records.write(tmp_path / "rec/x", {}, {**meta, "key": "0" * 64})
     # check: the recorded evaluate version "x" is not this checkout's; an edited key_config is refused
-    result = records.check(tmp_path / "rec", str(Path(records.__file__).parents[2]))
+    result = records.verify_records(tmp_path / "rec", str(Path(records.__file__).parents[2]))
     assert result["records"] == 1 and not result["bad_key"]
     assert result["other_code"] == {str(tmp_path / "rec/d/vae/seed0"): ["evaluate"]}
     saved["record"]["key_config"]["seed"] = 3
     out.write_text(json.dumps(saved))
-    assert records.check(tmp_path / "rec", str(Path(records.__file__).parents[2]))["bad_key"] == [str(out)]
+    assert records.verify_records(tmp_path / "rec", str(Path(records.__file__).parents[2]))["bad_key"] == [str(out)]
     assert "whose key is not the hash" in records.format_check(
-        records.check(tmp_path / "rec", str(Path(records.__file__).parents[2])))
+        records.verify_records(tmp_path / "rec", str(Path(records.__file__).parents[2])))
 
 
 def test_compatible_keys_tolerate_new_settings_at_their_default_only():

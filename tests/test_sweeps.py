@@ -1,5 +1,5 @@
 """Hyper-parameter sweeps: the draw, the config check, the selection and the budget curve
-(glann.methods.sweep, glann.evaluation.sweeps); the quick run's tiny sweep (K = 2 for GLANN
+(glann.methods.search_space, glann.evaluation.sweeps); the quick run's tiny sweep (K = 2 for GLANN
 and NS-GAN) is checked in tests/test_pipeline.py."""
 
 import itertools
@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from glann.evaluation import sweeps as summary
-from glann.methods import sweep
+from glann.methods import search_space as sweep
 from glann.methods.registry import METHODS
-from glann.pipeline.config import check, load_schema
+from glann.pipeline.config import config_errors, load_schema
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
@@ -92,29 +92,29 @@ def _cfg(**over):
 
 
 def test_config_check_names_every_sweep_mistake():
-    assert check(_cfg(), SCHEMA) == []
-    assert check(_cfg(sweep={"settings": 2, "methods": ["glann"]}), SCHEMA) == []
-    errs = check(_cfg(data={"digits": {"size": 16}}), SCHEMA)
+    assert config_errors(_cfg(), SCHEMA) == []
+    assert config_errors(_cfg(sweep={"settings": 2, "methods": ["glann"]}), SCHEMA) == []
+    errs = config_errors(_cfg(data={"digits": {"size": 16}}), SCHEMA)
     assert len(errs) == 1 and "config error at data.digits.val_size" in errs[0] and "sweep.settings" in errs[0]
-    assert check(_cfg(data={"digits": {"size": 16}}, sweep={"settings": 0}), SCHEMA) == []
-    errs = check(_cfg(sweep={"settings": 2, "methods": ["gan"]}), SCHEMA)
+    assert config_errors(_cfg(data={"digits": {"size": 16}}, sweep={"settings": 0}), SCHEMA) == []
+    errs = config_errors(_cfg(sweep={"settings": 2, "methods": ["gan"]}), SCHEMA)
     assert errs and "config error at sweep.methods[0]: 'gan' is not a method" in errs[0]
     # a swept method left out of methods (--config methods=[...] on a preset) is not run
-    assert check(_cfg(methods=["glann"], sweep={"settings": 2, "methods": ["glann", "nsgan"]}), SCHEMA) == []
-    errs = check(_cfg(sweep={"settings": 2, "space": {"nsgan": {"glo.lr": {"log10": [-4, -2]}}}}), SCHEMA)
+    assert config_errors(_cfg(methods=["glann"], sweep={"settings": 2, "methods": ["glann", "nsgan"]}), SCHEMA) == []
+    errs = config_errors(_cfg(sweep={"settings": 2, "space": {"nsgan": {"glo.lr": {"log10": [-4, -2]}}}}), SCHEMA)
     assert errs and "sweep.space.nsgan.glo.lr" in errs[0] and "read only nsgan" in errs[0]
-    errs = check(_cfg(sweep={"settings": 2, "space": {"nsgan": {"nsgan.learning_rate": {"log10": [-4, -2]}}}}),
+    errs = config_errors(_cfg(sweep={"settings": 2, "space": {"nsgan": {"nsgan.learning_rate": {"log10": [-4, -2]}}}}),
                  SCHEMA)
     assert errs and "nsgan has no key 'learning_rate'" in errs[0]
-    errs = check(_cfg(sweep={"settings": 2, "space": {"nsgan": {"nsgan.lr": {"log10": [-2, -4]}}}}), SCHEMA)
+    errs = config_errors(_cfg(sweep={"settings": 2, "space": {"nsgan": {"nsgan.lr": {"log10": [-2, -4]}}}}), SCHEMA)
     assert errs and "give one distribution" in errs[0]
-    errs = check(_cfg(sweep={"settings": -1}), SCHEMA)
+    errs = config_errors(_cfg(sweep={"settings": -1}), SCHEMA)
     assert errs and "sweep.settings" in errs[0]
 
 
 def test_a_space_in_the_config_replaces_the_default():
     space = {"nsgan": {"nsgan.lr": {"choice": [0.001, 0.002]}}}
-    assert check(_cfg(sweep={"settings": 3, "space": space}), SCHEMA) == []
+    assert config_errors(_cfg(sweep={"settings": 3, "space": space}), SCHEMA) == []
     drawn = sweep.settings("nsgan", 3, 0, space)
     assert all(set(s) == {"nsgan.lr"} and s["nsgan.lr"] in (0.001, 0.002) for s in drawn)
 
@@ -123,7 +123,7 @@ def test_study_and_quick_presets_sweep():
     quick = yaml.safe_load((REPO / "config/quick.yaml").read_text())
     assert quick["sweep"]["settings"] == 2 and quick["sweep"]["methods"] == ["glann", "nsgan"]
     study = yaml.safe_load((REPO / "config/study/digits_sweep.yaml").read_text())
-    assert check(study, SCHEMA) == [] and study["sweep"]["settings"] >= 8
+    assert config_errors(study, SCHEMA) == [] and study["sweep"]["settings"] >= 8
     assert "glann" in study["methods"] and sum(m in study["methods"] for m in sweep.SPACES) >= 5
 
 
@@ -247,7 +247,7 @@ def test_v1_range_rebuilds_compare_gan_v1s_100_draws():
     import math
     import random
 
-    from glann.methods.sweep import v1_table
+    from glann.methods.search_space import v1_table
 
     table = v1_table()
     assert list(table) == ["nsgan", "mmgan", "wgan", "wgan_gp", "dragan", "vae", "lsgan", "began"]
@@ -282,7 +282,7 @@ def test_v1_range_rebuilds_compare_gan_v1s_100_draws():
 
 
 def test_v1_range_in_a_config(tmp_path):
-    from glann.methods.sweep import settings, v1_table
+    from glann.methods.search_space import settings, v1_table
 
     assert settings("lsgan", 8, 0, range_="v1") == v1_table()["lsgan"][:8]
     assert settings("glann", 2, 0, range_="v1") == settings("glann", 2, 0)  # GLANN keeps its own space
@@ -291,7 +291,7 @@ def test_v1_range_in_a_config(tmp_path):
 
 
 def test_narrow_range_is_v1s_pruned_range_and_first_can_be_the_configured_setting():
-    from glann.methods.sweep import settings, space_of
+    from glann.methods.search_space import settings, space_of
     from glann.pipeline.config import fill_defaults
 
     cfg = fill_defaults({"datasets": ["digits"], "methods": ["wgan_gp"], "seeds": [0]}, SCHEMA)

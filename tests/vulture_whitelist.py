@@ -2,13 +2,13 @@
 from glann.pipeline.codehash import code_hash
 from glann.pipeline.config import cuda_visible, export_snakemake_pid, export_tracking, yaml_error
 from glann.methods.registry import Method
-from glann.pipeline.preflight import check
+from glann.pipeline.preflight import preflight_problems
 from glann.pipeline.records import compatible, read_key_config, run_key
 from glann.tracking.invocation import on_end, on_start
 
 _ = object()  # stands for any object: this file is read by vulture, never run
 
-code_hash, on_start, on_end, cuda_visible, export_tracking, export_snakemake_pid, check  # workflow/rules/common.smk
+code_hash, on_start, on_end, cuda_visible, export_tracking, export_snakemake_pid, preflight_problems  # workflow/rules/common.smk
 yaml_error  # Snakefile
 compatible, read_key_config, run_key  # common.smk (run records)
 Method.v1_generator, Method.mem_mb, Method.checkpoint_paths, Method.loss_csv_paths, Method.snapshot_path, Method.snapshot_fixed_paths  # common.smk

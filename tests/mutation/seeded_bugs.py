@@ -191,11 +191,11 @@ BUGS = [  # (name, file under src/glann, old text, new text, tests)
      'return min(settings, key=lambda k: (settings[k]["test"], k))',
      ["tests/test_sweeps.py::test_the_best_setting_is_picked_on_validation_and_reported_on_test",
       "tests/test_sweeps.py::test_budget_curve_matches_exact_enumeration"]),
-    ("every method's sweep drawn from one random stream", "methods/sweep.py",
+    ("every method's sweep drawn from one random stream", "methods/search_space.py",
      "rng = np.random.default_rng([int(seed), zlib.crc32(owner.encode()), int(k)])",
      "rng = np.random.default_rng([int(seed), int(k)])",
      ["tests/test_sweeps.py::test_draws_are_deterministic_prefix_stable_and_inside_their_ranges"]),
-    ("a sweep setting's values not applied over the configured ones", "methods/sweep.py",
+    ("a sweep setting's values not applied over the configured ones", "methods/search_space.py",
      "            out[name] = value\n", "            out.setdefault(name, value)\n",
      ["tests/test_sweeps.py::test_glo_gauss_shares_glanns_settings_and_apply_sets_each_section"]),
 ]

@@ -37,7 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES = ["methods/models", "methods/glo", "methods/imle", "methods/gans", "methods/vae", "methods/nn_search",
-           "methods/training", "methods/gaussian", "methods/sampling", "methods/sweep", "data/datasets",
+           "methods/training", "methods/gaussian", "methods/sampling", "methods/search_space", "data/datasets",
            "data/sources", "data/kinds", "evaluation/evaluator", "evaluation/scoring", "evaluation/snapshots"]
 TESTS = ["tests/test_science.py", "tests/test_trainers.py", "tests/test_glann.py", "tests/test_baselines.py",
          "tests/test_faithfulness.py", "tests/test_losses_and_search.py", "tests/test_snapshots.py",

@@ -10,20 +10,20 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from glann.pipeline.codehash import code_hash  # noqa: E402
 from glann.pipeline.config import (  # noqa: E402
-    check, coerce, cuda_visible, export_snakemake_pid, export_tracking, fill_defaults, load_schema)
+    config_errors, coerce, cuda_visible, export_snakemake_pid, export_tracking, fill_defaults, load_schema)
 from glann.methods.registry import METHODS as REGISTRY  # noqa: E402
-from glann.methods import sweep as sweeps  # noqa: E402
+from glann.methods import search_space  # noqa: E402
 
 SCHEMA_PATH = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 _schema = load_schema(SCHEMA_PATH)
 _typed = coerce(config, _schema)
 config.clear()
 config.update(_typed)
-_errors = check(config, _schema)
+_errors = config_errors(config, _schema)
 if _errors:
     sys.stderr.write("\n".join(_errors) + "\n(fix the config file or --config override; nothing was run)\n")
     sys.exit(1)
-# check() is the JSON-schema validation (jsonschema, Draft 2020-12, the same schema file that
+# config_errors() is the JSON-schema validation (jsonschema, Draft 2020-12, the same schema file that
 # snakemake.utils.validate would read) with one message per mistake that names the key path;
 # fill_defaults() then sets the schema's defaults. A second pass through snakemake.utils.validate
 # would repeat both at every start, no-op included.
@@ -47,25 +47,25 @@ if config["fid"]["require_inception"] and config["fid"]["inception"]:
 DATASETS = config["datasets"]
 METHODS = config["methods"]
 SEEDS = config["seeds"]
-# Sweeps (glann.methods.sweep): K settings per swept method, drawn here once; setting k of a
+# Sweeps (glann.methods.search_space): K settings per swept method, drawn here once; setting k of a
 # method trains as results/{dataset}/{method}/hp{k}/seed{S}/ through the same rules ({hp} = hp_suffix(k);
 # "" for the method's configured setting).
 SWEEP = config["sweep"]
-SWEPT = [m for m in METHODS if SWEEP["settings"] and sweeps.sweepable(m)
+SWEPT = [m for m in METHODS if SWEEP["settings"] and search_space.sweepable(m)
          and (m in SWEEP["methods"] if SWEEP["methods"] else True)]
 # (a method that shares another's settings, GLO+Gaussian, needs that method's jobs: GLANN's GLO)
-SETTINGS = {m: sweeps.settings(m, SWEEP["settings"], SWEEP["seed"], SWEEP["space"], SWEEP["range"],
+SETTINGS = {m: search_space.settings(m, SWEEP["settings"], SWEEP["seed"], SWEEP["space"], SWEEP["range"],
                                SWEEP["first"], config)
-            for m in {*SWEPT, *(sweeps.SHARES[m] for m in SWEPT if m in sweeps.SHARES)}}
-TRIALS = [(m, sweeps.hp_suffix(k)) for m in SWEPT for k in range(SWEEP["settings"])]
+            for m in {*SWEPT, *(search_space.SHARES[m] for m in SWEPT if m in search_space.SHARES)}}
+TRIALS = [(m, search_space.hp_suffix(k)) for m in SWEPT for k in range(SWEEP["settings"])]
 
 # Inputs before outputs: Snakemake deletes a job's outputs just before running it, so a corrupt
 # prepared split found by the job itself would already have cost the checkpoints it replaces.
 # Checked here, in the main process only (a cluster node's job process has nothing to add).
 if workflow.is_main_process:
-    from glann.pipeline.preflight import check as _preflight
+    from glann.pipeline.preflight import preflight_problems
 
-    _problems = _preflight(DATASETS)
+    _problems = preflight_problems(DATASETS)
     if _problems:
         sys.stderr.write("\n".join(_problems) + "\n")
         sys.exit(1)
@@ -106,7 +106,7 @@ def job(wildcards, section, method=None, params=None, snapshots=False, fault_key
     runtime = {k: config["runtime"][k] for k in ("amp", "deterministic")}
     trial = trial_of(wildcards, method)
     if params is None:
-        params = sweeps.apply(config[section], section, trial["values"]) if trial else config[section]
+        params = search_space.apply(config[section], section, trial["values"]) if trial else config[section]
     return json.dumps(
         {
             "dataset": wildcards.dataset,
@@ -127,7 +127,7 @@ def job(wildcards, section, method=None, params=None, snapshots=False, fault_key
 def trial_of(wildcards, method):
     """{"k": k, "values": setting} for a job of setting k of a sweep ({hp} = hp_suffix(k)), else None."""
     hp = getattr(wildcards, "hp", "")
-    k = sweeps.hp_index(hp)
+    k = search_space.hp_index(hp)
     if k is None:
         return None
     if method not in SETTINGS or k >= len(SETTINGS[method]):
@@ -227,8 +227,8 @@ def gpu(wildcards=None):
 
 
 def write_sweep_record(output, log, wildcards, params):
-    """Rule write_sweep's body: the method's settings and space (glann.methods.sweep.write_record)."""
-    sweeps.write_record(output.settings, wildcards.dataset, wildcards.method, SWEEP["seed"],
+    """Rule write_sweep's body: the method's settings and space (glann.methods.search_space.write_record)."""
+    search_space.write_record(output.settings, wildcards.dataset, wildcards.method, SWEEP["seed"],
                         json.loads(params.space), json.loads(params.settings), SWEEP["range"], SWEEP["first"])
     Path(log[0]).write_text(f"{len(SETTINGS[wildcards.method])} settings of {wildcards.method}\n")
 
@@ -248,8 +248,8 @@ def run_key_config(dataset, method, hp, seed, cfg=None):
     key is the hash of this."""
     cfg = cfg or config
     trial = trial_of(SimpleNamespace(hp=hp), method)
-    sections = {sec: sweeps.apply(cfg[sec], sec, trial["values"]) if trial else cfg[sec]
-                for sec in sweeps.sections(method)}
+    sections = {sec: search_space.apply(cfg[sec], sec, trial["values"]) if trial else cfg[sec]
+                for sec in search_space.sections(method)}
     sample = dict(cfg["sample"])
     if not REGISTRY[method].v1_generator:
         sample.pop("bn_stats", None)

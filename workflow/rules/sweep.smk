@@ -1,4 +1,4 @@
-# Sweeps: each swept method's K settings, written down once per dataset (glann.methods.sweep).
+# Sweeps: each swept method's K settings, written down once per dataset (glann.methods.search_space).
 # The settings themselves train through the other rules, as results/{dataset}/{method}/hp{k}/seed{S}/.
 
 
@@ -11,7 +11,7 @@ rule write_sweep:
         settings="results/{dataset}/sweep/{method}.json",
     params:
         settings=lambda w: json.dumps(SETTINGS[w.method], sort_keys=True),
-        space=lambda w: json.dumps(sweeps.space_of(w.method, SWEEP["space"], SWEEP["range"]), sort_keys=True),
+        space=lambda w: json.dumps(search_space.space_of(w.method, SWEEP["space"], SWEEP["range"]), sort_keys=True),
     log:
         "logs/{dataset}/sweep/{method}.log",
     threads: 1

@@ -183,10 +183,6 @@ def make_generator(latent_dim: int, image_shape, arch: str = "auto", batchnorm="
 
 def build_generator(final: dict) -> nn.Module:
     """The generator a baseline's final checkpoint (or snapshot) was trained with."""
-    if final.get("generator_arch") == "flow_unet":  # noise -> ODE solve (glann.methods.flow)
-        from glann.methods.flow import build_flow_generator
-
-        return build_flow_generator(final)
     if final.get("generator_arch") == "compare_gan_v1":
         return V1Generator(final["noise_dim"], final["image_shape"][0], final["image_shape"][2],
                            final["generator_activation"])

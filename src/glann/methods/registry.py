@@ -7,7 +7,7 @@ The Snakemake rules' input functions and wildcard constraints, the config check,
 heavy: the Snakefile reads it at every start.
 
 Paths are relative to ``results/{dataset}/`` and may use ``{method}``, ``{hp}`` (``/hp{k}`` for
-setting k of a sweep, empty otherwise: glann.methods.sweep) and ``{seed}``.
+setting k of a sweep, empty otherwise: glann.methods.search_space) and ``{seed}``.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ import torch
 
 from glann.atomic import load_torch, save_npz
 from glann.data.datasets import load_prepared
+from glann.methods.flow import build_flow_generator
 from glann.methods.gaussian import gaussian_sampler
 from glann.methods.glo import load_glo_generator, project_to_sphere
 from glann.data.grids import save_grid
@@ -84,7 +85,8 @@ class Sampler:
                 self.noise_dim = final["mean"].shape[0]
         else:
             final = blobs["model"]
-            self.G = build_generator(final)
+            # a flow's "generator" solves its ODE from the noise (glann.methods.flow)
+            self.G = build_flow_generator(final) if final.get("generator_arch") == "flow_unet" else build_generator(final)
             self.G.load_state_dict(final["generator"])
             self.G = self.G.to(device).eval()
             self.image_shape = final["image_shape"]

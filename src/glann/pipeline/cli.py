@@ -211,9 +211,9 @@ def cmd_summarize(args):
 
 
 def cmd_check_records(args):
-    from glann.pipeline.records import check, format_check
+    from glann.pipeline.records import format_check, verify_records
 
-    result = check(args.records_dir, Path(args.src) if args.src else Path(__file__).resolve().parents[2])
+    result = verify_records(args.records_dir, Path(args.src) if args.src else Path(__file__).resolve().parents[2])
     print(format_check(result))
     return 1 if result["bad_key"] else 0
 

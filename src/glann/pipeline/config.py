@@ -1,6 +1,6 @@
 """Configuration checks: one clear message per mistake, before any job starts.
 
-``check`` validates a config dict against workflow/schemas/config.schema.yaml
+``config_errors`` validates a config dict against workflow/schemas/config.schema.yaml
 (JSON schema) and returns messages that name the key path and the allowed
 values; ``fill_defaults`` fills the schema's defaults (the paper's values) into
 missing keys, creating missing sections.
@@ -112,7 +112,7 @@ def _message(error, root) -> str:
     return f"config error at {where}: {error.message}"
 
 
-def check(config: dict, schema: dict) -> list[str]:
+def config_errors(config: dict, schema: dict) -> list[str]:
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema)
@@ -144,7 +144,7 @@ def check(config: dict, schema: dict) -> list[str]:
 
 def sweep_errors(cfg: dict, schema: dict) -> list[str]:
     """Mistakes in the ``sweep`` section (``cfg`` has its defaults filled in)."""
-    from glann.methods.sweep import space_errors, sweepable
+    from glann.methods.search_space import space_errors, sweepable
 
     sw, msgs = cfg["sweep"], []
     from glann.methods.registry import METHODS
@@ -243,7 +243,7 @@ def coerce(config, schema: dict):
     the string does not fit the schema as it is but YAML reads it as a number,
     boolean or null that does (``'3'``, ``'1e-4'``, ``'true'``, ``'null'``), the
     typed value is taken, at any depth and inside lists. A string the schema
-    accepts as a string stays one; anything else is left for :func:`check` to
+    accepts as a string stays one; anything else is left for :func:`config_errors` to
     refuse with its one-line message.
     """
     def walk(node, sch):

@@ -3,7 +3,7 @@
 Snakemake deletes a job's outputs just before it runs the job. A job whose input turns out to
 be corrupt (a truncated ``train.npz``) then stops with a clear line, but the checkpoint it was
 about to replace, and those of every other job that reads the same file, are already gone.
-So the workflow calls :func:`check` when it starts (``workflow/rules/common.smk``), before it
+So the workflow calls :func:`preflight_problems` when it starts (``workflow/rules/common.smk``), before it
 schedules a job: every prepared split is compared with its manifest and every file under
 ``results/<dataset>/`` with its integrity record (glann.atomic), and the first problems are
 reported, each as one line that names the file and the command that recovers it.
@@ -105,7 +105,7 @@ def _unrecorded_checkpoints(root: Path):
             yield path
 
 
-def check(datasets, prepared="data/prepared", results="results", cache=CACHE, limit: int = 5) -> list[str]:
+def preflight_problems(datasets, prepared="data/prepared", results="results", cache=CACHE, limit: int = 5) -> list[str]:
     """One line per problem (at most ``limit``) in the inputs a run of ``datasets`` reads."""
     cache = Path(cache)
     try:

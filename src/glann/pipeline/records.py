@@ -14,7 +14,7 @@ record under ``<records.dir>/<dataset>/<method>[/hp<k>]/seed<S>/``, meant to be 
 Model files are not kept. A later invocation (any machine, a fresh clone) reads a run's record
 instead of training it when the record's key_config is :func:`compatible` with the run it would
 train (the same values; a key added to the code since at its default); the
-summary, sweep tables and figures are rebuilt from the records. :func:`check` tells which
+summary, sweep tables and figures are rebuilt from the records. :func:`verify_records` tells which
 records were made by code other than the code checked out now.
 """
 
@@ -125,7 +125,7 @@ def write(record_dir, metrics: dict, meta: dict, files=(), log_dirs=()) -> Path:
     return record_dir / "metrics.json"
 
 
-def check(records_dir, src_dir) -> dict:
+def verify_records(records_dir, src_dir) -> dict:
     """Each record's integrity (its key is the hash of its key_config) and whether each step's
     recorded code version equals the version of the code in ``src_dir`` now."""
     from glann.pipeline.codehash import code_hash
