@@ -241,3 +241,26 @@ def test_the_table_says_where_fid_and_kid_order_rows_differently():
     md = render_markdown(aggregate(runs), ["d"], ["a", "b", "c"])
     assert "d: fid_domain and KID order these learned rows differently: a vs b: fid_domain 10 vs 12, KID 0.5 vs 0.3." in md
     assert "a vs c" not in md and "b vs c" not in md
+
+
+def test_kid_through_kernel_matrices_is_the_direct_computation(monkeypatch):
+    """CubicKernels: the MMD² of subsets and of resamples with repeats, from the kernel matrices
+    kept once, equals polynomial_mmd2 of the gathered vectors; KID and its bootstrap interval are
+    the same numbers with the matrices kept (sets up to KERNEL_LIMIT) and without."""
+    from glann.evaluation import metrics as M
+
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(60, 5)), rng.normal(0.3, 1.2, size=(40, 5))
+    k = M.CubicKernels(x, y)
+    for ix, iy in ((rng.choice(60, 30, replace=False), rng.choice(40, 20, replace=False)),
+                   (rng.integers(60, size=60), rng.integers(40, size=40))):  # repeats: a bootstrap resample
+        assert k.mmd2(ix, iy) == pytest.approx(M.polynomial_mmd2(x[ix], y[iy]), rel=1e-12, abs=1e-15)
+    kept = M.kernel_inception_distance(x, y, 20, 25, seed=4)
+    kept_ci = M.kid_bootstrap_interval(x, y, 30, seed=5)
+    assert kept_ci == pytest.approx(M.bootstrap_interval(M.polynomial_mmd2, x, y, 30, seed=5), rel=1e-12)
+    monkeypatch.setattr(M, "KERNEL_LIMIT", 10)  # above the limit: each subset computed directly
+    direct = M.kernel_inception_distance(x, y, 20, 25, seed=4)
+    assert kept["mean"] == pytest.approx(direct["mean"], rel=1e-12) and kept["std"] == pytest.approx(direct["std"], rel=1e-9)
+    assert M.kid_bootstrap_interval(x, y, 30, seed=5) == pytest.approx(kept_ci, rel=1e-12)
+    with pytest.raises(ValueError, match="KID: need two sets"):
+        M.kernel_inception_distance(x[:1], y)

@@ -79,14 +79,14 @@ def noise_of_metrics(feats, real_feats, train_feats, cfg: dict, seed: int, train
     samples' n; with ``train_labels``, ``mode_drop_fid_domain[c - 1]`` is the fid_domain of
     training images of classes 0..c-1 only, and ``single_class_fid_domain[c]`` that of class c
     alone, at the same n where that many exist)."""
-    from glann.evaluation.metrics import polynomial_mmd2
+    from glann.evaluation.metrics import kid_bootstrap_interval
 
     kid = _kid(feats, real_feats, cfg, seed)
     b = cfg["eval"]["bootstrap_resamples"]
     out = {"kid_domain": kid["mean"], "kid_domain_std": kid["std"], "kid_subset_size": kid["subset_size"],
            "kid_subsets": kid["subsets"], "bootstrap_resamples": b,
            "fid_domain_ci": bootstrap_interval(_fid, feats, real_feats, b, seed) if b else None,
-           "kid_domain_ci": bootstrap_interval(polynomial_mmd2, feats, real_feats, b, seed) if b else None}
+           "kid_domain_ci": kid_bootstrap_interval(feats, real_feats, b, seed) if b else None}
     rng = np.random.default_rng(seed)
     n = min(len(feats), len(train_feats))
     floor = train_feats[rng.choice(len(train_feats), n, replace=False)]

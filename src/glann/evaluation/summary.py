@@ -190,7 +190,7 @@ def metric_cell(d: str, m: str, cell: dict, key: str) -> str:
         text += f" (diverged, epoch {', '.join(str(e) for e in cell['diverged'])})"
     elif cell.get("mark"):
         text += f" (**{cell['mark']}**)"
-    if key in ("train_seconds", "sample_seconds_per_1000") and cell.get("device"):
+    if key in ("train_seconds", "sample_seconds_per_1000") and cell.get("device") and cell[key][0] is not None:
         text += f" ({cell['device']})"
     if key == "inception_fid" and cell[key][0] is not None:
         paper = PAPER_FID.get(d, {}).get(m)
