@@ -91,6 +91,14 @@ def test_presets_are_valid():
     for path in ["config/config.yaml", "config/quick.yaml",
                  *sorted(str(p.relative_to(REPO)) for d in ("paper", "study") for p in (REPO / "config" / d).glob("*.yaml"))]:
         assert config_errors(yaml.safe_load((REPO / path).read_text()), SCHEMA) == [], path
+    # the equal-compute preset is layered on the default (--configfile): budgets only
+    base = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    equal = yaml.safe_load((REPO / "config/equal_compute.yaml").read_text())
+    assert equal.pop("budgets") == "equal_compute"
+    assert all(set(v) == {"epochs"} for v in equal.values()) and set(equal) == {"glo", "imle", *base["methods"]} - {
+        "glann", "glo_gauss"}
+    merged = {**base, **{k: {**base.get(k, {}), **v} for k, v in equal.items()}, "budgets": "equal_compute"}
+    assert config_errors(merged, SCHEMA) == []
 
 
 def test_snakemake_refuses_bad_config_before_any_job(tmp_path):
