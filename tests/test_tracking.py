@@ -335,3 +335,57 @@ def test_a_sigterm_stop_ends_the_invocation_killed_and_a_failure_failed(monkeypa
     invocation.on_end({"uri": None}, "FAILED", log_path=None)
     assert ended == ["FAILED", "KILLED", "FAILED"]
     assert capsys.readouterr().err.count("stopped (SIGTERM)") == 1
+
+
+@pytest.mark.pipeline
+def test_two_invocations_at_once_each_import_only_their_own_journals(tmp_path):
+    """Reliability / tracking: two `snakemake` invocations on non-overlapping targets in one
+    workflow folder at once, with deferred tracking (journals). The one that ends first imports
+    its own runs and leaves the other's journals, whose job is still running, alone: the other
+    invocation's training run ends FINISHED in MLflow, not KILLED. The first invocation's training
+    job is paused (SIGSTOP) while the second runs from start to end, so that the overlap is certain."""
+    import signal
+
+    import psutil
+
+    wf = copy_workflow(tmp_path / "wf")
+    (wf / "two.yaml").write_text("methods: [vae, nsgan]\nvae: {epochs: 30}\nnsgan: {epochs: 1}\n"
+                                 "snapshots: {count: 0}\ntracking: {live: false}\n")
+    args = ["--configfile", "config/quick.yaml", "two.yaml"]
+    env = {**os.environ, "GLANN_TRACKING": "1"}
+    exe = str(Path(sys.executable).with_name("snakemake"))
+    # the shared inputs first (prepared data, evaluator, real statistics): afterwards the two
+    # invocations' outputs do not overlap, so Snakemake lets them run side by side
+    snakemake(wf, "--cores", "2", *args, "--until", "real_stats", env={"GLANN_TRACKING": "1"})
+    with open(wf / "a.log", "w") as fh:
+        a = subprocess.Popen([exe, "results/digits/vae/seed0/metrics.json", "--cores", "1", *args], cwd=wf,
+                             stdout=fh, stderr=subprocess.STDOUT, env=env)
+    job = None
+    try:
+        deadline = time.time() + 300
+        while job is None and time.time() < deadline:
+            assert a.poll() is None, (wf / "a.log").read_text()[-3000:]
+            if list((wf / "results/digits/vae/seed0").glob("*.resume")):  # its first epoch is done
+                job = next((p for p in psutil.Process(a.pid).children(recursive=True)
+                            if "train-baseline" in " ".join(p.cmdline())), None)
+            time.sleep(0.2)
+        assert job is not None, "the VAE's training job was not seen running"
+        job.send_signal(signal.SIGSTOP)
+        try:
+            b = snakemake(wf, "results/digits/nsgan/seed0/metrics.json", "--cores", "1", *args,
+                          env={"GLANN_TRACKING": "1"})
+            con = sqlite3.connect(wf / "mlflow.db")
+            names = {n: st for n, st in con.execute("select name, status from runs")}
+            con.close()
+            assert names.get("evaluate:nsgan:seed0") == "FINISHED", (names, b.stdout[-2000:])
+            assert "train_vae:vae:seed0" not in names, names  # still journalling: left to its own invocation
+        finally:
+            job.send_signal(signal.SIGCONT)
+        assert a.wait(timeout=600) == 0, (wf / "a.log").read_text()[-3000:]
+    finally:
+        if a.poll() is None:
+            a.kill()
+    con = sqlite3.connect(wf / "mlflow.db")
+    names = {n: st for n, st in con.execute("select name, status from runs")}
+    assert names["train_vae:vae:seed0"] == "FINISHED" and names["evaluate:vae:seed0"] == "FINISHED", names
+    assert "KILLED" not in names.values(), names
