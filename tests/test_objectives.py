@@ -231,6 +231,38 @@ def test_wide_range_corners_train_a_step_without_error(kind, extreme, digits_bat
     assert res["diverged"] or (row and all(v == v for v in (row["d_loss"], row["g_loss"])))
 
 
+@pytest.mark.parametrize("extreme", [{"lr": 10 ** -4.5, "width": 16, "steps": 10},
+                                     {"lr": 1e-3, "width": 64, "steps": 50}])
+def test_flow_space_corners_train_and_sample(extreme, digits_batch_dir, tmp_path):
+    """flow's search space at both ends (glann.methods.search_space: lr 10^-4.5 and 10^-3, width 16
+    and 64, 10 and 50 ODE steps): an epoch with a finite loss, and samples in range from the
+    solver with that many steps."""
+    from glann.methods.flow import train_flow
+    from glann.methods.sampling import Sampler
+
+    res = train_flow(digits_batch_dir, {**CFG["flow"], "epochs": 1, **extreme}, TrainContext(tmp_path / "m.pt", 0, CPU))
+    assert res["history"][0]["loss"] == res["history"][0]["loss"] and res["network_evals"] == extreme["steps"]
+    x = Sampler("flow", {"model": tmp_path / "m.pt"}, CPU).generate(4, seed=0)
+    assert x.shape == (4, 16, 16, 1) and x.dtype.name == "uint8"
+
+
+def test_glo_draws_its_codes_from_n0_init_std(digits_small_dir, tmp_path, monkeypatch):
+    """GLO's codes start as N(0, init_std²) (the released code: 0.01), drawn from the job's own
+    generator, before any projection: the first Parameter the trainer builds."""
+    from scipy import stats
+
+    from glann.methods import glo
+
+    seen, real = [], torch.nn.Parameter
+    monkeypatch.setattr(glo.torch.nn, "Parameter", lambda data, *a, **k: seen.append(data.clone()) or real(data, *a, **k))
+    glo.train_glo(digits_small_dir, {**CFG["glo"], "epochs": 1, "loss": "l1", "init_std": 0.01},
+                  TrainContext(tmp_path / "g.pt", 0, CPU))
+    codes = seen[0]
+    assert codes.shape == (320, CFG["glo"]["latent_dim"])
+    assert stats.kstest((codes / 0.01).flatten().double().numpy(), "norm").pvalue > 1e-3
+    assert torch.equal(codes, torch.randn(codes.shape, generator=torch.Generator().manual_seed(0)) * 0.01)
+
+
 # ------------------------------------------------------------------ GLANN's two stages and pixel IMLE
 def _record_forward(net, log):
     """Record (training?, input, output) of every call of ``net``."""
