@@ -246,6 +246,33 @@ def test_flow_space_corners_train_and_sample(extreme, digits_batch_dir, tmp_path
     assert x.shape == (4, 16, 16, 1) and x.dtype.name == "uint8"
 
 
+@pytest.mark.parametrize("extreme", ["low", "high"])
+def test_vae_glann_and_pixel_imle_space_corners_train_a_step(extreme, digits_batch_dir, tmp_path):
+    """The other search spaces at both ends (glann.methods.search_space): the VAE's lr 1e-5 and 1e-2
+    with beta1 0 and just under 1 and the encoder's BN off and on; GLANN's GLO learning rates
+    10^-4.5 / 10^-3.5 and 10^-1.5 / 10^-0.5 with IMLE's lr 10^-4.5 and 10^-1.5 and samples factor
+    1 and 10; pixel IMLE's lr 10^-4.5 and 10^-1.5 with samples factor 2 and 20. Each trains an
+    epoch to finite losses (none of the references clips or guards anything there)."""
+    from glann.methods import glo, imle
+    from glann.methods.vae import train_vae
+
+    low = extreme == "low"
+    v = train_vae(digits_batch_dir, {**CFG["vae"], "epochs": 1, "lr": 1e-5 if low else 1e-2,
+                                     "betas": [0.0 if low else 0.9999, 0.999], "encoder_batchnorm": not low},
+                  TrainContext(tmp_path / "v.pt", 0, CPU))
+    g = glo.train_glo(digits_batch_dir, {**CFG["glo"], "epochs": 1, "loss": "l1",
+                                         "lr_generator": 10 ** (-4.5 if low else -1.5),
+                                         "lr_codes": 10 ** (-3.5 if low else -0.5)}, TrainContext(tmp_path / "g.pt", 0, CPU))
+    i = imle.train_imle(tmp_path / "g.pt", {**CFG["imle"], "epochs": 1, "lr": 10 ** (-4.5 if low else -1.5),
+                                            "samples_factor": 1.0 if low else 10.0}, TrainContext(tmp_path / "i.pt", 0, CPU))
+    p = imle.train_imle_pixel(digits_batch_dir, {**CFG["imle_pixel"], "epochs": 1, "lr": 10 ** (-4.5 if low else -1.5),
+                                                 "samples_factor": 2.0 if low else 20.0},
+                              TrainContext(tmp_path / "p.pt", 0, CPU))
+    rows = [v["history"][0]["elbo"], g["history"][0]["loss"], i["history"][0]["loss"], p["history"][0]["loss"]]
+    assert all(r == r and abs(r) < float("inf") for r in rows), rows
+    assert i["history"][0]["images"] == 64 and p["history"][0]["images"] == 64
+
+
 def test_glo_draws_its_codes_from_n0_init_std(digits_small_dir, tmp_path, monkeypatch):
     """GLO's codes start as N(0, init_std²) (the released code: 0.01), drawn from the job's own
     generator, before any projection: the first Parameter the trainer builds."""
