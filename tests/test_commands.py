@@ -85,7 +85,7 @@ def _jobs(out: str) -> dict:
 def test_issue_commands_dry_run_the_intended_jobs(wf):
     proc = snakemake(wf, "-n", "--cores", "1", "--config", "seeds=[0,1,2]", "device=cuda")
     jobs = _jobs(proc.stdout)
-    assert jobs["train_glo"] == 3 and jobs["evaluate"] == 33, jobs  # 3 seeds x 11 methods
+    assert jobs["train_glo"] == 3 and jobs["evaluate"] == 36, jobs  # 3 seeds x 12 methods
     proc = snakemake(wf, "-n", "--cores", "1", "--config", "glo={epochs: 3}")
     assert "train_glo" in _jobs(proc.stdout)
 

@@ -128,7 +128,7 @@ def test_restore_data_refuses_a_rebuild_that_differs_from_the_manifest(tmp_path)
 
 def test_the_verified_cache_does_not_hide_a_rewrite_with_the_same_size_and_mtime(tmp_path):
     from glann.data.datasets import prepare
-    from glann.pipeline.preflight import check
+    from glann.pipeline.preflight import preflight_problems
 
     d = tmp_path / "data/prepared/digits"
     prepare("digits", {"size": 16}, d)
@@ -221,7 +221,7 @@ def test_a_checkpoint_without_its_integrity_record_is_refused_at_the_start(tmp_p
     import torch
 
     from glann.atomic import integrity_path, save_npz
-    from glann.pipeline.preflight import check
+    from glann.pipeline.preflight import preflight_problems
 
     run = tmp_path / "results/digits/vae/seed0"
     save_npz(run / "samples.npz", images=np.zeros((2, 4, 4, 1), np.uint8))
