@@ -91,6 +91,11 @@ def frechet_distance_to_features(features, mu2, sigma2) -> float:
     return float(diff.dot(diff) + np.sum(a * a) + np.trace(sigma2) - 2 * np.sqrt(np.clip(ev, 0, None)).sum())
 
 
+def _cubic(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """KID's kernel matrix k(a_i, b_j) = (a_i·b_j / d + 1)³, d the feature length."""
+    return (a @ b.T / a.shape[1] + 1) ** 3
+
+
 def polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:
     """The unbiased MMD² of two samples with k(a, b) = (a·b / d + 1)³ (d: the feature length):
 
@@ -102,8 +107,7 @@ def polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or len(x) < 2 or len(y) < 2:
         raise ValueError(f"KID: need two sets of at least 2 feature vectors of one length, got {x.shape} and {y.shape}")
-    d = x.shape[1]
-    kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
+    kxx, kyy, kxy = _cubic(x, x), _cubic(y, y), _cubic(x, y)
     m, n = len(x), len(y)
     return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
                  - 2 * kxy.mean())
@@ -126,8 +130,7 @@ class CubicKernels:
     gathered vectors exactly, up to the order of summation."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
-        d = x.shape[1]
-        self.kxx, self.kyy, self.kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
+        self.kxx, self.kyy, self.kxy = _cubic(x, x), _cubic(y, y), _cubic(x, y)
         self.dxx, self.dyy = np.diag(self.kxx).copy(), np.diag(self.kyy).copy()
 
     def mmd2(self, ix: np.ndarray, iy: np.ndarray) -> float:

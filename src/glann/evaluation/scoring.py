@@ -18,7 +18,7 @@ from glann.evaluation.evaluator import evaluator_outputs, load_evaluator
 from glann.hub import inception_weights_path
 from glann.evaluation.inception import inception_features, load_inception
 from glann.evaluation.metrics import (birthday_test, bootstrap_interval, duplicate_threshold, frechet_distance,
-                                     frechet_distance_to_features, gaussian_stats, kernel_inception_distance,
+                                     frechet_distance_to_features, kid_bootstrap_interval, gaussian_stats, kernel_inception_distance,
                                      max_f_beta, mode_coverage, prd_from_features)
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,6 @@ def noise_of_metrics(feats, real_feats, train_feats, cfg: dict, seed: int, train
     samples' n; with ``train_labels``, ``mode_drop_fid_domain[c - 1]`` is the fid_domain of
     training images of classes 0..c-1 only, and ``single_class_fid_domain[c]`` that of class c
     alone, at the same n where that many exist)."""
-    from glann.evaluation.metrics import kid_bootstrap_interval
-
     kid = _kid(feats, real_feats, cfg, seed)
     b = cfg["eval"]["bootstrap_resamples"]
     out = {"kid_domain": kid["mean"], "kid_domain_std": kid["std"], "kid_subset_size": kid["subset_size"],

@@ -82,7 +82,7 @@ class VelocityUNet(nn.Module):
         self.channels, self.size, self.width = channels, size, width
         w1, w2 = width, 2 * width
         t_dim = 4 * width
-        self.t_dim = width
+        self.emb_dim = width  # the sinusoidal embedding's length, before the MLP
         self.time_mlp = nn.Sequential(nn.Linear(width, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
         self.stem = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4 * channels, w1, 3, padding=1))
         self.down0 = ResBlock(w1, w1, t_dim)
@@ -97,7 +97,7 @@ class VelocityUNet(nn.Module):
         nn.init.zeros_(self.out[2].bias)
 
     def forward(self, x, t):
-        temb = self.time_mlp(time_embedding(t, self.t_dim))
+        temb = self.time_mlp(time_embedding(t, self.emb_dim))
         h0 = self.down0(self.stem(x), temb)                       # H/2
         h1 = self.down1(self.pool(h0), temb)                      # H/4
         h = self.mid(h1, temb)                                    # H/4
