@@ -10,10 +10,13 @@ min_version("9.0")
 # line; the embedded config is read here first, so its mistakes are named. (Files given with
 # --configfile are read by Snakemake before this file runs: see docs/failures.md.)
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from glann.pipeline.config import yaml_error  # noqa: E402
+try:  # the installed package (pip install -e .): the code the jobs run, and what the code hashes describe
+    from glann.pipeline.config import yaml_error
+except ImportError as exc:
+    sys.stderr.write(f"The glann package is not importable ({exc}): install it into this environment with "
+                     "`pip install -e .` in the repository root (README, Install), then rerun snakemake.\n")
+    sys.exit(1)
 
 if _yaml_problem := yaml_error("config/config.yaml"):
     sys.stderr.write(f"{_yaml_problem}\n")

@@ -99,9 +99,16 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
+def package_env(wf) -> dict:
+    """The environment that makes a workflow copy run its own src/ (jobs and code hashes alike):
+    the installed package is this checkout's; PYTHONPATH puts the copy's first."""
+    src = Path(wf) / "src"
+    return {"PYTHONPATH": str(src)} if (src / "glann").is_dir() else {}
+
+
 def snakemake(cwd, *args, env=None, check=True, timeout=900):
     exe = Path(sys.executable).with_name("snakemake")
-    full_env = {**os.environ, **(env or {})}
+    full_env = {**os.environ, **package_env(cwd), **(env or {})}
     proc = subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, env=full_env,
                           timeout=timeout)
     if check and proc.returncode != 0:
@@ -243,13 +250,14 @@ def _quick_run(where: Path) -> dict:
             "finished": finished, "before": before, "killed_at": killed_at}
 
 
-# --------------------------------------------------------------------------- two workers (pytest-xdist)
-# `python -m pytest -n 2 --dist loadfile --no-loadscope-reorder` (README, .ci/run): pytest-xdist
-# sends each test file whole to one worker, so a module fixture is built once, in the order of
-# the collection (no reordering by size). That order is set here: the file with most tests of
-# the shared quick run first (the worker that builds it keeps busy with its tests), the paper
-# presets' two files next (the longest: the first goes to the other worker), the other files, and last the
-# other files that read the quick run, which is built by then (quick_run: nobody waits on its lock).
+# --------------------------------------------------------------------------- file order (pytest-xdist)
+# `python -m pytest -n N --dist loadfile --no-loadscope-reorder` (README, .ci/run: N = 2, one per
+# core): pytest-xdist sends each test file whole to the next free worker, in the order of the
+# collection. That order is set here, for any N (and without xdist): the file with most tests of
+# the shared quick run first (its worker builds the run, then keeps busy with its tests), then the
+# longest files (the paper presets': longest first keeps the workers' ends close), the other files,
+# and last the other files that read the quick run, built by the time they start (nobody waits on
+# quick_run's lock while a file that does not need it could run).
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     def module(item):

@@ -141,7 +141,7 @@ def test_a_toy_method_added_through_the_registry_alone(digits_dir, tmp_path, mon
     from glann.pipeline import cli
     from glann.methods.models import make_generator
     from glann.methods.sampling import Sampler
-    from glann.methods.training import fit, seeded
+    from glann.methods.training import Loop, fit, seeded
 
     def train_toy(data_dir, cfg, ctx):
         gen = seeded(ctx.seed)
@@ -150,8 +150,8 @@ def test_a_toy_method_added_through_the_registry_alone(digits_dir, tmp_path, mon
         def step(epoch, poison):
             return {"loss": float(torch.rand(1, generator=gen))}
 
-        return fit("train_toy", "toy", cfg, {"generator": G}, gen, step,
-                   lambda: {"generator": G.state_dict(), "noise_dim": 8, "image_shape": [16, 16, 1]}, ctx)
+        return fit(Loop("train_toy", "toy", cfg, {"generator": G}, gen, step,
+                        lambda: {"generator": G.state_dict(), "noise_dim": 8, "image_shape": [16, 16, 1]}), ctx)
 
     module = types.ModuleType("toy_method")
     module.train_toy = train_toy
@@ -258,3 +258,34 @@ def test_every_seeded_bug_still_applies_to_the_source():
     assert not stale, f"seeded bugs whose patch no longer applies: {stale}"
     tests = {t.split("::")[0] for *_, named in bugs.BUGS for t in named}
     assert all((REPO / t).is_file() for t in tests), tests
+
+
+def test_the_registry_names_every_gan_kind_the_trainer_has():
+    """glann.methods.registry stays free of torch, so it lists the GANs itself: the list must be
+    glann.methods.gans.KINDS, in its order (adding a GAN: one KINDS entry, its losses, its name here)."""
+    from glann.methods import gans
+    from glann.methods.registry import METHODS
+
+    registered = [name for name, m in METHODS.items() if m.trainer == "glann.methods.gans:train_gan"]
+    assert registered == list(gans.KINDS)
+
+
+def test_no_public_function_takes_more_than_six_parameters():
+    """A call that carries a crowd gets the objects it belongs to (glann.evaluation.context's
+    Reference and Scoring, glann.methods.sampling.Draw, glann.methods.training.Loop, ...):
+    no public function or constructor in src/glann takes more than six parameters (self aside)."""
+    import ast
+
+    crowded = []
+    for path in sorted((REPO / "src/glann").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if node.name.startswith("_") and node.name != "__init__":
+                continue
+            a = node.args
+            names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+            n = len(names) - (1 if names[:1] in (["self"], ["cls"]) else 0)
+            if n > 6:
+                crowded.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({n})")
+    assert not crowded, crowded

@@ -13,6 +13,7 @@ from glann.evaluation.metrics import (birthday_test, duplicate_threshold, freche
                           gaussian_stats, mode_coverage)
 from glann.errors import WeightsError
 from glann.evaluation.summary import aggregate, render_markdown
+from glann.evaluation.context import Reference as Ref, Scoring as How
 
 
 def test_frechet_closed_form_for_diagonal_gaussians():
@@ -214,8 +215,8 @@ def synthetic_eval(tmp_path, monkeypatch):
                                                 "birthday_batch_size": 20, "birthday_batches": 5,
                                                 "kid_subsets": 10, "kid_subset_size": 100,
                                                 "bootstrap_resamples": 10}}
-    m = evaluation.evaluate(tmp_path / "samples.npz", None, tmp_path / "real.npz", tmp_path / "inc.npz",
-                            tmp_path, cfg, torch.device("cpu"))
+    m = evaluation.evaluate(tmp_path / "samples.npz", Ref(tmp_path, None, tmp_path / "real.npz", tmp_path / "inc.npz"),
+                            How(cfg, torch.device("cpu")))
     return m, real, fake_feats
 
 
@@ -269,7 +270,7 @@ def test_birthday_support_estimate_is_unbiased_for_known_support():
 
 def test_summary_on_two_datasets_and_two_seeds(tmp_path):
     """summary.json holds means, table.csv mean and sample std, per (dataset, method), computed by hand."""
-    from glann.evaluation.summary import summarize
+    from glann.evaluation.summary import RunFiles, summarize
 
     values = {("mnist5k", "glann"): (10.0, 14.0), ("mnist5k", "vae"): (40.0, 50.0),
               ("digits", "glann"): (1.0, 2.0), ("digits", "vae"): (7.0, 9.0)}
@@ -280,7 +281,7 @@ def test_summary_on_two_datasets_and_two_seeds(tmp_path):
             p.parent.mkdir(parents=True)
             p.write_text(json.dumps({"fid_domain": v, "recall": v / 100}))
             files.append(p)
-    flat = summarize(files, {}, tmp_path / "summary", ["mnist5k", "digits"], ["glann", "vae"])
+    flat = summarize(RunFiles(files), tmp_path / "summary", ["mnist5k", "digits"], ["glann", "vae"])
     saved = json.loads((tmp_path / "summary" / "summary.json").read_text())
     assert saved == flat
     for (d, m), (a, b) in values.items():

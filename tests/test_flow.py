@@ -238,10 +238,10 @@ def test_sampling_is_deterministic_under_a_seed_and_reports_its_cost(tmp_path):
 
 def test_sample_writes_the_sampling_cost_that_evaluate_reads(tmp_path, digits_small_dir):
     from glann.atomic import load_npz
-    from glann.methods.sampling import sample
+    from glann.methods.sampling import Draw, sample
 
     _trained_checkpoint(tmp_path / "model.pt", steps=2, solver="euler")
-    meta = sample("flow", {"model": tmp_path / "model.pt"}, digits_small_dir, tmp_path / "out", 20, 0, CPU)
+    meta = sample("flow", {"model": tmp_path / "model.pt"}, digits_small_dir, tmp_path / "out", Draw(20, 0), CPU)
     assert meta["network_evals"] == 2 and meta["sample_seconds_per_1000"] > 0
     with load_npz(tmp_path / "out/samples.npz") as z:
         assert int(z["network_evals"]) == 2 and float(z["sample_seconds_per_1000"]) == meta["sample_seconds_per_1000"]

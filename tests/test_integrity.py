@@ -17,6 +17,7 @@ from glann.methods.training import TrainContext
 from glann.atomic import integrity_path, load_npz, load_torch, save_npz, torch_save
 from glann.pipeline.config import fill_defaults, load_schema
 from glann.errors import CorruptFileError, DataError
+from glann.evaluation.context import Reference as Ref, Scoring as How
 
 BIN = Path(sys.executable).parent
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
@@ -85,7 +86,7 @@ def test_each_step_checks_what_it_reads(digits_dir, tmp_path):
     save_npz(tmp_path / "samples.npz", images=np.zeros((10, 16, 16, 1), np.uint8))
     _truncate(tmp_path / "samples.npz", 30)
     with pytest.raises(CorruptFileError, match="samples.npz is truncated or corrupt"):
-        evaluate(tmp_path / "samples.npz", None, None, None, digits_dir, {}, CPU)
+        evaluate(tmp_path / "samples.npz", Ref(digits_dir, None, None), How({}, CPU))
 
     import shutil
 
@@ -182,13 +183,13 @@ def test_a_resumed_job_links_to_the_killed_run_and_keeps_one_history(digits_dir,
             raise KeyboardInterrupt
         return original(self, epoch, **m)
 
-    first = tracking.Tracker("digits", "glann", 0, "train_glo", uri=uri)
+    first = tracking.Tracker("train_glo", {"dataset": "digits", "method": "glann", "seed": 0}, settings={"uri": uri})
     monkeypatch.setattr(EpochLog, "log", killed_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         train_glo(digits_dir, cfg, TrainContext(tmp_path / "glo.pt", 0, CPU, tracker=first))
     first.finish("KILLED")
     monkeypatch.setattr(EpochLog, "log", original)
-    second = tracking.Tracker("digits", "glann", 0, "train_glo", uri=uri)
+    second = tracking.Tracker("train_glo", {"dataset": "digits", "method": "glann", "seed": 0}, settings={"uri": uri})
     train_glo(digits_dir, cfg, TrainContext(tmp_path / "glo.pt", 0, CPU, tracker=second))
     second.finish()
     client = MlflowClient(tracking_uri=uri)

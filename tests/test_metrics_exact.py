@@ -186,7 +186,7 @@ def test_inception_not_measured_is_said_once():
 def test_summarize_writes_every_file(tmp_path):
     import json
 
-    from glann.evaluation.summary import summarize
+    from glann.evaluation.summary import RunFiles, summarize
 
     files = []
     for r in GOLDEN_ROWS:
@@ -195,7 +195,7 @@ def test_summarize_writes_every_file(tmp_path):
         p.write_text(json.dumps({k: v for k, v in r.items() if k not in ("dataset", "method", "seed")}))
         files.append(p)
     out = tmp_path / "summary"
-    flat = summarize(files, {}, out, ["mnist"], ["glann", "nsgan"], loss_csvs=[])
+    flat = summarize(RunFiles(files, losses=[]), out, ["mnist"], ["glann", "nsgan"])
     assert flat["mnist/glann/fid_domain"] == 12.0 and flat["mnist/glann/train_seconds"] == 110.0
     assert "mnist/nsgan/precision" not in flat  # not measured: left out, not written as null
     assert json.loads((out / "fid.json").read_text()) == [
@@ -248,7 +248,7 @@ def test_summary_files_snapshots_and_curves_by_hand(tmp_path):
     end products carry no integrity records."""
     import json
 
-    from glann.evaluation.summary import summarize
+    from glann.evaluation.summary import RunFiles, summarize
 
     res = tmp_path / "results"
     metrics, snaps = [], []
@@ -269,9 +269,8 @@ def test_summary_files_snapshots_and_curves_by_hand(tmp_path):
             {"epoch": 2, "train_seconds": 4.0, "images_processed": 100, "fid_domain": 6.0}]}))
     snaps = [res / "digits/glann/seed0/snapshots.json", res / "digits/vae/seed1/snapshots.json"]
     out = tmp_path / "summary"
-    flat = summarize(metrics, {}, out, ["digits"], ["glann", "vae"],
-                     loss_csvs=[res / "digits/vae/seed1/losses.csv", res / "digits/glann/seed0/glo_losses.csv"],
-                     snapshot_files=snaps)
+    losses = [res / "digits/vae/seed1/losses.csv", res / "digits/glann/seed0/glo_losses.csv"]
+    flat = summarize(RunFiles(metrics, losses=losses, snapshots=snaps), out, ["digits"], ["glann", "vae"])
     assert flat == {"digits/glann/fid_domain": 2.0, "digits/vae/fid_domain": 4.0,
                     "digits/glann/status": "learned", "digits/vae/status": "learned"}
     assert (out / "curves" / "digits_vae_seed1_train.csv").read_text() == "epoch,loss\n1,90\n"
@@ -292,12 +291,12 @@ def test_summary_files_snapshots_and_curves_by_hand(tmp_path):
     assert "**Budgets**: as this config sets them (`budgets: custom`)." in table
     section = table.split("## Training seconds until a method first covers ≥ 9 classes")[1].split("\n## ")[0]
     assert "| digits | glann | 3 s (epoch 2) |\n" in section and "| digits | vae |" not in section
-    summarize(metrics, {}, out, ["digits"], ["glann", "vae"], snapshot_files=snaps[:1], budgets="equal_compute")
+    summarize(RunFiles(metrics, snapshots=snaps[:1]), out, ["digits"], ["glann", "vae"], budgets="equal_compute")
     assert "a method that needs more to learn is marked, not given more (`budgets: equal_compute`)" in (out / "table.md").read_text()
 
 
 def test_first_learned_is_the_earliest_snapshot_covering_9_classes():
-    from glann.evaluation.summary import first_learned, first_learned_section
+    from glann.evaluation.verdicts import first_learned, first_learned_section
 
     pts = [{"train_seconds": 30.0, "epoch": 3, "classes_covered": 10},
            {"train_seconds": 10.0, "epoch": 1, "classes_covered": 8},

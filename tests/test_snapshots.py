@@ -15,11 +15,12 @@ from glann.evaluation.evaluator import train_evaluator
 from glann.methods.gans import train_gan
 from glann.methods.glo import train_glo
 from glann.methods.imle import train_imle
-from glann.methods.sampling import Sampler, sample
+from glann.methods.sampling import Draw, Sampler, sample
 from glann.evaluation.snapshots import score_snapshots
 from glann.evaluation.summary import collect_snapshots, write_compute_curves
 from glann.methods.training import snapshot_epochs
 from glann.methods.vae import train_vae
+from glann.evaluation.context import Reference as Ref, Scoring as How
 
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
 CFG = fill_defaults({"datasets": ["digits"], "methods": ["glann"], "seeds": [0]}, SCHEMA)
@@ -87,18 +88,18 @@ def scored(digits_dir, tmp_path_factory):
     train_glo(digits_dir, {**CFG["glo"], "loss": "l1", "epochs": 2}, TrainContext(d / "glo.pt", 0, CPU, snapshots=2, snapshot_path=d / "glo_snapshots.pt"))
     train_imle(d / "glo.pt", {**CFG["imle"], "epochs": 2}, TrainContext(d / "imle.pt", 0, CPU, snapshots=2, snapshot_path=d / "imle_snapshots.pt"))
     train_evaluator(digits_dir, {**CFG["evaluator"], "epochs": 1}, TrainContext(d / "ev.pt", 0, CPU))
-    real_stats(digits_dir, d / "ev.pt", None, d / "ev.npz", d / "inc.npz", CPU, use_inception=False)
+    real_stats(Ref(digits_dir, d / "ev.pt", d / "ev.npz", d / "inc.npz"), CPU, use_inception=False)
     return d
 
 
 def test_the_last_snapshot_scores_exactly_as_the_final_model(scored, digits_dir, tmp_path):
     """Same sampler, same evaluator features, same Fréchet distance as `evaluate`."""
     d = scored
-    curve = score_snapshots("glann", d / "imle_snapshots.pt", {"glo": d / "glo.pt"}, d / "ev.pt", d / "ev.npz",
-                            digits_dir, 300, 0, CPU)
-    sample("glann", {"glo": d / "glo.pt", "imle": d / "imle.pt"}, digits_dir, tmp_path, 300, 0, CPU)
+    curve = score_snapshots("glann", d / "imle_snapshots.pt", {"glo": d / "glo.pt"}, Ref(digits_dir, d / "ev.pt", d / "ev.npz"),
+                            How({"num_samples": 300}, CPU, 0))
+    sample("glann", {"glo": d / "glo.pt", "imle": d / "imle.pt"}, digits_dir, tmp_path, Draw(300, 0), CPU)
     cfg = {"fid": CFG["fid"], "eval": {**CFG["eval"], "prdc_max_samples": 100, "prd_runs": 1}}
-    final = evaluate(tmp_path / "samples.npz", d / "ev.pt", d / "ev.npz", d / "inc.npz", digits_dir, cfg, CPU, 0)
+    final = evaluate(tmp_path / "samples.npz", Ref(digits_dir, d / "ev.pt", d / "ev.npz", d / "inc.npz"), How(cfg, CPU, 0))
     last = curve["points"][-1]
     # the images are the final model's, bit for bit
     snap = torch.load(d / "imle_snapshots.pt", weights_only=False)
@@ -129,12 +130,12 @@ def test_snapshot_curves_are_scored_on_the_validation_split_when_one_is_carved(s
     d = scored
     val_dir = tmp_path / "with_val"
     prepare("digits", {"size": 16, "val_size": 0.2}, val_dir)
-    real_stats(val_dir, d / "ev.pt", None, tmp_path / "ev.npz", tmp_path / "inc.npz", CPU, use_inception=False,
-               out_evaluator_val=tmp_path / "ev_val.npz")
-    on_val = score_snapshots("glann", d / "imle_snapshots.pt", {"glo": d / "glo.pt"}, d / "ev.pt",
-                             tmp_path / "ev_val.npz", val_dir, 300, 0, CPU, split="val")
-    on_test = score_snapshots("glann", d / "imle_snapshots.pt", {"glo": d / "glo.pt"}, d / "ev.pt",
-                              tmp_path / "ev.npz", val_dir, 300, 0, CPU)
+    real_stats(Ref(val_dir, d / "ev.pt", tmp_path / "ev.npz", tmp_path / "inc.npz", tmp_path / "ev_val.npz"), CPU,
+               use_inception=False)
+    on_val = score_snapshots("glann", d / "imle_snapshots.pt", {"glo": d / "glo.pt"},
+                             Ref(val_dir, d / "ev.pt", tmp_path / "ev_val.npz"), How({"num_samples": 300, "split": "val"}, CPU))
+    on_test = score_snapshots("glann", d / "imle_snapshots.pt", {"glo": d / "glo.pt"},
+                              Ref(val_dir, d / "ev.pt", tmp_path / "ev.npz"), How({"num_samples": 300}, CPU))
     assert on_val["split"] == "val" and on_test["split"] == "test"
     net, _ = load_evaluator(d / "ev.pt", CPU)
     xva, _ = load_prepared(val_dir, "val")
@@ -146,18 +147,18 @@ def test_snapshot_curves_are_scored_on_the_validation_split_when_one_is_carved(s
     assert on_val["points"][-1]["fid_domain"] == pytest.approx(expected, rel=1e-6)
     assert on_val["points"][-1]["fid_domain"] != pytest.approx(on_test["points"][-1]["fid_domain"], rel=1e-3)
 
-    real_stats(digits_dir, d / "ev.pt", None, tmp_path / "e2.npz", tmp_path / "i2.npz", CPU, use_inception=False,
-               out_evaluator_val=tmp_path / "none_val.npz")
+    real_stats(Ref(digits_dir, d / "ev.pt", tmp_path / "e2.npz", tmp_path / "i2.npz", tmp_path / "none_val.npz"), CPU,
+               use_inception=False)
     with pytest.raises(DataError, match="no validation split"):
-        score_snapshots("glann", d / "imle_snapshots.pt", {"glo": d / "glo.pt"}, d / "ev.pt",
-                        tmp_path / "none_val.npz", digits_dir, 100, 0, CPU, split="val")
+        score_snapshots("glann", d / "imle_snapshots.pt", {"glo": d / "glo.pt"},
+                        Ref(digits_dir, d / "ev.pt", tmp_path / "none_val.npz"), How({"num_samples": 100, "split": "val"}, CPU))
 
 
 def test_glo_gauss_snapshots_fit_their_own_gaussian(scored, digits_dir):
     """glo_gauss's points come from GLO's snapshots, each with a Gaussian on that snapshot's codes."""
     d = scored
-    curve = score_snapshots("glo_gauss", d / "glo_snapshots.pt", {}, d / "ev.pt", d / "ev.npz", digits_dir,
-                            200, 0, CPU)
+    curve = score_snapshots("glo_gauss", d / "glo_snapshots.pt", {}, Ref(digits_dir, d / "ev.pt", d / "ev.npz"),
+                            How({"num_samples": 200}, CPU))
     pts = curve["points"]
     assert [p["epoch"] for p in pts] == [1, 2] and pts[0]["fid_domain"] != pts[1]["fid_domain"]
     assert pts[1]["train_seconds"] == pytest.approx(torch.load(d / "glo.pt", weights_only=False)["train_seconds"])
@@ -200,8 +201,8 @@ def test_scored_snapshots_reach_mlflow_with_images_as_step(scored, digits_dir, c
     rec = Recorder()
     d = scored
     caplog.set_level(logging.INFO, logger="glann")
-    curve = score_snapshots("glann", d / "imle_snapshots.pt", {"glo": d / "glo.pt"}, d / "ev.pt", d / "ev.npz",
-                            digits_dir, 100, 7, CPU, tracker=rec)
+    curve = score_snapshots("glann", d / "imle_snapshots.pt", {"glo": d / "glo.pt"}, Ref(digits_dir, d / "ev.pt", d / "ev.npz"),
+                            How({"num_samples": 100}, CPU, 7), tracker=rec)
     snaps = torch.load(d / "imle_snapshots.pt", weights_only=False)
     assert {k: v for k, v in curve.items() if k != "points"} == {
         "method": "glann", "seed": 7, "split": "test", "diverged": False, "diverged_epoch": None,

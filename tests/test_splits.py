@@ -12,6 +12,7 @@ from conftest import REPO
 from glann.data.datasets import load_prepared, prepare
 from glann.methods.training import TrainContext
 from glann.pipeline.config import fill_defaults, load_schema
+from glann.evaluation.context import Reference as Ref, Scoring as How
 
 CFG = fill_defaults({"datasets": ["digits"], "methods": ["glann"], "seeds": [0]},
                     load_schema(REPO / "workflow/schemas/config.schema.yaml"))
@@ -75,8 +76,8 @@ def test_real_statistics_are_the_test_splits_and_the_curves_the_validation_split
 
     d, _ = digits_val
     with opened(d / "data") as splits:
-        real_stats(d / "data", d / "ev.pt", None, tmp_path / "ev.npz", tmp_path / "inc.npz", CPU,
-                   use_inception=False, out_evaluator_val=tmp_path / "ev_val.npz")
+        real_stats(Ref(d / "data", d / "ev.pt", tmp_path / "ev.npz", tmp_path / "inc.npz", tmp_path / "ev_val.npz"), CPU,
+                   use_inception=False)
     assert splits == {"test", "val", "train"}
     net, _ = load_evaluator(d / "ev.pt", CPU)
     xtr, ytr = load_prepared(d / "data", "train")
@@ -97,21 +98,21 @@ def test_sampling_reads_train_only_for_the_nearest_images_and_scoring_reads_no_s
     docs name (test for the table, validation for the curves)."""
     from glann.evaluation.scoring import evaluate, real_stats
     from glann.methods.gans import train_gan
-    from glann.methods.sampling import sample
+    from glann.methods.sampling import Draw, sample
 
     d, _ = digits_val
     out = tmp_path / "m.pt"
     train_gan("nsgan", d / "data", {**CFG["nsgan"], "epochs": 1}, TrainContext(out, 0, CPU))
     with opened(d / "data") as splits:
-        sample("nsgan", {"model": out}, d / "data", tmp_path / "s", 64, 0, CPU, 64)
+        sample("nsgan", {"model": out}, d / "data", tmp_path / "s", Draw(64, 0, 64), CPU)
     assert splits == {"train"}
     # the files the sample rule declares, each a real image
     for name in ("samples.png", "interpolation.png", "nearest.png"):
         assert (tmp_path / "s" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    real_stats(d / "data", d / "ev.pt", None, tmp_path / "ev.npz", tmp_path / "inc.npz", CPU, use_inception=False)
+    ref = Ref(d / "data", d / "ev.pt", tmp_path / "ev.npz", tmp_path / "inc.npz")
+    real_stats(ref, CPU, use_inception=False)
     with opened(d / "data") as splits:
-        metrics = evaluate(tmp_path / "s/samples.npz", d / "ev.pt", tmp_path / "ev.npz", tmp_path / "inc.npz",
-                           d / "data", {"fid": CFG["fid"], "eval": {**CFG["eval"], "prd_runs": 2}}, CPU)
+        metrics = evaluate(tmp_path / "s/samples.npz", ref, How({"fid": CFG["fid"], "eval": {**CFG["eval"], "prd_runs": 2}}, CPU))
     assert splits == set() and "fid_domain" in metrics
 
 
@@ -226,7 +227,7 @@ def test_evaluate_computes_every_metric_from_the_inputs_its_docs_name(digits_val
     from weights import save_random_inception
 
     d, _ = digits_val
-    real_stats(d / "data", d / "ev.pt", None, tmp_path / "ev.npz", tmp_path / "inc0.npz", CPU, use_inception=False)
+    real_stats(Ref(d / "data", d / "ev.pt", tmp_path / "ev.npz", tmp_path / "inc0.npz"), CPU, use_inception=False)
     # samples: three classes of the training images, jittered (a collapsed, imperfect generator)
     x, y = load_prepared(d / "data", "train")
     keep = np.flatnonzero(y < 3)[:150]
@@ -242,8 +243,8 @@ def test_evaluate_computes_every_metric_from_the_inputs_its_docs_name(digits_val
     cfg = {"fid": {**CFG["fid"], "num_samples": 3},
            "eval": {**CFG["eval"], "prd_runs": 2, "prdc_k": 4, "prdc_max_samples": 120, "birthday_batch_size": 30,
                     "birthday_batches": 3, "min_class_share": 0.02}}
-    m = evaluate(tmp_path / "samples.npz", d / "ev.pt", tmp_path / "ev.npz", tmp_path / "inc.npz", d / "data",
-                 cfg, CPU, seed=3)
+    m = evaluate(tmp_path / "samples.npz", Ref(d / "data", d / "ev.pt", tmp_path / "ev.npz", tmp_path / "inc.npz"),
+                 How(cfg, CPU, seed=3))
 
     net, blob = load_evaluator(d / "ev.pt", CPU)
     feats, pred = evaluator_outputs(net, fake, CPU)
@@ -296,12 +297,12 @@ def test_real_stats_takes_inception_statistics_of_the_test_split_when_weights_ex
     d = _cut(tmp_path_factory, 64, 4)
     train_evaluator(d, {**CFG["evaluator"], "epochs": 1}, TrainContext(tmp_path / "ev.pt", 0, CPU))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
-    real_stats(d, tmp_path / "ev.pt", None, tmp_path / "ev.npz", tmp_path / "none.npz", CPU)
+    real_stats(Ref(d, tmp_path / "ev.pt", tmp_path / "ev.npz", tmp_path / "none.npz"), CPU)
     with np.load(tmp_path / "none.npz") as z:
         assert not bool(z["available"]) and "missing" in str(z["reason"])
     weights = save_random_inception(tmp_path / "inception.pth")
     with opened(d) as splits:
-        real_stats(d, tmp_path / "ev.pt", str(weights), tmp_path / "ev.npz", tmp_path / "inc.npz", CPU)
+        real_stats(Ref(d, tmp_path / "ev.pt", tmp_path / "ev.npz", tmp_path / "inc.npz"), CPU, str(weights))
     assert splits == {"test", "train"}  # train: its evaluator features only (the floor's real set)
     xte, _ = load_prepared(d, "test")
     feats = inception_features(load_inception(weights, CPU), xte, CPU)

@@ -15,6 +15,7 @@ from glann.evaluation import sweeps as summary
 from glann.methods import search_space as sweep
 from glann.methods.registry import METHODS
 from glann.pipeline.config import config_errors, load_schema
+from glann.evaluation.context import Reference as Ref, Scoring as How
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
@@ -217,7 +218,7 @@ def test_summary_files_from_trial_metrics(tmp_path):
 def test_hp_wildcard_and_the_sweep_record(tmp_path):
     assert sweep.hp_suffix(7) == "/hp7" and sweep.hp_index("/hp7") == 7 and sweep.hp_index("") is None
     drawn = sweep.settings("vae", 3, 5)
-    sweep.write_record(tmp_path / "vae.json", "d", "vae", 5, sweep.space_of("vae"), drawn)
+    sweep.write_record(tmp_path / "vae.json", "d", "vae", {"seed": 5}, sweep.space_of("vae"), drawn)
     record = json.loads((tmp_path / "vae.json").read_text())
     assert (record["dataset"], record["method"]) == ("d", "vae")
     assert record["sweep_seed"] == 5 and record["space"] == sweep.SPACES["vae"]
@@ -307,7 +308,7 @@ def test_narrow_range_is_v1s_pruned_range_and_first_can_be_the_configured_settin
     began = settings("began", 12, 3, range_="narrow")
     assert all(s["began.lambda_k"] == 1e-3 and 0.6 <= s["began.gamma"] <= 0.9 for s in began)
     assert "wgan_gp.d_batchnorm" not in space_of("wgan_gp", range_="narrow")
-    first = settings("wgan_gp", 4, 3, range_="narrow", first="configured", cfg=cfg)
+    first = settings("wgan_gp", 4, 3, range_="narrow", configured=cfg)
     assert first[0] == {"wgan_gp.beta1": 0.5, "wgan_gp.critic_steps": 5, "wgan_gp.gp_lambda": 10.0,
                         "wgan_gp.lr": 0.0001}  # v1's default: sample 0
     assert first[1:] == settings("wgan_gp", 4, 3, range_="narrow")[1:]
@@ -360,8 +361,8 @@ def test_validation_and_test_scoring_each_use_their_own_statistics(tmp_path, mon
                                                 "min_class_share": 0.02, "duplicate_quantile": 0.01,
                                                 "birthday_batch_size": 10, "birthday_batches": 2, "kid_subsets": 5,
                                                 "kid_subset_size": 50, "bootstrap_resamples": 0}}
-    m = scoring.evaluate(tmp_path / "samples.npz", None, tmp_path / "test.npz", tmp_path / "inc.npz", tmp_path,
-                         cfg, torch.device("cpu"), stats_evaluator_val=tmp_path / "val.npz")
+    ref = Ref(tmp_path, None, tmp_path / "test.npz", tmp_path / "inc.npz", tmp_path / "val.npz")
+    m = scoring.evaluate(tmp_path / "samples.npz", ref, How(cfg, torch.device("cpu")))
     assert m["fid_domain"] == pytest.approx(frechet_distance(*gaussian_stats(fake), *gaussian_stats(test)), rel=1e-6)
     assert m["val_fid_domain"] == pytest.approx(frechet_distance(*gaussian_stats(fake), *gaussian_stats(val)), rel=1e-6)
     assert abs(m["fid_domain"] - m["val_fid_domain"]) > 1.0

@@ -165,8 +165,8 @@ def _deferred_job(tmp_path, uri, *, finish=True):
     code = f"""
 import sys
 from glann.tracking.tracker import Tracker
-t = Tracker("digits", "glann", 0, "train_glo", params={{"epochs": 2, "opt": {{"lr": 0.01}}}},
-            uri={uri!r}, live=False)
+t = Tracker("train_glo", {{"dataset": "digits", "method": "glann", "seed": 0}},
+            params={{"epochs": 2, "opt": {{"lr": 0.01}}}}, settings={{"uri": {uri!r}, "live": False}})
 t.log_metrics({{"loss": 0.5, "seconds": 1.0}}, step=1)
 t.log_metrics({{"loss": 0.25, "seconds": 1.0}}, step=2)
 t.log_artifact({str(tmp_path / "art.txt")!r}, "files")
@@ -310,7 +310,8 @@ def test_live_tracking_journals_what_it_cannot_send(tmp_path, monkeypatch):
 
     monkeypatch.setenv("GLANN_TRACKING", "1")
     monkeypatch.setenv("GLANN_TRACKING_JOURNAL", str(tmp_path / "journal"))
-    t = Tracker("digits", "vae", 0, "train_vae", params={"lr": 1.0}, uri=f"http://127.0.0.1:{_free_port()}", live=True)
+    t = Tracker("train_vae", {"dataset": "digits", "method": "vae", "seed": 0}, params={"lr": 1.0},
+                settings={"uri": f"http://127.0.0.1:{_free_port()}", "live": True})
     t.log_metrics({"loss": 1.0}, step=1)
     t.finish()
     files = list((tmp_path / "journal").glob("*.jsonl"))

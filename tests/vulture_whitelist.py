@@ -1,6 +1,8 @@
 """Names used outside Python files vulture reads (Snakefile rules, torch hooks): `vulture` in CI."""
 from glann.pipeline.codehash import code_hash
-from glann.pipeline.config import cuda_visible, export_snakemake_pid, export_tracking, yaml_error
+from glann.pipeline.config import cuda_visible, yaml_error
+from glann.pipeline.watchdog import export_snakemake_pid
+from glann.tracking.tracker import export_tracking
 from glann.methods.registry import Method
 from glann.pipeline.preflight import preflight_problems
 from glann.pipeline.records import compatible, read_key_config, run_key

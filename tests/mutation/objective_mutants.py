@@ -4,19 +4,20 @@
     python tests/mutation/objective_mutants.py
 
 Every source file is restored after each mutant, also when a run fails."""
-import subprocess, sys
+import signal, subprocess, sys
 from pathlib import Path
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a kill still restores the source (finally)
 M = [
- ("src/glann/methods/gans.py", "return 0.5 * ((torch.sigmoid(d_real) - 1).pow(2).mean() + torch.sigmoid(d_fake).pow(2).mean())", "return ((torch.sigmoid(d_real) - 1).pow(2).mean() + torch.sigmoid(d_fake).pow(2).mean())"),
- ("src/glann/methods/gans.py", "loss = loss + cfg[\"gp_lambda\"] * gradient_penalty(D, real, fake, alpha)", "loss = loss + 10.0 * gradient_penalty(D, real, fake, alpha)"),
- ("src/glann/methods/gans.py", "return penalty_slopes(torch.sigmoid(critic(xhat).float()), xhat)", "return penalty_slopes(critic(xhat).float(), xhat)"),
- ("src/glann/methods/gans.py", "return -F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))", "return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))"),
- ("src/glann/methods/gans.py", "return real + 0.5 * real.std() * u", "return real + real.std() * u"),
+ ("src/glann/methods/gan_losses.py", "return 0.5 * ((torch.sigmoid(d_real) - 1).pow(2).mean() + torch.sigmoid(d_fake).pow(2).mean())", "return ((torch.sigmoid(d_real) - 1).pow(2).mean() + torch.sigmoid(d_fake).pow(2).mean())"),
+ ("src/glann/methods/gans.py", "loss = loss + nets.cfg[\"gp_lambda\"] * self.penalty(nets.D, real, fake, nets.gen)", "loss = loss + 10.0 * self.penalty(nets.D, real, fake, nets.gen)"),
+ ("src/glann/methods/gan_losses.py", "return penalty_slopes(torch.sigmoid(critic(xhat).float()), xhat)", "return penalty_slopes(critic(xhat).float(), xhat)"),
+ ("src/glann/methods/gan_losses.py", "return -F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))", "return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))"),
+ ("src/glann/methods/gan_losses.py", "return real + 0.5 * real.std() * u", "return real + real.std() * u"),
  ("src/glann/methods/vae.py", "return per_pixel.flatten(1).sum(1) / channels", "return per_pixel.flatten(1).mean(1)"),
  ("src/glann/methods/vae.py", "kl = 0.5 * (mu.pow(2) + std.pow(2) - torch.log(1e-8 + std.pow(2)) - 1).sum(1)", "kl = (mu.pow(2) + std.pow(2) - torch.log(1e-8 + std.pow(2)) - 1).sum(1)"),
  ("src/glann/methods/imle.py", "loss = (T(matched_noise[b]) - codes[b]).pow(2).sum(1).mean()", "loss = (T(matched_noise[b]) - codes[b]).pow(2).mean()"),
  ("src/glann/methods/imle.py", "loss = (out - to_float_images(images[b])).pow(2).flatten(1).sum(1).mean()", "loss = (out - to_float_images(images[b])).abs().flatten(1).sum(1).mean()"),
- ("src/glann/methods/gans.py", "k_t.value = k_t.value + cfg[\"lambda_k\"] * terms[\"balance\"].float()", "k_t.value = (k_t.value + cfg[\"lambda_k\"] * terms[\"balance\"].float()).clamp(0, 1)"),
+ ("src/glann/methods/gans.py", "nets.k.value = nets.k.value + nets.cfg[\"lambda_k\"] * terms[\"balance\"].float()", "nets.k.value = (nets.k.value + nets.cfg[\"lambda_k\"] * terms[\"balance\"].float()).clamp(0, 1)"),
 ]
 killed = 0
 for f, old, new in M:

@@ -7,10 +7,11 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+import glann  # noqa: E402  (installed: the Snakefile checked; the jobs' `glann` runs the same package)
 from glann.pipeline.codehash import code_hash  # noqa: E402
-from glann.pipeline.config import (  # noqa: E402
-    config_errors, coerce, cuda_visible, export_snakemake_pid, export_tracking, fill_defaults, load_schema)
+from glann.pipeline.config import config_errors, coerce, cuda_visible, fill_defaults, load_schema  # noqa: E402
+from glann.pipeline.watchdog import export_snakemake_pid  # noqa: E402
+from glann.tracking.tracker import export_tracking  # noqa: E402
 from glann.methods.registry import METHODS as REGISTRY  # noqa: E402
 from glann.methods import search_space  # noqa: E402
 
@@ -55,7 +56,7 @@ SWEPT = [m for m in METHODS if SWEEP["settings"] and search_space.sweepable(m)
          and (m in SWEEP["methods"] if SWEEP["methods"] else True)]
 # (a method that shares another's settings, GLO+Gaussian, needs that method's jobs: GLANN's GLO)
 SETTINGS = {m: search_space.settings(m, SWEEP["settings"], SWEEP["seed"], SWEEP["space"], SWEEP["range"],
-                               SWEEP["first"], config)
+                                     config if SWEEP["first"] == "configured" else None)
             for m in {*SWEPT, *(search_space.SHARES[m] for m in SWEPT if m in search_space.SHARES)}}
 TRIALS = [(m, search_space.hp_suffix(k)) for m in SWEPT for k in range(SWEEP["settings"])]
 
@@ -78,9 +79,14 @@ wildcard_constraints:
     hp=r"(/hp\d+)?",
 
 
+# the src/ folder of the package that runs (with `pip install -e .`, this checkout's src/; with
+# PYTHONPATH set to another src/, that one): the code hashes describe the code the jobs run
+PACKAGE_SRC = Path(glann.__file__).resolve().parents[1]
+
+
 def code_version(step, extra_modules=()):
     """Hash of exactly the source `glann <step>` runs (glann.pipeline.codehash): editing it reruns the step."""
-    return code_hash(Path(workflow.basedir) / "src", step, tuple(extra_modules))
+    return code_hash(PACKAGE_SRC, step, tuple(extra_modules))
 
 
 def trainer_code(wildcards):
@@ -228,8 +234,8 @@ def gpu(wildcards=None):
 
 def write_sweep_record(output, log, wildcards, params):
     """Rule write_sweep's body: the method's settings and space (glann.methods.search_space.write_record)."""
-    search_space.write_record(output.settings, wildcards.dataset, wildcards.method, SWEEP["seed"],
-                        json.loads(params.space), json.loads(params.settings), SWEEP["range"], SWEEP["first"])
+    search_space.write_record(output.settings, wildcards.dataset, wildcards.method, SWEEP,
+                              json.loads(params.space), json.loads(params.settings))
     Path(log[0]).write_text(f"{len(SETTINGS[wildcards.method])} settings of {wildcards.method}\n")
 
 

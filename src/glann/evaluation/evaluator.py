@@ -87,7 +87,7 @@ def _rotate_batch(x: torch.Tensor, gen: torch.Generator):
 def train_evaluator(data_dir, cfg: dict, ctx) -> dict:
     """Train the offline evaluator (resumable, through the one training loop); returns
     {task, num_classes, test_accuracy, ...} and saves the net with it."""
-    from glann.methods.training import descend, fit, seeded
+    from glann.methods.training import Loop, descend, fit, seeded
 
     manifest = read_manifest(data_dir)
     xtr, ytr = load_prepared(data_dir, "train")
@@ -126,8 +126,8 @@ def train_evaluator(data_dir, cfg: dict, ctx) -> dict:
                 "test_accuracy": (pred == yt).float().mean().item(), "arch": cfg["arch"],
                 "image_shape": manifest["image_shape"]}
 
-    out = fit("train_evaluator", "evaluator", cfg, {"net": net, "opt": opt}, gen, step, final, ctx,
-              hint="Lower evaluator.lr.")
+    out = fit(Loop("train_evaluator", "evaluator", cfg, {"net": net, "opt": opt}, gen, step, final,
+                   hint="Lower evaluator.lr."), ctx)
     return {key: out[key] for key in ("task", "num_classes", "test_accuracy", "arch", "image_shape", "epochs")}
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from glann.atomic import load_npz
 from glann.errors import DataError
+from glann.evaluation.context import Reference, Scoring
 from glann.data.datasets import load_prepared, read_manifest
 from glann.evaluation.evaluator import evaluator_outputs, load_evaluator
 from glann.hub import inception_weights_path
@@ -24,43 +25,44 @@ from glann.evaluation.metrics import (birthday_test, bootstrap_interval, duplica
 log = logging.getLogger(__name__)
 
 
-def real_stats(data_dir, evaluator_path, inception_weights, out_evaluator, out_inception, device,
-               use_inception: bool = True, out_evaluator_val=None):
-    """The real images' statistics: the test split's in evaluator features (every reported metric)
-    and in Inception features (FID), the validation split's in evaluator features (what the
+def real_stats(ref: Reference, device, inception_weights=None, use_inception: bool = True):
+    """The real images' statistics, written to ``ref``'s files: the test split's in evaluator
+    features (``ref.stats``; every reported metric) and in Inception features (``ref.inception``;
+    FID), the validation split's in evaluator features (``ref.val``, when given: what the
     snapshot curves are scored on; ``available`` False where data.<name>.val_size carves none),
     and the training images' evaluator features and labels (the real-vs-real floor's real set and
     the mode-dropping curve; labels -1 without classes)."""
     from glann.atomic import save_npz
 
+    data_dir = ref.data_dir
     xte, _ = load_prepared(data_dir, "test")
-    net, ev = load_evaluator(evaluator_path, device)
+    net, ev = load_evaluator(ref.evaluator, device)
     feats, _ = evaluator_outputs(net, xte, device)
     mu, sigma = gaussian_stats(feats)
     # the training images' features: the real-vs-real floor's real set and the mode-dropping curve
     xtr, ytr = load_prepared(data_dir, "train")
     train_feats, _ = evaluator_outputs(net, xtr, device)
     labels = ytr if ev["task"] == "classes" and ytr is not None else np.full(len(xtr), -1)
-    save_npz(out_evaluator, mu=mu, sigma=sigma, features=feats.astype(np.float32),
+    save_npz(ref.stats, mu=mu, sigma=sigma, features=feats.astype(np.float32),
              train_features=train_feats.astype(np.float32), train_labels=np.asarray(labels, dtype=np.int64))
-    if out_evaluator_val is not None:
+    if ref.val is not None:
         xva, _ = load_prepared(data_dir, "val")
         if len(xva) < 2:
-            save_npz(out_evaluator_val, available=np.array(False))
+            save_npz(ref.val, available=np.array(False))
         else:
             fv, _ = evaluator_outputs(net, xva, device)
             mu_v, sigma_v = gaussian_stats(fv)
-            save_npz(out_evaluator_val, available=np.array(True), mu=mu_v, sigma=sigma_v,
+            save_npz(ref.val, available=np.array(True), mu=mu_v, sigma=sigma_v,
                      features=fv.astype(np.float32))
     path, reason = inception_weights_path(inception_weights) if use_inception else (None, "fid.inception: false")
     if path is None:
-        save_npz(out_inception, available=np.array(False), reason=np.array(reason))
+        save_npz(ref.inception, available=np.array(False), reason=np.array(reason))
         log.warning("Inception FID unavailable: %s", reason)
         return
     model = load_inception(path, device)
     f = inception_features(model, xte, device)
     mu, sigma = gaussian_stats(f)
-    save_npz(out_inception, available=np.array(True), reason=np.array(""), mu=mu, sigma=sigma,
+    save_npz(ref.inception, available=np.array(True), reason=np.array(""), mu=mu, sigma=sigma,
              features=f.astype(np.float32), weights=np.array(str(path)))
 
 
@@ -108,18 +110,39 @@ def noise_of_metrics(feats, real_feats, train_feats, cfg: dict, seed: int, train
     return out
 
 
+def _inception_metrics(fake, stats_inception, cfg: dict, device, seed: int) -> dict:
+    """Inception FID and KID against ``stats_inception`` (None, or statistics marked unavailable:
+    both None, with the reason)."""
+    out = {"inception_fid": None, "inception_fid_reason": "no Inception statistics given", "inception_fid_samples": 0,
+           "inception_kid": None, "inception_kid_std": None}
+    if stats_inception is None:
+        return out
+    with load_npz(stats_inception) as z:
+        if not bool(z["available"]):
+            return {**out, "inception_fid_reason": str(z["reason"])}
+        model = load_inception(Path(str(z["weights"])), device)
+        n = min(cfg["fid"]["num_samples"], len(fake))
+        f = inception_features(model, fake[:n], device)
+        out.update(inception_fid=frechet_distance_to_features(f, z["mu"], z["sigma"]), inception_fid_reason=None,
+                   inception_fid_samples=int(n))
+        if "features" in z:
+            kid = _kid(f, z["features"], cfg, seed)
+            out.update(inception_kid=kid["mean"], inception_kid_std=kid["std"])
+    return out
+
+
 def sample_spread(images: np.ndarray) -> float:
     """The mean over pixels of the std across samples, on [0, 1]: 0 when every sample is the same image."""
     x = np.asarray(images, dtype=np.float64) / 255.0
     return float(x.reshape(len(x), -1).std(0).mean()) if len(x) > 1 else 0.0
 
 
-def evaluate(samples_path, evaluator_path, stats_evaluator, stats_inception, data_dir, cfg: dict, device,
-             seed: int = 0, stats_evaluator_val=None, losses=None, method=None) -> dict:
-    """Every metric of one run's samples against the test split; ``val_fid_domain``: fid_domain
-    against the validation split (``stats_evaluator_val``; None where none is carved), what a
-    sweep picks its best setting on. ``losses``: the run's training CSVs, for its status
-    (glann.evaluation.status: ``status``, ``status_reason``, ``status_epoch``)."""
+def evaluate(samples_path, ref: Reference, how: Scoring, losses=None, method=None) -> dict:
+    """Every metric of one run's samples against ``ref``'s test split; ``val_fid_domain``:
+    fid_domain against the validation split (``ref.val``; None where none is carved), what a
+    sweep picks its best setting on. ``how.cfg``: the config's ``fid`` and ``eval`` sections.
+    ``losses``: the run's training CSVs, for its status (glann.evaluation.status: ``status``,
+    ``status_reason``, ``status_epoch``) as the status rules of ``method`` read them."""
     from prdc import compute_prdc
 
     with load_npz(samples_path) as z:
@@ -128,9 +151,10 @@ def evaluate(samples_path, evaluator_path, stats_evaluator, stats_inception, dat
         diverged_epoch = int(z["diverged_epoch"]) if diverged else None
         compute = {k: z[k].item() for k in ("train_seconds", "images_processed", "train_device", "network_evals",
                                             "sample_seconds_per_1000") if k in z}
-    net, ev = load_evaluator(evaluator_path, device)
+    cfg, device, seed, data_dir = how.cfg, how.device, how.seed, ref.data_dir
+    net, ev = load_evaluator(ref.evaluator, device)
     feats, pred = evaluator_outputs(net, fake, device)
-    with load_npz(stats_evaluator) as z:
+    with load_npz(ref.stats) as z:
         mu_r, sigma_r, real_feats = z["mu"], z["sigma"], z["features"].astype(np.float64)
         train_feats = z["train_features"].astype(np.float64) if "train_features" in z else None
         train_labels = z["train_labels"] if "train_labels" in z else None
@@ -140,32 +164,16 @@ def evaluate(samples_path, evaluator_path, stats_evaluator, stats_inception, dat
                "sample_spread": sample_spread(fake)}
     metrics["image_shape"] = [int(v) for v in fake.shape[1:]]
     if train_feats is None:  # statistics written before real_stats kept the training features
-        raise DataError(f"{stats_evaluator} holds no training-image features: delete it and rerun snakemake, "
+        raise DataError(f"{ref.stats} holds no training-image features: delete it and rerun snakemake, "
                         "which rebuilds it (real_stats) and re-scores every run")
     labelled = train_labels is not None and ev["task"] == "classes" and int(np.min(train_labels)) >= 0
     metrics.update(noise_of_metrics(feats, real_feats, train_feats, cfg, seed, train_labels if labelled else None))
-    if stats_evaluator_val is not None:
-        with load_npz(stats_evaluator_val) as z:
+    if ref.val is not None:
+        with load_npz(ref.val) as z:
             if bool(z["available"]):
                 metrics["val_fid_domain"] = frechet_distance_to_features(feats, z["mu"], z["sigma"])
 
-    with load_npz(stats_inception) as z:
-        if bool(z["available"]):
-            model = load_inception(Path(str(z["weights"])), device)
-            n = min(cfg["fid"]["num_samples"], len(fake))
-            f = inception_features(model, fake[:n], device)
-            metrics["inception_fid"] = frechet_distance_to_features(f, z["mu"], z["sigma"])
-            metrics["inception_fid_reason"] = None
-            metrics["inception_fid_samples"] = int(n)
-            if "features" in z:
-                kid = _kid(f, z["features"], cfg, seed)
-                metrics["inception_kid"], metrics["inception_kid_std"] = kid["mean"], kid["std"]
-        else:
-            metrics["inception_fid"] = None
-            metrics["inception_fid_reason"] = str(z["reason"])
-            metrics["inception_fid_samples"] = 0
-        metrics.setdefault("inception_kid", None)
-        metrics.setdefault("inception_kid_std", None)
+    metrics.update(_inception_metrics(fake, ref.inception, cfg, device, seed))
 
     rng = np.random.default_rng(seed)
     n = min(len(real_feats), len(feats), cfg["eval"]["prdc_max_samples"])

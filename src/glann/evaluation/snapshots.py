@@ -23,6 +23,7 @@ import torch
 from glann.atomic import load_npz, load_torch
 from glann.data.datasets import read_manifest
 from glann.errors import DataError
+from glann.evaluation.context import Reference, Scoring
 from glann.evaluation.evaluator import evaluator_outputs, load_evaluator
 from glann.methods.registry import get
 from glann.evaluation.metrics import frechet_distance_to_features, kernel_inception_distance, mode_coverage
@@ -37,26 +38,32 @@ def _gaussian_of(glo: dict) -> dict:
     return {"mean": codes.mean(0), "cov": torch.cov(codes.T), "diverged": False}
 
 
-def score_snapshots(method: str, snapshot_path, fixed_paths: dict, evaluator_path, stats_evaluator, data_dir,
-                    num_samples: int, seed: int, device, min_class_share: float = 0.02, tracker=None,
-                    bn_stats: str = "recalibrated", bn_batches: int = BN_BATCHES, split: str = "test") -> dict:
+def score_snapshots(method: str, snapshot_path, fixed_paths: dict, ref: Reference, how: Scoring,
+                    tracker=None) -> dict:
     """One point per snapshot: epoch, train_seconds, images_processed, fid_domain, classes_covered.
 
-    ``stats_evaluator`` holds the real statistics of ``split``: "val" (data.<name>.val_size carved a
-    validation split, the one budgets are chosen on) or "test"; the curve records which."""
+    ``ref.stats`` holds the real statistics of the split the curve is scored on: the validation
+    split (data.<name>.val_size carved one; the one budgets are chosen on) or the test split;
+    ``how.cfg``: ``num_samples``, ``split`` (which of the two, recorded in the curve),
+    ``min_class_share`` (default 0.02) and, for compare_gan v1's generators, ``bn_stats`` and
+    ``bn_batches`` (glann.methods.sampling)."""
+    cfg, device, seed = how.cfg, how.device, how.seed
+    num_samples, split = int(cfg["num_samples"]), cfg.get("split", "test")
+    bn_stats, bn_batches = cfg.get("bn_stats", "recalibrated"), int(cfg.get("bn_batches", BN_BATCHES))
+    share = float(cfg.get("min_class_share", 0.02))
     m = get(method)
     snaps = load_torch(snapshot_path)
     fixed = {role: load_torch(p) for role, p in fixed_paths.items()}
     offset_s = sum(float(b.get("train_seconds", 0.0)) for b in fixed.values())
     offset_n = sum(int(b.get("images_processed", 0)) for b in fixed.values())
-    net, ev = load_evaluator(evaluator_path, device)
-    with load_npz(stats_evaluator) as z:
+    net, ev = load_evaluator(ref.evaluator, device)
+    with load_npz(ref.stats) as z:
         if "available" in z and not bool(z["available"]):
-            raise DataError(f"{stats_evaluator} holds no statistics: the dataset has no validation split "
+            raise DataError(f"{ref.stats} holds no statistics: the dataset has no validation split "
                             "(data.<name>.val_size is 0); score the snapshots on the test split's statistics")
         mu_r, sigma_r = z["mu"], z["sigma"]
         real_feats = z["features"].astype(np.float64) if "features" in z else None
-    train_counts = read_manifest(data_dir)["class_counts"]["train"] if ev["task"] == "classes" else None
+    train_counts = read_manifest(ref.data_dir)["class_counts"]["train"] if ev["task"] == "classes" else None
 
     points = []
     for snap in snaps["snapshots"]:
@@ -74,7 +81,7 @@ def score_snapshots(method: str, snapshot_path, fixed_paths: dict, evaluator_pat
                  "kid_domain": None if real_feats is None else kernel_inception_distance(
                      feats, real_feats, SNAPSHOT_KID_SUBSETS, seed=seed)["mean"]}
         if train_counts is not None:
-            point["classes_covered"] = mode_coverage(pred, train_counts, min_class_share)["classes_covered"]
+            point["classes_covered"] = mode_coverage(pred, train_counts, share)["classes_covered"]
         points.append(point)
         log.info("snapshot at epoch %d: %s", point["epoch"], point)
         if tracker is not None:  # MLflow: the curve with images processed as its step

@@ -15,12 +15,13 @@ import csv
 import io
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from glann.atomic import write_json, write_text
 from glann.evaluation.figures import compute_figure, summary_figures
-from glann.evaluation.verdicts import (differences_section, format_cell, method_table, sizes_and_floor,
-                                      status_section)
+from glann.evaluation.verdicts import (differences_section, first_learned_section, format_cell, method_table,
+                                      sizes_and_floor, status_section)
 
 # GLANN paper, Table 1 (Inception FID; lower is better). "glo_gauss" is GLO's row.
 PAPER_FID = {
@@ -142,47 +143,6 @@ def render_markdown(agg: dict, datasets: list[str], methods: list[str], budgets:
     return "\n".join(lines)
 
 
-LEARNED_CLASSES = 9  # "covers >= 9 of 10 classes": the run-status mark (glann.evaluation.status)
-
-
-def first_learned(points: list[dict], classes: int = LEARNED_CLASSES) -> dict | None:
-    """The first snapshot (in training seconds) that covers at least ``classes`` classes, or None."""
-    for pt in sorted(points, key=lambda p: p["train_seconds"]):
-        if pt.get("classes_covered") is not None and pt["classes_covered"] >= classes:
-            return pt
-    return None
-
-
-def first_learned_section(curve_rows: list[dict], datasets, methods) -> list[str]:
-    """Per dataset and method, the training seconds (and epoch) of each seed's first snapshot that
-    covers >= 9 classes: how much budget a method needs before it is a result. Nothing without
-    snapshot curves or class labels."""
-    rows = [r for r in curve_rows if r.get("classes_covered") is not None]
-    if not rows:
-        return []
-    lines = [f"## Training seconds until a method first covers ≥ {LEARNED_CLASSES} classes", "",
-             "From the snapshot curves (fid_vs_compute.csv; the split each curve was scored on): per seed, "
-             "the first snapshot covering at least 9 of 10 classes, with its epoch; *not within N s* where no "
-             "snapshot of the run does (N: its last snapshot's training seconds).", "",
-             "| dataset | method | " + " | ".join(f"seed {s}" for s in sorted({r["seed"] for r in rows})) + " |",
-             "|---|---|" + "---|" * len({r["seed"] for r in rows})]
-    seeds = sorted({r["seed"] for r in rows})
-    for d in datasets:
-        for m in methods:
-            cells = []
-            for seed in seeds:
-                pts = [r for r in rows if (r["dataset"], r["method"], r["seed"]) == (d, m, seed)]
-                if not pts:
-                    cells.append("-")
-                    continue
-                hit = first_learned(pts)
-                cells.append(f"{hit['train_seconds']:.0f} s (epoch {hit['epoch']})" if hit else
-                             f"not within {max(p['train_seconds'] for p in pts):.0f} s")
-            if any(c != "-" for c in cells):
-                lines.append(f"| {d} | {m} | " + " | ".join(cells) + " |")
-    return lines + [""]
-
-
 def metric_cell(d: str, m: str, cell: dict, key: str) -> str:
     """One cell of a metric's table: mean ± std, the run's mark, the device, the paper's number."""
     text = format_cell(*cell[key])
@@ -281,9 +241,27 @@ def write_compute_curves(snapshot_files, out_dir, datasets, methods) -> list[dic
     return rows
 
 
-def summarize(metric_files, sample_grids: dict, out_dir, datasets, methods, loss_csvs=None,
-              snapshot_files=None, trial_files=None, sweep_files=None, budgets: str = "custom") -> dict:
+@dataclass(frozen=True)
+class RunFiles:
+    """What the summary reads: every run's metrics.json, its sample grid ({(dataset, method):
+    samples.png}), and where they exist its loss CSVs, snapshot curves, and a sweep's trial
+    metrics and drawn settings (None: not part of this summary)."""
+
+    metrics: list
+    grids: dict = field(default_factory=dict)
+    losses: list | None = None
+    snapshots: list | None = None
+    trials: list | None = None
+    sweeps: list | None = None
+
+
+def summarize(files: RunFiles, out_dir, datasets, methods, budgets: str = "custom") -> dict:
+    """table.md, table.csv, summary.json, fid.json, the figures, the curves and a sweep's files in
+    ``out_dir``; returns summary.json's {dataset/method/metric: mean}. ``budgets``: what the
+    runs' epochs are (the table says so)."""
     out_dir = Path(out_dir)
+    metric_files, sample_grids, loss_csvs = files.metrics, files.grids, files.losses
+    snapshot_files, trial_files, sweep_files = files.snapshots, files.trials, files.sweeps
     if loss_csvs is not None:
         write_curves(loss_csvs, out_dir / "curves")
     curve_rows = write_compute_curves(snapshot_files, out_dir, datasets, methods)

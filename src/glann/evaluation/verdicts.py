@@ -1,5 +1,6 @@
 """The table's verdicts: the sample sizes and the real-vs-real floor beside it, each run's status,
-and whether each row's difference from the best exceeds the noise (over seeds and the bootstrap)."""
+whether each row's difference from the best exceeds the noise (over seeds and the bootstrap), and
+how many training seconds each method needed before it covered 9 classes."""
 
 from __future__ import annotations
 
@@ -111,3 +112,43 @@ def disagreements(agg: dict, dataset: str, methods) -> list[str]:
                            f"KID {ca['kid_domain'][0]:.3g} vs {cb['kid_domain'][0]:.3g}")
     return out
 
+
+LEARNED_CLASSES = 9  # "covers >= 9 of 10 classes": the run-status mark (glann.evaluation.status)
+
+
+def first_learned(points: list[dict], classes: int = LEARNED_CLASSES) -> dict | None:
+    """The first snapshot (in training seconds) that covers at least ``classes`` classes, or None."""
+    for pt in sorted(points, key=lambda p: p["train_seconds"]):
+        if pt.get("classes_covered") is not None and pt["classes_covered"] >= classes:
+            return pt
+    return None
+
+
+def first_learned_section(curve_rows: list[dict], datasets, methods) -> list[str]:
+    """Per dataset and method, the training seconds (and epoch) of each seed's first snapshot that
+    covers >= 9 classes: how much budget a method needs before it is a result. Nothing without
+    snapshot curves or class labels."""
+    rows = [r for r in curve_rows if r.get("classes_covered") is not None]
+    if not rows:
+        return []
+    lines = [f"## Training seconds until a method first covers ≥ {LEARNED_CLASSES} classes", "",
+             "From the snapshot curves (fid_vs_compute.csv; the split each curve was scored on): per seed, "
+             "the first snapshot covering at least 9 of 10 classes, with its epoch; *not within N s* where no "
+             "snapshot of the run does (N: its last snapshot's training seconds).", "",
+             "| dataset | method | " + " | ".join(f"seed {s}" for s in sorted({r["seed"] for r in rows})) + " |",
+             "|---|---|" + "---|" * len({r["seed"] for r in rows})]
+    seeds = sorted({r["seed"] for r in rows})
+    for d in datasets:
+        for m in methods:
+            cells = []
+            for seed in seeds:
+                pts = [r for r in rows if (r["dataset"], r["method"], r["seed"]) == (d, m, seed)]
+                if not pts:
+                    cells.append("-")
+                    continue
+                hit = first_learned(pts)
+                cells.append(f"{hit['train_seconds']:.0f} s (epoch {hit['epoch']})" if hit else
+                             f"not within {max(p['train_seconds'] for p in pts):.0f} s")
+            if any(c != "-" for c in cells):
+                lines.append(f"| {d} | {m} | " + " | ".join(cells) + " |")
+    return lines + [""]

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from glann.methods.models import to_float_images
-from glann.methods.training import TrainContext, descend, epoch_batches, fit, load_train_images, seeded
+from glann.methods.training import Loop, TrainContext, descend, epoch_batches, fit, load_train_images, seeded
 from glann.runtime import autocast
 
 SOLVERS = ("euler", "heun")
@@ -195,5 +195,5 @@ def train_flow(data_dir, cfg: dict, ctx: TrainContext) -> dict:
                 "generator_arch": "flow_unet", "noise": "normal",
                 "network_evals": network_evals(cfg["solver"], cfg["steps"])}
 
-    return fit("train_flow", "flow", cfg, {"generator": model, "opt": opt}, gen, step, final, ctx,
-               hint="Lower flow.lr.")
+    return fit(Loop("train_flow", "flow", cfg, {"generator": model, "opt": opt}, gen, step, final,
+                    hint="Lower flow.lr."), ctx)

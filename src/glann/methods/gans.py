@@ -38,21 +38,19 @@ every other method and the summary marks this one as diverged.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from glann.methods.gan_losses import (bce_d_loss, began_losses, dragan_penalty, dragan_perturbed, gradient_penalty,
+                                      ls_d_loss, ls_g_loss, minimax_g_loss, nonsaturating_g_loss,
+                                      reconstruction_error, wasserstein_d_loss, wasserstein_g_loss)
 from glann.methods.optim import TFRMSProp
 from glann.methods.models import BEGANDiscriminator, Discriminator, V1Generator, to_float_images
 from glann.runtime import autocast
-from glann.methods.training import Slot, descend, epoch_batches, fit, load_train_images, seeded, TrainContext
+from glann.methods.training import Loop, Slot, descend, epoch_batches, fit, load_train_images, seeded, TrainContext
 
 log = logging.getLogger(__name__)
-
-GAN_KINDS = ("mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began")
-_WASSERSTEIN = ("wgan", "wgan_gp")
-_RESAMPLE_FOR_G = ("wgan_gp",)  # v1: WGAN_GP.resample_before_generator() is True
-_SLOPE_EPS = 1e-4               # v1 WGAN_GP/DRAGAN: sqrt(0.0001 + sum g^2)
 
 
 def uniform_noise(n: int, dim: int, gen: torch.Generator) -> torch.Tensor:
@@ -60,64 +58,33 @@ def uniform_noise(n: int, dim: int, gen: torch.Generator) -> torch.Tensor:
     return torch.rand(n, dim, generator=gen) * 2 - 1
 
 
-def penalty_slopes(out: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """E[(sqrt(1e-4 + ||grad_points sum(out)||^2) - 1)^2] (per-image gradient norms)."""
-    (grad,) = torch.autograd.grad(out.sum(), points, create_graph=True)
-    slopes = (_SLOPE_EPS + grad.flatten(1).pow(2).sum(1)).sqrt()
-    return (slopes - 1).pow(2).mean()
+def wgan_gp_term(critic, real, fake, gen):
+    """WGAN-GP's penalty with alpha ~ U(0, 1) per image, drawn from the job's generator."""
+    alpha = torch.rand(len(real), 1, 1, 1, generator=gen).to(real.device)
+    return gradient_penalty(critic, real, fake, alpha)
 
 
-def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """WGAN-GP's penalty at xhat = real + alpha (fake - real), on the critic's raw output."""
-    xhat = (real + alpha * (fake - real)).requires_grad_(True)
-    return penalty_slopes(critic(xhat).float(), xhat)
-
-
-def dragan_perturbed(real: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """v1 DRAGAN.get_perturbed_batch: x + 0.5 std(x) u, std over the whole batch, u in [0, 1)."""
-    return real + 0.5 * real.std() * u
-
-
-def dragan_penalty(critic, real: torch.Tensor, perturbed: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """DRAGAN's penalty at xhat = real + alpha (perturbed - real), on D's sigmoid output."""
-    xhat = (real + alpha * (perturbed - real)).requires_grad_(True)
-    return penalty_slopes(torch.sigmoid(critic(xhat).float()), xhat)
+def dragan_term(critic, real, fake, gen):
+    """DRAGAN's penalty: u ~ U[0, 1) per pixel, then alpha ~ U(0, 1) per image (v1's order)."""
+    u = torch.rand(real.shape, generator=gen).to(real.device)
+    alpha = torch.rand(len(real), 1, 1, 1, generator=gen).to(real.device)
+    return dragan_penalty(critic, real, dragan_perturbed(real, u), alpha)
 
 
 def d_loss(kind: str, d_real, d_fake):
-    """The discriminator's loss from its raw outputs on a real and a fake batch."""
-    if kind in ("mmgan", "nsgan", "dragan"):
-        return (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-                + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
-    if kind == "lsgan":
-        return 0.5 * ((torch.sigmoid(d_real) - 1).pow(2).mean() + torch.sigmoid(d_fake).pow(2).mean())
-    if kind in _WASSERSTEIN:
-        return d_fake.mean() - d_real.mean()
-    raise ValueError(f"d_loss: unknown kind {kind!r} (began: began_losses)")
+    """The discriminator's loss of ``kind`` from its raw outputs on a real and a fake batch."""
+    objective = KINDS.get(kind)
+    if not isinstance(objective, LogitObjective):
+        raise ValueError(f"d_loss: unknown kind {kind!r} (began: began_losses)")
+    return objective.d_loss(d_real, d_fake)
 
 
 def g_loss(kind: str, d_fake):
-    """The generator's loss from D's raw output on a fake batch."""
-    if kind in ("nsgan", "dragan"):
-        return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
-    if kind == "mmgan":
-        return -F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-    if kind == "lsgan":
-        return 0.5 * (torch.sigmoid(d_fake) - 1).pow(2).mean()
-    if kind in _WASSERSTEIN:
-        return -d_fake.mean()
-    raise ValueError(f"g_loss: unknown kind {kind!r} (began: began_losses)")
-
-
-def reconstruction_error(autoencoder, x: torch.Tensor) -> torch.Tensor:
-    """BEGAN's e(x) = mean |AE(x) - x| over the batch's pixels (v1 BEGAN.discriminator)."""
-    return (autoencoder(x).float() - x.float()).abs().mean()
-
-
-def began_losses(err_real, err_fake, k: float, gamma: float) -> dict:
-    """BEGAN (Berthelot et al. Eq. 4): L_D, L_G, the measure M and the k_t update direction."""
-    balance = gamma * err_real - err_fake
-    return {"d": err_real - k * err_fake, "g": err_fake, "M": err_real + balance.abs(), "balance": balance}
+    """The generator's loss of ``kind`` from D's raw output on a fake batch."""
+    objective = KINDS.get(kind)
+    if not isinstance(objective, LogitObjective):
+        raise ValueError(f"g_loss: unknown kind {kind!r} (began: began_losses)")
+    return objective.g_loss(d_fake)
 
 
 def _optimizer(params, cfg: dict):
@@ -132,59 +99,131 @@ def _g_step_due(step: int, n_critic: int) -> bool:
     return step == 0 or (step - 1) % n_critic == 0
 
 
+@dataclass
+class Nets:
+    """One GAN run's networks and settings, as its objective sees them."""
+
+    G: torch.nn.Module
+    D: torch.nn.Module
+    cfg: dict
+    ctx: TrainContext
+    gen: torch.Generator
+    k: Slot  # BEGAN's equilibrium variable k_t (k_0 = 0, v1); unused by the other kinds
+
+    def discriminate(self, real, fake):
+        """(D(real), D(fake)): two calls (v1), or one on the concatenated batch (d_joint_batch)."""
+        if self.cfg["d_joint_batch"]:
+            out = self.D(torch.cat([real, fake])).float()
+            return out[: len(real)], out[len(real):]
+        return self.D(real).float(), self.D(fake).float()
+
+
+class LogitObjective:
+    """A kind whose D outputs one logit per image: L_D and L_G of D's raw outputs, an optional
+    penalty (weighted by ``gp_lambda``) and v1's per-kind switches. Adding such a GAN is one
+    entry of :data:`KINDS` (plus its losses, and its schema section)."""
+
+    logs = ()  # per-epoch means the kind adds to d_loss and g_loss
+
+    def __init__(self, d_loss, g_loss, penalty=None, *, critic_batchnorm=True, clip=False, resample_for_g=False):
+        self.d_loss, self.g_loss, self.penalty = d_loss, g_loss, penalty
+        self.critic_batchnorm = critic_batchnorm  # False: never BN in D (v1 WGAN-GP)
+        self.clip = clip                          # clip every D weight to [-clip, clip] after each D step
+        self.resample_for_g = resample_for_g      # a fresh z for the G step (v1 resample_before_generator)
+
+    def critic(self, shape, cfg: dict) -> torch.nn.Module:
+        return Discriminator(shape, batchnorm=self.critic_batchnorm and cfg["d_batchnorm"])
+
+    def d_objective(self, nets: Nets, real, fake) -> torch.Tensor:
+        with autocast(nets.ctx.device, nets.ctx.amp):
+            logits = nets.discriminate(real, fake)
+        loss = self.d_loss(*logits)  # fp32, outside autocast
+        if self.penalty is not None:
+            loss = loss + nets.cfg["gp_lambda"] * self.penalty(nets.D, real, fake, nets.gen)
+        return loss
+
+    def after_d_step(self, nets: Nets) -> None:
+        if self.clip:
+            with torch.no_grad():
+                for p in nets.D.parameters():
+                    p.clamp_(-nets.cfg["clip"], nets.cfg["clip"])
+
+    def g_objective(self, nets: Nets, real, z) -> torch.Tensor:
+        with autocast(nets.ctx.device, nets.ctx.amp):
+            fake = nets.G(z).float()
+            out = nets.discriminate(real, fake)[1] if nets.cfg["d_joint_batch"] else nets.D(fake).float()
+        return self.g_loss(out)
+
+    def after_step(self, nets: Nets, real, z, sums: dict) -> None:
+        pass
+
+
+class EquilibriumObjective:
+    """BEGAN: D is an auto-encoder and both losses are of its reconstruction errors, balanced by
+    k_t, which moves after every step (v1's after_training_step_hook)."""
+
+    logs = ("M", "k")
+    resample_for_g = False
+
+    def critic(self, shape, cfg: dict) -> torch.nn.Module:
+        return BEGANDiscriminator(shape, batchnorm=cfg["d_batchnorm"])
+
+    def d_objective(self, nets: Nets, real, fake) -> torch.Tensor:
+        with autocast(nets.ctx.device, nets.ctx.amp):
+            err_r, err_f = reconstruction_error(nets.D, real), reconstruction_error(nets.D, fake)
+        return began_losses(err_r, err_f, nets.k.value, nets.cfg["gamma"])["d"]
+
+    def after_d_step(self, nets: Nets) -> None:
+        pass
+
+    def g_objective(self, nets: Nets, real, z) -> torch.Tensor:
+        with autocast(nets.ctx.device, nets.ctx.amp):
+            return reconstruction_error(nets.D, nets.G(z).float())
+
+    def after_step(self, nets: Nets, real, z, sums: dict) -> None:
+        """k from the updated nets on the same batch; M and k summed on the device (read once per epoch)."""
+        with torch.no_grad(), autocast(nets.ctx.device, nets.ctx.amp):
+            terms = began_losses(reconstruction_error(nets.D, real), reconstruction_error(nets.D, nets.G(z).float()),
+                                 nets.k.value, nets.cfg["gamma"])
+        nets.k.value = nets.k.value + nets.cfg["lambda_k"] * terms["balance"].float()
+        sums["M"] += terms["M"].double()
+        sums["k"] += nets.k.value.double()
+
+
+# Every GAN of Table 1: its losses and switches (the equations are in the module docstring).
+KINDS = {
+    "mmgan": LogitObjective(bce_d_loss, minimax_g_loss),
+    "nsgan": LogitObjective(bce_d_loss, nonsaturating_g_loss),
+    "lsgan": LogitObjective(ls_d_loss, ls_g_loss),
+    "wgan": LogitObjective(wasserstein_d_loss, wasserstein_g_loss, clip=True),
+    "wgan_gp": LogitObjective(wasserstein_d_loss, wasserstein_g_loss, wgan_gp_term,
+                              critic_batchnorm=False, resample_for_g=True),
+    "dragan": LogitObjective(bce_d_loss, nonsaturating_g_loss, dragan_term),
+    "began": EquilibriumObjective(),
+}
+GAN_KINDS = tuple(KINDS)
+
+
 def train_gan(kind: str, data_dir, cfg: dict, ctx: TrainContext) -> dict:
-    if kind not in GAN_KINDS:
-        raise ValueError(f"unknown GAN kind {kind!r}; known: {', '.join(GAN_KINDS)}")
+    """Train one GAN of :data:`KINDS` with v1's shared step (module docstring)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown GAN kind {kind!r}; known: {', '.join(KINDS)}")
+    objective = KINDS[kind]
     images = load_train_images(data_dir, ctx.device)
     n, h, w, c = images.shape
     gen = seeded(ctx.seed)
     latent = cfg["latent_dim"]
     G = V1Generator(latent, h, c, "lrelu").to(ctx.device)
-    if kind == "began":
-        D = BEGANDiscriminator((h, w, c), batchnorm=cfg["d_batchnorm"]).to(ctx.device)
-    else:
-        D = Discriminator((h, w, c), batchnorm=(kind != "wgan_gp") and cfg["d_batchnorm"]).to(ctx.device)
+    D = objective.critic((h, w, c), cfg).to(ctx.device)
+    nets = Nets(G, D, cfg, ctx, gen, Slot(torch.zeros((), device=ctx.device)))
     opt_g, opt_d = _optimizer(G.parameters(), cfg), _optimizer(D.parameters(), cfg)
-    n_critic, joint, bs = cfg["critic_steps"], cfg["d_joint_batch"], cfg["batch_size"]
+    n_critic, bs = cfg["critic_steps"], cfg["batch_size"]
     per_epoch = n // bs
-    k_t = Slot(torch.zeros((), device=ctx.device))  # BEGAN's equilibrium variable k_t, k_0 = 0 (v1)
-
-    def discriminate(real, fake):
-        """(D(real), D(fake)): two calls (v1), or one on the concatenated batch."""
-        if joint:
-            out = D(torch.cat([real, fake])).float()
-            return out[: len(real)], out[len(real):]
-        return D(real).float(), D(fake).float()
-
-    def d_objective(real, fake, z_gen) -> torch.Tensor:
-        if kind == "began":
-            with autocast(ctx.device, ctx.amp):
-                err_r, err_f = reconstruction_error(D, real), reconstruction_error(D, fake)
-            return began_losses(err_r, err_f, k_t.value, cfg["gamma"])["d"]
-        with autocast(ctx.device, ctx.amp):
-            logits = discriminate(real, fake)
-        loss = d_loss(kind, *logits)  # fp32, outside autocast
-        if kind == "wgan_gp":
-            alpha = torch.rand(len(real), 1, 1, 1, generator=z_gen).to(ctx.device)
-            loss = loss + cfg["gp_lambda"] * gradient_penalty(D, real, fake, alpha)
-        elif kind == "dragan":
-            u = torch.rand(real.shape, generator=z_gen).to(ctx.device)
-            alpha = torch.rand(len(real), 1, 1, 1, generator=z_gen).to(ctx.device)
-            loss = loss + cfg["gp_lambda"] * dragan_penalty(D, real, dragan_perturbed(real, u), alpha)
-        return loss
-
-    def g_objective(real, z) -> torch.Tensor:
-        with autocast(ctx.device, ctx.amp):
-            fake = G(z).float()
-            if kind == "began":
-                return reconstruction_error(D, fake)
-            out = discriminate(real, fake)[1] if joint else D(fake).float()
-        return g_loss(kind, out)
 
     def step(epoch: int, poison: bool) -> dict:
         G.train()
         D.train()
-        sums = {"d_loss": 0.0, "g_loss": 0.0, **({"M": 0.0, "k": 0.0} if kind == "began" else {})}
+        sums = {"d_loss": 0.0, "g_loss": 0.0, **{k: 0.0 for k in objective.logs}}
         steps = {"d_loss": 0, "g_loss": 0}
         for i, idx in enumerate(epoch_batches(n, bs, gen, ctx.device, drop_last=True)):
             t = (epoch - 1) * per_epoch + i  # v1's global step counter
@@ -192,25 +231,15 @@ def train_gan(kind: str, data_dir, cfg: dict, ctx: TrainContext) -> dict:
             z = uniform_noise(len(idx), latent, gen).to(ctx.device)
             with torch.no_grad(), autocast(ctx.device, ctx.amp):
                 fake = G(z).float()
-            loss_d = d_objective(real, fake, gen)
-            sums["d_loss"] += descend(loss_d, poison, opt_d)
+            sums["d_loss"] += descend(objective.d_objective(nets, real, fake), poison, opt_d)
             steps["d_loss"] += 1
-            if kind == "wgan":
-                with torch.no_grad():
-                    for p in D.parameters():
-                        p.clamp_(-cfg["clip"], cfg["clip"])
+            objective.after_d_step(nets)
             if _g_step_due(t, n_critic):
-                if kind in _RESAMPLE_FOR_G:
+                if objective.resample_for_g:
                     z = uniform_noise(len(idx), latent, gen).to(ctx.device)
-                sums["g_loss"] += descend(g_objective(real, z), False, opt_g)
+                sums["g_loss"] += descend(objective.g_objective(nets, real, z), False, opt_g)
                 steps["g_loss"] += 1
-            if kind == "began":  # v1 after_training_step_hook: k from the updated nets, same batch
-                with torch.no_grad(), autocast(ctx.device, ctx.amp):
-                    terms = began_losses(reconstruction_error(D, real), reconstruction_error(D, G(z).float()),
-                                         k_t.value, cfg["gamma"])
-                k_t.value = k_t.value + cfg["lambda_k"] * terms["balance"].float()
-                sums["M"] += terms["M"].double()  # on the device: read once per epoch (fit)
-                sums["k"] += k_t.value.double()
+            objective.after_step(nets, real, z, sums)
         out = {k: sums[k] / max(steps.get(k, steps["d_loss"]), 1) for k in sums}
         return {**out, "images": steps["d_loss"] * bs}
 
@@ -219,7 +248,7 @@ def train_gan(kind: str, data_dir, cfg: dict, ctx: TrainContext) -> dict:
                 "generator_arch": "compare_gan_v1", "generator_activation": G.activation, "noise": "uniform"}
 
     state = {"generator": G, "discriminator": D, "opt_g": opt_g, "opt_d": opt_d}
-    if kind == "began":
-        state["k"] = k_t
-    return fit(f"train_{kind}", kind, cfg, state, gen, step, final, ctx,
-               watch=("d_loss", "g_loss"), rollback="generator")
+    if isinstance(objective, EquilibriumObjective):
+        state["k"] = nets.k
+    return fit(Loop(f"train_{kind}", kind, cfg, state, gen, step, final,
+                    watch=("d_loss", "g_loss"), rollback="generator"), ctx)

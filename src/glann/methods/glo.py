@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from glann.methods.losses import make_loss
 from glann.methods.models import make_generator, to_float_images, to_uint8_images
 from glann.runtime import autocast
-from glann.methods.training import Slot, descend, epoch_batches, fit, load_train_images, seeded, TrainContext
+from glann.methods.training import Loop, Slot, descend, epoch_batches, fit, load_train_images, seeded, TrainContext
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,8 @@ def train_glo(data_dir, cfg: dict, ctx: TrainContext) -> dict:
         return {"generator": G.state_dict(), "codes": codes.detach().cpu(), "image_shape": [h, w, c],
                 "latent_dim": cfg["latent_dim"]}
 
-    return fit("train_glo", "glo", cfg,
-               {"generator": G, "codes": Slot(codes), "opt_g": opt_g, "opt_z": opt_z}, gen, step, final, ctx,
-               hint="Lower glo.lr_generator / glo.lr_codes, or check the data.")
+    return fit(Loop("train_glo", "glo", cfg, {"generator": G, "codes": Slot(codes), "opt_g": opt_g, "opt_z": opt_z},
+                    gen, step, final, hint="Lower glo.lr_generator / glo.lr_codes, or check the data."), ctx)
 
 
 def load_glo_generator(glo: dict, device) -> torch.nn.Module:

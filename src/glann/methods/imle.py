@@ -28,7 +28,7 @@ from glann.atomic import load_torch
 from glann.methods.models import IMLEMapping, make_generator, recalibrate_batchnorm, to_float_images
 from glann.methods.nn_search import search
 from glann.runtime import autocast
-from glann.methods.training import Slot, descend, epoch_batches, fit, load_train_images, seeded, TrainContext
+from glann.methods.training import Loop, Slot, descend, epoch_batches, fit, load_train_images, seeded, TrainContext
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ def train_imle(glo_path, cfg: dict, ctx: TrainContext) -> dict:
         recalibrate_batchnorm(T, torch.randn(m, cfg["noise_dim"], generator=gen).to(ctx.device))
         return {"mapping": T.state_dict(), "noise_dim": cfg["noise_dim"], "latent_dim": latent_dim}
 
-    return fit("train_imle", "imle", cfg, {"mapping": T, "opt": opt}, gen, step, final, ctx,
-               hint="Lower imle.lr, or check the GLO codes.")
+    return fit(Loop("train_imle", "imle", cfg, {"mapping": T, "opt": opt}, gen, step, final,
+                    hint="Lower imle.lr, or check the GLO codes."), ctx)
 
 
 @torch.no_grad()
@@ -118,6 +118,5 @@ def train_imle_pixel(data_dir, cfg: dict, ctx: TrainContext) -> dict:
         recalibrate_batchnorm(G, torch.randn(min(m, 8192), cfg["noise_dim"], generator=gen).to(ctx.device))
         return {"generator": G.state_dict(), "noise_dim": cfg["noise_dim"], "image_shape": [h, w, c]}
 
-    return fit("train_imle_pixel", "imle_pixel", cfg,
-               {"generator": G, "opt": opt, "matched": matched}, gen, step, final, ctx,
-               hint="Lower imle_pixel.lr.")
+    return fit(Loop("train_imle_pixel", "imle_pixel", cfg, {"generator": G, "opt": opt, "matched": matched},
+                    gen, step, final, hint="Lower imle_pixel.lr."), ctx)

@@ -85,7 +85,7 @@ register(Method("glo_gauss", "fit_gaussian",
 # pixel IMLE holds samples_factor x N generated images for its nearest-neighbour search
 register(Method("imle_pixel", "train_baseline", _MODEL, _LOSSES,
                 trainer="glann.methods.imle:train_imle_pixel", mem_mb=12000))
-# The GANs of GLANN's Table 1 (Lucic et al. 2018), in its order; glann.methods.gans.GAN_KINDS.
+# The GANs of GLANN's Table 1 (Lucic et al. 2018), in its order: glann.methods.gans.KINDS (a test checks they agree).
 for _gan in ("mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began"):
     register(Method(_gan, "train_baseline", _MODEL, _LOSSES, trainer="glann.methods.gans:train_gan",
                     trainer_args=(_gan,), v1_generator=True))

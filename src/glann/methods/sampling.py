@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -132,12 +133,27 @@ class Sampler:
         return torch.cat(out).numpy()
 
 
-def sample(method: str, paths: dict, data_dir, out_dir, n: int, seed: int, device,
-           batch_size: int = 1000, bn_stats: str = "recalibrated", bn_batches: int = BN_BATCHES) -> dict:
+@dataclass(frozen=True)
+class Draw:
+    """What to draw from a trained method: ``n`` images from noise seeded by ``seed``, in batches
+    of ``batch_size``, with a compare_gan v1 generator's batch-norm statistics as ``bn_stats``
+    and ``bn_batches`` say (:class:`Sampler`)."""
+
+    n: int
+    seed: int = 0
+    batch_size: int = 1000
+    bn_stats: str = "recalibrated"
+    bn_batches: int = BN_BATCHES
+
+
+def sample(method: str, paths: dict, data_dir, out_dir, draw: Draw, device) -> dict:
+    """samples.npz (the images, with the run's divergence and compute), samples.png,
+    interpolation.png and nearest.png (each sample beside its nearest training image) in ``out_dir``."""
+    n, seed = draw.n, draw.seed
     out_dir = Path(out_dir)
-    sampler = Sampler(method, paths, device, bn_stats=bn_stats, bn_batches=bn_batches)
+    sampler = Sampler(method, paths, device, bn_stats=draw.bn_stats, bn_batches=draw.bn_batches)
     t0 = time.perf_counter()
-    images = sampler.generate(n, seed, batch_size)
+    images = sampler.generate(n, seed, draw.batch_size)
     seconds = time.perf_counter() - t0
     # diverged and the sampling cost travel with the samples: evaluate needs no second look at the model
     meta = {**sampler.meta, "network_evals": sampler.network_evals, "sample_seconds_per_1000": 1000.0 * seconds / n}

@@ -197,7 +197,7 @@ def draw(method: str, k: int, seed: int, overrides: dict | None = None, range_: 
     return {key: _draw_one(space[key], rng) for key in sorted(space)}
 
 
-def configured(method: str, space: dict, cfg: dict) -> dict:
+def configured_values(method: str, space: dict, cfg: dict) -> dict:
     """The configured values of the space's keys (``beta1``/``beta2`` from ``betas``): v1's sample 0."""
     out = {}
     for key in sorted(space):
@@ -208,19 +208,17 @@ def configured(method: str, space: dict, cfg: dict) -> dict:
 
 
 def settings(method: str, count: int, seed: int, overrides: dict | None = None, range_: str = "wide",
-             first: str = "drawn", cfg: dict | None = None) -> list[dict]:
-    """K settings; with ``first="configured"`` setting 0 is the configured values (``cfg``: the
-    filled config) and settings 1.. are the same draws as without it."""
+             configured: dict | None = None) -> list[dict]:
+    """K settings; given ``configured`` (the filled config: ``sweep.first: configured``), setting 0
+    is its values and settings 1.. are the same draws as without it."""
     owner = SHARES.get(method, method)
     if range_ == "v1" and owner in dict((m, g) for g, m in V1_ORDER) and not (overrides or {}).get(owner):
         if count > V1_SAMPLES:
             raise ValueError(f"sweep.range v1 has {V1_SAMPLES} settings per model; sweep.settings is {count}")
         return v1_table()[owner][:count]  # v1's sample 0 is its default already
     drawn = [draw(method, k, seed, overrides, range_) for k in range(count)]
-    if first == "configured" and count:
-        if cfg is None:
-            raise ValueError("sweep.first = configured needs the config")
-        drawn[0] = configured(method, space_of(method, overrides, range_), cfg)
+    if configured is not None and count:
+        drawn[0] = configured_values(method, space_of(method, overrides, range_), configured)
     return drawn
 
 
@@ -267,13 +265,13 @@ def space_errors(method: str, space: dict, section_schemas: dict) -> list[str]:
     return msgs
 
 
-def write_record(path, dataset: str, method: str, seed: int, space: dict, drawn: list[dict],
-                 range_: str = "wide", first: str = "drawn") -> None:
-    """``results/{dataset}/sweep/{method}.json``: the sweep seed, range, the space and each setting
-    with its run folder (rule write_sweep)."""
+def write_record(path, dataset: str, method: str, sweep: dict, space: dict, drawn: list[dict]) -> None:
+    """``results/{dataset}/sweep/{method}.json``: the sweep's seed, range and first setting (the
+    config's ``sweep`` section), the space and each setting with its run folder (rule write_sweep)."""
     from glann.atomic import write_json
 
-    write_json(path, {"dataset": dataset, "method": method, "sweep_seed": seed, "range": range_, "first": first,
+    write_json(path, {"dataset": dataset, "method": method, "sweep_seed": sweep["seed"],
+                      "range": sweep.get("range", "wide"), "first": sweep.get("first", "drawn"),
                       "space": space,
                       "settings": [{"k": k, "run": f"results/{dataset}/{method}/hp{k}", "values": v}
                                    for k, v in enumerate(drawn)]}, record=False)

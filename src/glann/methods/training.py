@@ -156,89 +156,105 @@ def _snapshot(state: dict, gen: torch.Generator, final: Callable[[], dict]) -> d
         set_rng_state(rng, gen)
 
 
-def fit(task: str, kind: str, cfg: dict, state: dict, gen: torch.Generator,
-        step: Callable[[int, bool], dict], final: Callable[[], dict], ctx: TrainContext, *,
-        watch=("loss",), hint: str = "", rollback: str | None = None, snapshot_exclude=()) -> dict:
+@dataclass
+class Loop:
+    """What a trainer hands to :func:`fit`: its task name and kind, its config, the objects its
+    resume state is made of, its generator, its epoch step and its final tensors, and the
+    divergence policy."""
+
+    task: str                          # names the progress bar and messages, e.g. "train_glo"
+    kind: str                          # the final checkpoint's ``kind``
+    cfg: dict                          # the method's config section (``epochs`` is read)
+    state: dict                        # name -> object with state_dict/load_state_dict
+    gen: torch.Generator               # the job's generator (data order, noise), saved with the state
+    step: Callable[[int, bool], dict]  # step(epoch, poison) -> the epoch's metrics
+    final: Callable[[], dict]          # the method's tensors for the final checkpoint
+    watch: tuple = ("loss",)           # metrics that must stay finite
+    hint: str = ""                     # appended to the message when training stops on a non-finite loss
+    rollback: str | None = None        # a key of ``state`` to roll back instead of stopping
+    snapshot_exclude: tuple = ()       # keys of final() that snapshot scoring does not read
+
+
+def fit(loop: Loop, ctx: TrainContext) -> dict:
     """Train for ``cfg['epochs']`` epochs with resume, logging, checkpoints and the divergence policy.
 
-    ``state``: name -> object with ``state_dict``/``load_state_dict`` (saved every epoch to
+    ``loop.state``: name -> object with ``state_dict``/``load_state_dict`` (saved every epoch to
     ``ctx.out``'s resume file, restored on resume with ``gen``'s and the global RNG states).
-    ``watch``: metric keys that must stay finite. ``rollback``: None = a non-finite loss raises
+    ``loop.watch``: metric keys that must stay finite. ``loop.rollback``: None = a non-finite loss raises
     DivergedError (the last finished epoch stays in the resume file); a key of ``state`` = restore
     that object's weights of the last finished epoch, record ``diverged`` and stop training.
-    ``final()`` returns the method's tensors for the final checkpoint. Compute is recorded:
+    ``loop.final()`` returns the method's tensors for the final checkpoint. Compute is recorded:
     each epoch's ``seconds`` and ``images`` (training examples through a backward pass, as
     the step reports them) go to ``ctx.csv`` and ``ctx.tracker``; the final checkpoint carries
     ``train_seconds``, ``images_processed`` and ``device``.
 
-    ``ctx.snapshots``: keep that many copies of ``final()`` over the budget (:func:`snapshot_epochs`),
+    ``ctx.snapshots``: keep that many copies of ``loop.final()`` over the budget (:func:`snapshot_epochs`),
     each with the training seconds and images processed so far, written to ``ctx.snapshot_path``
     (always written when given: an empty list when ``snapshots`` is 0). They are what the
-    quality-vs-compute curves score (glann.evaluation.snapshots); ``snapshot_exclude``: keys of
-    ``final()`` that scoring does not read (the VAE's encoder), left out of the snapshots.
+    quality-vs-compute curves score (glann.evaluation.snapshots); ``loop.snapshot_exclude``: keys of
+    ``loop.final()`` that scoring does not read (the VAE's encoder), left out of the snapshots.
     """
-    with training_lock(ctx.out):
-        return _fit(task, kind, cfg, state, gen, step, final, ctx, watch, hint, rollback, tuple(snapshot_exclude))
-
-
-def _fit(task, kind, cfg, state, gen, step, final, ctx, watch, hint, rollback, snapshot_exclude) -> dict:
+    task, kind, cfg, state, gen, step, final = (loop.task, loop.kind, loop.cfg, loop.state, loop.gen,
+                                                 loop.step, loop.final)
+    watch, hint, rollback, snapshot_exclude = loop.watch, loop.hint, loop.rollback, tuple(loop.snapshot_exclude)
     epochs, tracker, fault = cfg["epochs"], ctx.tracker, ctx.fault
-    ckpt = Checkpointer(ctx.out)
-    saved = ckpt.load()
-    start, history, kept = 0, [], []
-    marks = set(snapshot_epochs(epochs, ctx.snapshots))
-    if saved is not None:
-        for name, obj in state.items():
-            obj.load_state_dict(saved["state"][name])
-        set_rng_state(saved["rng"], gen)
-        start, history, kept = saved["epoch"], saved["history"], saved.get("snapshots", [])
-        if tracker is not None:  # one model, one history: the earlier epochs, and the run they came from
-            if saved.get("run_id"):
-                tracker.set_tags({"glann.resumed_from_run": saved["run_id"]})
-            for row in history:
-                tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-    elog = EpochLog(ctx.csv, tracker, history)
-    last_good = copy.deepcopy(state[rollback].state_dict()) if rollback else None
-    diverged_at = None
+    with training_lock(ctx.out):
+        ckpt = Checkpointer(ctx.out)
+        saved = ckpt.load()
+        start, history, kept = 0, [], []
+        marks = set(snapshot_epochs(epochs, ctx.snapshots))
+        if saved is not None:
+            for name, obj in state.items():
+                obj.load_state_dict(saved["state"][name])
+            set_rng_state(saved["rng"], gen)
+            start, history, kept = saved["epoch"], saved["history"], saved.get("snapshots", [])
+            if tracker is not None:  # one model, one history: the earlier epochs, and the run they came from
+                if saved.get("run_id"):
+                    tracker.set_tags({"glann.resumed_from_run": saved["run_id"]})
+                for row in history:
+                    tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        elog = EpochLog(ctx.csv, tracker, history)
+        last_good = copy.deepcopy(state[rollback].state_dict()) if rollback else None
+        diverged_at = None
 
-    for epoch in tqdm(range(start + 1, epochs + 1), desc=task, initial=start, total=epochs, disable=None):
-        elog.start_epoch()
-        # the step's sums stay on the device until here: one read per epoch
-        metrics = {k: float(v) if isinstance(v, torch.Tensor) else v
-                   for k, v in step(epoch, bool(fault) and fault.get("nan_at_epoch") == epoch).items()}
-        bad = [k for k in watch if not math.isfinite(metrics[k])]
-        if bad and rollback is None:
-            raise DivergedError(f"{task}: loss became {metrics[bad[0]]} in epoch {epoch}. {hint}", epoch)
-        if bad:
-            diverged_at = epoch
-            log.warning("%s diverged in epoch %d (%s): keeping the weights of epoch %d",
-                        task, epoch, metrics, epoch - 1)
-            state[rollback].load_state_dict(last_good)
-            if tracker is not None:
-                tracker.log_metrics({"diverged": 1.0, "diverged_epoch": epoch}, step=epoch)
-            break
-        if rollback:
-            last_good = copy.deepcopy(state[rollback].state_dict())
-        elog.log(epoch, **metrics)
-        if epoch in marks:
-            kept.append({"epoch": epoch, "train_seconds": sum(r["seconds"] for r in elog.rows),
-                         "images_processed": int(sum(r.get("images", 0) for r in elog.rows)),
-                         **{k: v for k, v in _snapshot(state, gen, final).items() if k not in snapshot_exclude}})
-        ckpt.save({"epoch": epoch, "state": {k: o.state_dict() for k, o in state.items()},
-                   "rng": rng_state(gen), "history": elog.rows, "config": cfg, "snapshots": kept,
-                   "run_id": getattr(tracker, "run_id", None)})
+        for epoch in tqdm(range(start + 1, epochs + 1), desc=task, initial=start, total=epochs, disable=None):
+            elog.start_epoch()
+            # the step's sums stay on the device until here: one read per epoch
+            metrics = {k: float(v) if isinstance(v, torch.Tensor) else v
+                       for k, v in step(epoch, bool(fault) and fault.get("nan_at_epoch") == epoch).items()}
+            bad = [k for k in watch if not math.isfinite(metrics[k])]
+            if bad and rollback is None:
+                raise DivergedError(f"{task}: loss became {metrics[bad[0]]} in epoch {epoch}. {hint}", epoch)
+            if bad:
+                diverged_at = epoch
+                log.warning("%s diverged in epoch %d (%s): keeping the weights of epoch %d",
+                            task, epoch, metrics, epoch - 1)
+                state[rollback].load_state_dict(last_good)
+                if tracker is not None:
+                    tracker.log_metrics({"diverged": 1.0, "diverged_epoch": epoch}, step=epoch)
+                break
+            if rollback:
+                last_good = copy.deepcopy(state[rollback].state_dict())
+            elog.log(epoch, **metrics)
+            if epoch in marks:
+                kept.append({"epoch": epoch, "train_seconds": sum(r["seconds"] for r in elog.rows),
+                             "images_processed": int(sum(r.get("images", 0) for r in elog.rows)),
+                             **{k: v for k, v in _snapshot(state, gen, final).items() if k not in snapshot_exclude}})
+            ckpt.save({"epoch": epoch, "state": {k: o.state_dict() for k, o in state.items()},
+                       "rng": rng_state(gen), "history": elog.rows, "config": cfg, "snapshots": kept,
+                       "run_id": getattr(tracker, "run_id", None)})
 
-    result = {"kind": kind, "seed": ctx.seed, "epochs": epochs, "config": cfg, "history": elog.rows,
-              "diverged": diverged_at is not None, "diverged_epoch": diverged_at,
-              "train_seconds": sum(r["seconds"] for r in elog.rows),
-              "images_processed": int(sum(r.get("images", 0) for r in elog.rows)), "device": str(ctx.device),
-              **final()}
-    elog.write()  # the CSV exists even when the first epoch diverged
-    if ctx.snapshot_path:
-        torch_save(ctx.snapshot_path, {k: result[k] for k in ("kind", "seed", "epochs", "config", "diverged",
-                                                           "diverged_epoch", "device")} | {"snapshots": kept})
-    ckpt.finish(result)
-    return result
+        result = {"kind": kind, "seed": ctx.seed, "epochs": epochs, "config": cfg, "history": elog.rows,
+                  "diverged": diverged_at is not None, "diverged_epoch": diverged_at,
+                  "train_seconds": sum(r["seconds"] for r in elog.rows),
+                  "images_processed": int(sum(r.get("images", 0) for r in elog.rows)), "device": str(ctx.device),
+                  **final()}
+        elog.write()  # the CSV exists even when the first epoch diverged
+        if ctx.snapshot_path:
+            torch_save(ctx.snapshot_path, {k: result[k] for k in ("kind", "seed", "epochs", "config", "diverged",
+                                                               "diverged_epoch", "device")} | {"snapshots": kept})
+        ckpt.finish(result)
+        return result
 
 
 def descend(loss: torch.Tensor, poison: bool, *optimisers) -> torch.Tensor:

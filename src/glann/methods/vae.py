@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from glann.methods.models import Discriminator, V1Generator, to_float_images
 from glann.runtime import autocast
-from glann.methods.training import descend, epoch_batches, fit, load_train_images, seeded, TrainContext
+from glann.methods.training import Loop, descend, epoch_batches, fit, load_train_images, seeded, TrainContext
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,5 @@ def train_vae(data_dir, cfg: dict, ctx: TrainContext) -> dict:
                 "image_shape": [h, w, c], "generator_arch": "compare_gan_v1",
                 "generator_activation": dec.activation, "noise": "normal"}
 
-    return fit("train_vae", "vae", cfg, {"encoder": enc, "generator": dec, "opt": opt}, gen,
-               step, final, ctx, snapshot_exclude=("encoder",),
-               watch=("elbo",), hint="Lower vae.lr.")
+    return fit(Loop("train_vae", "vae", cfg, {"encoder": enc, "generator": dec, "opt": opt}, gen, step, final,
+                    watch=("elbo",), hint="Lower vae.lr.", snapshot_exclude=("encoder",)), ctx)

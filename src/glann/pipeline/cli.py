@@ -111,15 +111,16 @@ def cmd_train_baseline(args):
 
 
 def cmd_sample(args):
-    from glann.methods.sampling import sample
+    from glann.methods.sampling import Draw, sample
 
     job = _job(args)
     device = _setup(job, args.threads)
     paths = {"glo": args.glo, "imle": args.imle, "model": args.model}
     with tracked_run(job, "sample") as tracker:
-        info = sample(job["method"], paths, args.data, args.out_dir, int(job["params"]["num_samples"]),
-                      int(job["seed"]), device, int(job["params"]["batch_size"]),
-                      job["params"].get("bn_stats", "recalibrated"), int(job["params"].get("bn_batches", 50)))
+        p = job["params"]
+        draw = Draw(int(p["num_samples"]), int(job["seed"]), int(p["batch_size"]), p.get("bn_stats", "recalibrated"),
+                    int(p.get("bn_batches", 50)))
+        info = sample(job["method"], paths, args.data, args.out_dir, draw, device)
         for name in ("samples.png", "interpolation.png", "nearest.png"):
             tracker.log_artifact(Path(args.out_dir) / name, "samples")
     log.info("sampled %s", info)
@@ -140,26 +141,27 @@ def cmd_train_evaluator(args):
 
 
 def cmd_real_stats(args):
+    from glann.evaluation.context import Reference
     from glann.evaluation.scoring import real_stats
 
     job = _job(args)
     device = _setup(job, args.threads)
     fid = job["params"]
-    real_stats(args.data, args.evaluator, fid.get("inception_weights"), args.out_evaluator,
-               args.out_inception, device, use_inception=fid.get("inception", True),
-               out_evaluator_val=args.out_evaluator_val)
+    ref = Reference(args.data, args.evaluator, args.out_evaluator, args.out_inception, args.out_evaluator_val)
+    real_stats(ref, device, fid.get("inception_weights"), use_inception=fid.get("inception", True))
 
 
 def cmd_evaluate(args):
     from glann.atomic import write_json
+    from glann.evaluation.context import Reference, Scoring
     from glann.evaluation.scoring import evaluate
 
     job = _job(args)
     device = _setup(job, args.threads)
     with tracked_run(job, "evaluate", args.data, "evaluation") as tracker:
-        metrics = evaluate(args.samples, args.evaluator, args.stats_evaluator, args.stats_inception,
-                           args.data, job["params"], device, int(job["seed"]), args.stats_evaluator_val,
-                           args.losses, job.get("method"))
+        ref = Reference(args.data, args.evaluator, args.stats_evaluator, args.stats_inception, args.stats_evaluator_val)
+        metrics = evaluate(args.samples, ref, Scoring(job["params"], device, int(job["seed"])), args.losses,
+                           job.get("method"))
         write_json(args.out, metrics)
         tracker.log_metrics({k: v for k, v in metrics.items()
                              if isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -178,17 +180,16 @@ def cmd_evaluate(args):
 
 def cmd_evaluate_snapshots(args):
     from glann.atomic import write_json
+    from glann.evaluation.context import Reference, Scoring
     from glann.evaluation.snapshots import score_snapshots
 
     job = _job(args)
     device = _setup(job, args.threads)
-    p = job["params"]
     fixed = dict(kv.split("=", 1) for kv in args.fixed or [])
     with tracked_run(job, "evaluate_snapshots", args.data, "evaluation") as tracker:
-        curve = score_snapshots(job["method"], args.snapshots, fixed, args.evaluator, args.stats_evaluator,
-                                args.data, int(p["num_samples"]), int(job["seed"]), device,
-                                float(p["min_class_share"]), tracker, p.get("bn_stats", "recalibrated"),
-                                int(p.get("bn_batches", 50)), split=p.get("split", "test"))
+        ref = Reference(args.data, args.evaluator, args.stats_evaluator)
+        curve = score_snapshots(job["method"], args.snapshots, fixed, ref, Scoring(job["params"], device, int(job["seed"])),
+                                tracker)
         write_json(args.out, curve)
         tracker.log_artifact(args.out)
     if args.record:  # the curve joins the run's record (glann.pipeline.records)
@@ -198,16 +199,16 @@ def cmd_evaluate_snapshots(args):
 
 
 def cmd_summarize(args):
-    from glann.evaluation.summary import summarize
+    from glann.evaluation.summary import RunFiles, summarize
 
     job = _job(args)
     grids = {}
     for path in args.grids or []:
         p = Path(path)
         grids[(p.parent.parent.parent.name, p.parent.parent.name)] = p
-    summarize(args.metrics, grids, args.out_dir, job["params"]["datasets"], job["params"]["methods"],
-              loss_csvs=args.losses, snapshot_files=args.snapshots,
-              trial_files=args.trials, sweep_files=args.sweeps, budgets=job["params"].get("budgets", "custom"))
+    files = RunFiles(args.metrics, grids, args.losses, args.snapshots, args.trials, args.sweeps)
+    summarize(files, args.out_dir, job["params"]["datasets"], job["params"]["methods"],
+              budgets=job["params"].get("budgets", "custom"))
 
 
 def cmd_check_records(args):
@@ -315,11 +316,7 @@ def _batch_key(args) -> str:
 
 def main(argv=None) -> int:
     """``glann <step>``: parse and run one step in this process."""
-    return run(list(sys.argv[1:] if argv is None else argv))
-
-
-def run(argv: list[str]) -> int:
-    """Parse and run one step in this process."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     args = build_parser().parse_args(argv)

@@ -9,33 +9,12 @@ missing keys, creating missing sections.
 from __future__ import annotations
 
 import copy
-import json
 import os
 from pathlib import Path
 
 import yaml
 
 from glann.data.kinds import KINDS, carved_test_size, folder_readable, validation_error
-
-def export_tracking(tracking: dict) -> None:
-    """Hand the tracking section to the jobs through the environment: changing it reruns nothing."""
-    from glann.tracking.tracker import TRACKING_ENV
-
-    os.environ[TRACKING_ENV] = json.dumps(tracking, sort_keys=True)
-
-
-SNAKEMAKE_PID_ENV = "GLANN_SNAKEMAKE_PID"  # the snakemake process a job stops with (glann.pipeline.cli)
-
-
-def export_snakemake_pid() -> None:
-    """Name this snakemake process to the jobs it starts (host, pid, start time): they stop once it
-    is gone (kill -9). The start time tells a reused pid from it."""
-    import socket
-
-    import psutil
-
-    os.environ[SNAKEMAKE_PID_ENV] = f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time()!r}"
-
 
 def cuda_visible() -> bool:
     """Whether this machine has an NVIDIA GPU, without importing torch (every start pays for it)."""

@@ -63,8 +63,9 @@ def run_dir_of_mlflow_run(run_id: str, uri: str | None = None) -> Path:
     return Path(folder)
 
 
-def generate(run_dir, n: int, out_dir, fmt: str = "png", seed: int = 0, device="cpu", batch_size: int = 1000,
-             interpolate: int = 0, bn_stats: str = "recalibrated", bn_batches: int = 50) -> dict:
+def generate(run_dir, out_dir, draw, device="cpu", fmt: str = "png", interpolate: int = 0) -> dict:
+    """``draw.n`` images of the run in ``run_dir`` (a glann.methods.sampling.Draw) as PNG files or
+    npz shards of ``draw.batch_size``; ``interpolate``: also K rows of interpolation.png."""
     method, paths = checkpoints_for(run_dir)  # before torch is imported: a wrong folder is refused at once
     import torch
 
@@ -73,7 +74,8 @@ def generate(run_dir, n: int, out_dir, fmt: str = "png", seed: int = 0, device="
     from glann.runtime import resolve_device
     from glann.methods.sampling import Sampler, interpolation
 
-    sampler = Sampler(method, paths, resolve_device(str(device)), bn_stats=bn_stats, bn_batches=bn_batches)
+    n, seed, batch_size = draw.n, draw.seed, draw.batch_size
+    sampler = Sampler(method, paths, resolve_device(str(device)), bn_stats=draw.bn_stats, bn_batches=draw.bn_batches)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
@@ -119,7 +121,9 @@ def main(args) -> dict:
     if args.n < 1 or args.batch_size < 1 or args.bn_batches < 1:
         raise GlannError("-n, --batch-size and --bn-batches must be at least 1")
     run_dir = args.run_dir or run_dir_of_mlflow_run(args.run_id, args.tracking_uri)
-    info = generate(run_dir, args.n, args.out, args.format, args.seed, args.device,
-                    args.batch_size, args.interpolate, args.bn_stats, args.bn_batches)
+    from glann.methods.sampling import Draw
+
+    draw = Draw(args.n, args.seed, args.batch_size, args.bn_stats, args.bn_batches)
+    info = generate(run_dir, args.out, draw, args.device, args.format, args.interpolate)
     print(f"wrote {info['n']} {info['method']} images to {info['out']} ({info['format']})")
     return info

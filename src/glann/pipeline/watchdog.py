@@ -12,14 +12,25 @@ import logging
 import os
 import time
 
-from glann.pipeline.config import SNAKEMAKE_PID_ENV  # set by workflow/rules/common.smk in each snakemake process
-
 log = logging.getLogger("glann")
+
+SNAKEMAKE_PID_ENV = "GLANN_SNAKEMAKE_PID"  # the snakemake process a job stops with
+
+
+def export_snakemake_pid() -> None:
+    """Name this snakemake process to the jobs it starts (host, pid, start time; called by
+    workflow/rules/common.smk): they stop once it is gone (kill -9). The start time tells a
+    reused pid from it."""
+    import socket
+
+    import psutil
+
+    os.environ[SNAKEMAKE_PID_ENV] = f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time()!r}"
 
 
 def die_with_snakemake(interval: float = 0.5) -> None:
     """Stop this job (as Ctrl-C would) once the snakemake process that started it is gone. The snakemake process
-    is named by host, pid and start time (glann.pipeline.config.export_snakemake_pid); a job on another host
+    is named by host, pid and start time (export_snakemake_pid); a job on another host
     (an environment passed on to a cluster node) has nothing to watch."""
     try:
         host, pid, born = os.environ[SNAKEMAKE_PID_ENV].rsplit(":", 2)

@@ -49,20 +49,30 @@ log = logging.getLogger(__name__)
 TRACKING_ENV = "GLANN_TRACKING_CONFIG"  # the tracking section, handed to every job (not a job param)
 
 
+def export_tracking(tracking: dict) -> None:
+    """Hand the tracking section to the jobs through the environment (called by
+    workflow/rules/common.smk): changing it reruns nothing."""
+    os.environ[TRACKING_ENV] = json.dumps(tracking, sort_keys=True)
+
+
 class Tracker:
     """A job's MLflow run, live or journalled; every method is a no-op once tracking has failed."""
 
-    def __init__(self, dataset: str, method: str | None, seed, step: str, params: dict | None = None,
-                 uri: str | None = None, enabled: bool = True, live: bool = True, trial: dict | None = None):
-        """``method``: the method the job trains, samples or scores; None for a step that
-        serves every method (train_evaluator): its run has no method tag. ``trial``: the sweep
-        setting the job belongs to ({"k": k, "values": {...}}): tags ``sweep`` (the method) and
-        ``sweep.trial`` (hp{k}), and the sampled values as params ``hp.<section.key>``."""
+    def __init__(self, step: str, job: dict, params: dict | None = None, settings: dict | None = None):
+        """The run of ``step`` for ``job``: its ``dataset``, ``seed``, ``method`` (the method the job
+        trains, samples or scores; absent for a step that serves every method, train_evaluator:
+        its run has no method tag) and ``trial`` (the sweep setting the job belongs to, {"k": k,
+        "values": {...}}: tags ``sweep`` (the method) and ``sweep.trial`` (hp{k}), and the sampled
+        values as params ``hp.<section.key>``). ``settings``: the config's tracking section
+        (``uri``, ``enabled``, ``live``)."""
+        settings = settings or {}
+        dataset, method, seed, trial = job.get("dataset", "?"), job.get("method"), job.get("seed", 0), job.get("trial")
+        live = settings.get("live", True)
         self.backend = self.run_id = None
-        self.enabled = enabled and tracking_on()
+        self.enabled = settings.get("enabled", True) and tracking_on()
         if not self.enabled:
             return
-        uri = tracking_uri(uri)
+        uri = tracking_uri(settings.get("uri"))
         tags = {"dataset": dataset, "seed": str(seed),  # plain names: group by them in the UI
                 "glann.dataset": dataset, "glann.seed": str(seed),
                 "glann.step": step, "mlflow.source.git.commit": git_commit(),
@@ -182,10 +192,8 @@ def tracked_run(job: dict, step: str, data=None, context: str = "training"):
     environment (TRACKING_ENV, set by the Snakefile), so changing them reruns nothing."""
     tr = {**json.loads(os.environ.get(TRACKING_ENV) or "{}"), **job.get("tracking", {})}
     method = job.get("method")
-    tracker = Tracker(job.get("dataset", "?"), method, job["seed"], step,
-                      params={**job["params"], "device": job["device"], "runtime": job["runtime"]},
-                      uri=tr.get("uri"), enabled=tr.get("enabled", True), live=tr.get("live", True),
-                      trial=job.get("trial"))
+    tracker = Tracker(step, job, params={**job["params"], "device": job["device"], "runtime": job["runtime"]},
+                      settings=tr)
     tracker.copy_checkpoints = bool(tr.get("copy_checkpoints", False))
     try:
         hp = f"hp{job['trial']['k']}" if job.get("trial") else ""
