@@ -64,6 +64,8 @@ def main(argv=None) -> int:
         lines.append(f"| {rule} | {n} | {wall:.0f} | {cpu:.0f} |")
     total = [sum(v[i] for v in times.values()) for i in range(3)]
     lines.append(f"| all | {total[0]} | {total[1]:.0f} | {total[2]:.0f} |")
+    lines += ["", "Each rule's seconds include its jobs' process start (Python imports and the job's MLflow run): "
+              "`python benchmarks/job_start.py` measures it alone (benchmarks/README.md, section i)."]
     (args.dest / "times.md").write_text("\n".join(lines) + "\n")
     return 0
 

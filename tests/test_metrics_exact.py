@@ -288,11 +288,11 @@ def test_summary_files_snapshots_and_curves_by_hand(tmp_path):
     # the table says what its budgets are, and when each curve first covers >= 9 classes: GLANN's
     # second snapshot (9 classes at 3 s); the VAE's curve has no class counts, so no row
     table = (out / "table.md").read_text()
-    assert "**Budgets**: as this config sets them (`budgets: custom`)." in table
+    assert "**Budgets** (`budgets: custom`): as this config sets them." in table
     section = table.split("## Training seconds until a method first covers ≥ 9 classes")[1].split("\n## ")[0]
     assert "| digits | glann | 3 s (epoch 2) |\n" in section and "| digits | vae |" not in section
     summarize(RunFiles(metrics, snapshots=snaps[:1]), out, ["digits"], ["glann", "vae"], budgets="equal_compute")
-    assert "a method that needs more to learn is marked, not given more (`budgets: equal_compute`)" in (out / "table.md").read_text()
+    assert "**Budgets** (`budgets: equal_compute`): equal compute" in (out / "table.md").read_text()
 
 
 def test_first_learned_is_the_earliest_snapshot_covering_9_classes():

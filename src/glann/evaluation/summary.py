@@ -123,7 +123,7 @@ BUDGETS = {  # config key budgets: what the table compares (workflow/schemas/con
 def render_markdown(agg: dict, datasets: list[str], methods: list[str], budgets: str = "custom",
                     curve_rows=None) -> str:
     lines = ["# Results", "",
-             f"**Budgets**: {BUDGETS[budgets]} (`budgets: {budgets}`).", "",
+             f"**Budgets** (`budgets: {budgets}`): {BUDGETS[budgets]}.", "",
              "Mean ± sample std over seeds. `fid_domain` is the Fréchet distance on the pipeline's own "
              "evaluator features and is **not comparable** with Inception FID. Paper numbers: GLANN "
              "(Hoshen et al. 2019) Table 1, Inception FID. A run marked **did not learn**, **diverged** "
