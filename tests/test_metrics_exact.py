@@ -410,3 +410,27 @@ def test_duplicate_threshold_uses_at_most_2000_real_images():
     ds = ((sub[:, None] - sub[None]) ** 2).sum(-1)
     np.fill_diagonal(ds, np.inf)
     assert duplicate_threshold(feats, 0.1, seed=4) == pytest.approx(np.quantile(ds.min(1), 0.1), rel=1e-9)
+
+
+def test_the_budget_is_where_the_validation_curve_stops_improving():
+    """The converged study's rule (glann.evaluation.budgets): the first snapshot within 5% of the
+    curve's best val fid_domain; converged when the second-to-last snapshot is already within it."""
+    from glann.evaluation.budgets import budget_section, stopping_point
+
+    def curve(fids):
+        return [{"epoch": 10 * (i + 1), "train_seconds": 5.0 * (i + 1), "fid_domain": f} for i, f in enumerate(fids)]
+
+    flat = stopping_point(curve([100.0, 40.0, 30.0, 29.0, 30.5]))
+    assert (flat["epoch"], flat["best"], flat["converged"]) == (30, 29.0, True)  # 30 <= 29 * 1.05 = 30.45
+    assert stopping_point(curve([100.0, 40.0, 31.0, 29.0]))["epoch"] == 40        # 31 > 30.45: not yet
+    still = stopping_point(curve([100.0, 60.0, 40.0, 30.0]))
+    assert (still["epoch"], still["converged"]) == (40, False)                     # best only at the end
+    assert stopping_point(curve([100.0, 31.0, 30.0]))["converged"] is True         # 31 <= 31.5
+    assert stopping_point(curve([50.0, float("nan"), 20.0, 21.0]))["epoch"] == 30  # NaN points skipped
+    assert stopping_point(curve([5.0])) is None
+    rows = [{"dataset": "d", "method": "m", "seed": s, "split": "val", **p}
+            for s, fids in ((0, [90.0, 50.0, 49.0]), (1, [90.0, 70.0, 50.0])) for p in curve(fids)]
+    lines = budget_section(rows + [{**rows[0], "method": "t", "split": "test"}], ["d"], ["m", "t"])
+    assert "| d | m | epoch 20 | epoch 30 (*still improving*) |" in lines
+    assert not any(line.startswith("| d | t |") for line in lines)  # test-split curves choose nothing
+    assert budget_section([{**r, "split": "test"} for r in rows], ["d"], ["m"]) == []

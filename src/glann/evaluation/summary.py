@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from glann.atomic import write_json, write_text
+from glann.evaluation.budgets import budget_section
 from glann.evaluation.figures import compute_figure, summary_figures
 from glann.evaluation.verdicts import (differences_section, first_learned_section, format_cell, method_table,
                                       sizes_and_floor, status_section)
@@ -130,6 +131,7 @@ def render_markdown(agg: dict, datasets: list[str], methods: list[str], budgets:
              "or **degenerate** is not a result (docs/evaluation.md, \"Run status\").", ""]
     lines += sizes_and_floor(agg, datasets, methods) + status_section(agg, datasets, methods)
     lines += first_learned_section(curve_rows or [], datasets, methods)
+    lines += budget_section(curve_rows or [], datasets, methods)
     lines += differences_section(agg, datasets, methods)
     for key, heading, _ in METRICS:
         present = [agg.get((d, m), {}).get(key, (None,))[0] for d in datasets for m in methods]
