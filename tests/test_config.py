@@ -123,6 +123,7 @@ def test_presets_that_claim_the_papers_settings_get_them_through_the_tuned_defau
     papers = fill_defaults(dict(BASE), SCHEMA)
     cfg = _layered(preset)
     keys = {"glo": ("lr_generator", "lr_codes"), "imle": ("lr", "samples_factor"),
+            "imle_pixel": ("lr", "samples_factor", "staleness"),
             **{g: ("lr", "betas", "critic_steps", "d_batchnorm", "clip", "gp_lambda", "gamma", "lambda_k")
                for g in ("mmgan", "nsgan", "lsgan", "wgan", "wgan_gp", "dragan", "began")},
             "vae": ("lr", "betas", "encoder_batchnorm")}
