@@ -214,7 +214,7 @@ def synthetic_eval(tmp_path, monkeypatch):
                                                 "min_class_share": 0.02, "duplicate_quantile": 0.01,
                                                 "birthday_batch_size": 20, "birthday_batches": 5,
                                                 "kid_subsets": 10, "kid_subset_size": 100,
-                                                "bootstrap_resamples": 10}}
+                                                "bootstrap_resamples": 10, "fid_infinity": True}}
     m = evaluation.evaluate(tmp_path / "samples.npz", Ref(tmp_path, None, tmp_path / "real.npz", tmp_path / "inc.npz"),
                             How(cfg, torch.device("cpu")))
     return m, real, fake_feats
@@ -231,6 +231,9 @@ def test_evaluate_on_features_with_known_precision_recall_and_modes(synthetic_ev
     assert m["class_kl"] == pytest.approx(math.log(2), abs=1e-6)  # KL(uniform over 5 || uniform over 10)
     assert m["fid_domain"] == pytest.approx(frechet_distance(*gaussian_stats(fake), *gaussian_stats(real)), rel=1e-9)
     assert m["diverged"] is False
+    from glann.evaluation.metrics import fid_infinity  # asked for by eval.fid_infinity: on the same features
+
+    assert m["fid_domain_infinity"] == fid_infinity(fake, real.mean(0), np.cov(real, rowvar=False))["fid_infinity"]
     # the floor: 500 real training features at the samples' n (500); the samples are one constant image
     assert m["floor_n"] == 500 and m["floor_fid_domain"] < m["fid_domain"] and m["kid_domain"] > m["floor_kid_domain"]
     assert len(m["single_class_fid_domain"]) == 10 and m["status"] == "degenerate"  # checked before the classes

@@ -18,9 +18,10 @@ from glann.data.datasets import load_prepared, read_manifest
 from glann.evaluation.evaluator import evaluator_outputs, load_evaluator
 from glann.hub import inception_weights_path
 from glann.evaluation.inception import inception_features, load_inception
-from glann.evaluation.metrics import (birthday_test, bootstrap_interval, duplicate_threshold, frechet_distance,
-                                     frechet_distance_to_features, kid_bootstrap_interval, gaussian_stats, kernel_inception_distance,
-                                     max_f_beta, mode_coverage, prd_from_features)
+from glann.evaluation.metrics import (birthday_test, bootstrap_interval, duplicate_threshold, fid_infinity,
+                                     frechet_distance, frechet_distance_to_features, gaussian_stats,
+                                     kernel_inception_distance, kid_bootstrap_interval, max_f_beta, mode_coverage,
+                                     prd_from_features)
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,8 @@ def evaluate(samples_path, ref: Reference, how: Scoring, losses=None, method=Non
                "fid_domain": frechet_distance_to_features(feats, mu_r, sigma_r), "val_fid_domain": None,
                "sample_spread": sample_spread(fake)}
     metrics["image_shape"] = [int(v) for v in fake.shape[1:]]
+    if cfg["eval"].get("fid_infinity"):  # FID∞: the 1/n bias of fid_domain extrapolated away
+        metrics["fid_domain_infinity"] = fid_infinity(feats, mu_r, sigma_r, seed=seed)["fid_infinity"]
     if train_feats is None:  # statistics written before real_stats kept the training features
         raise DataError(f"{ref.stats} holds no training-image features: delete it and rerun snakemake, "
                         "which rebuilds it (real_stats) and re-scores every run")

@@ -35,6 +35,7 @@ PAPER_FID = {
 METRICS = [  # (key, heading, lower is better?)
     ("fid_domain", "fid_domain (evaluator features) ↓", True),
     ("kid_domain", "KID (evaluator features) ↓", True),
+    ("fid_domain_infinity", "FID∞ (fid_domain extrapolated to n → ∞; eval.fid_infinity) ↓", True),
     ("inception_fid", "Inception FID ↓", True),
     ("inception_kid", "Inception KID ↓", True),
     ("precision", "precision ↑", False),
@@ -139,8 +140,8 @@ def render_markdown(agg: dict, datasets: list[str], methods: list[str], budgets:
             lines += [f"## {heading}", "", "Not measured: Inception weights unavailable "
                       "(see each metrics.json's `inception_fid_reason`).", ""]
             continue
-        if all(v is None for v in present) and key == "inception_kid":
-            continue  # measured with Inception FID only: said once, above
+        if all(v is None for v in present) and key in ("inception_kid", "fid_domain_infinity"):
+            continue  # Inception KID: said once, above; FID∞: only when eval.fid_infinity asks for it
         lines += method_table(heading, agg, datasets, methods, lambda d, m, cell, key=key: metric_cell(d, m, cell, key))
     return "\n".join(lines)
 
