@@ -414,7 +414,8 @@ def test_duplicate_threshold_uses_at_most_2000_real_images():
 
 def test_the_budget_is_where_the_validation_curve_stops_improving():
     """The converged study's rule (glann.evaluation.budgets): the first snapshot within 5% of the
-    curve's best val fid_domain; converged when the second-to-last snapshot is already within it."""
+    curve's best val fid_domain; still improving when the best is the last snapshot and it beat
+    the one before by more than 5%."""
     from glann.evaluation.budgets import budget_section, stopping_point
 
     def curve(fids):
@@ -426,6 +427,8 @@ def test_the_budget_is_where_the_validation_curve_stops_improving():
     still = stopping_point(curve([100.0, 60.0, 40.0, 30.0]))
     assert (still["epoch"], still["converged"]) == (40, False)                     # best only at the end
     assert stopping_point(curve([100.0, 31.0, 30.0]))["converged"] is True         # 31 <= 31.5
+    worse = stopping_point(curve([70.0, 80.0, 79.0, 79.5]))                      # best first, then worse
+    assert (worse["epoch"], worse["converged"]) == (10, True)
     assert stopping_point(curve([50.0, float("nan"), 20.0, 21.0]))["epoch"] == 30  # NaN points skipped
     assert stopping_point(curve([5.0])) is None
     rows = [{"dataset": "d", "method": "m", "seed": s, "split": "val", **p}

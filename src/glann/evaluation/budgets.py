@@ -3,10 +3,10 @@
 The rule (docs/studies.md, "Budgets from the curves"): on a run's snapshot curve scored on the
 validation split, with best = the lowest val fid_domain of the curve, the budget is the epoch
 of the **first snapshot within ``tolerance`` (5%) of best**: where val fid_domain stops
-improving by more than the tolerance. The run has **converged within its budget** when its
-second-to-last snapshot is already within the tolerance of best; otherwise its curve was still
-improving (or its best came only at its last snapshot) and the budget that was given is too
-short to say where it stops.
+improving by more than the tolerance. The run is **still improving** at the end of its budget
+when its best is its last snapshot and that snapshot improved on the one before by more than
+the tolerance: the budget given is too short to say where it stops. Otherwise it has converged
+within its budget (a curve that got worse after its best has converged, to its best).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ def stopping_point(points: list[dict], tolerance: float = TOLERANCE) -> dict | N
     limit = best * (1 + tolerance)  # fid_domain >= 0
     first = next(p for p in pts if p["fid_domain"] <= limit)
     return {"epoch": first["epoch"], "train_seconds": first["train_seconds"], "fid_domain": first["fid_domain"],
-            "best": best, "converged": pts[-2]["fid_domain"] <= limit}
+            "best": best, "converged": not (pts[-1]["fid_domain"] == best and
+                                             pts[-2]["fid_domain"] > pts[-1]["fid_domain"] * (1 + tolerance))}
 
 
 def budget_section(curve_rows: list[dict], datasets, methods, tolerance: float = TOLERANCE) -> list[str]:
@@ -39,8 +40,8 @@ def budget_section(curve_rows: list[dict], datasets, methods, tolerance: float =
     lines = ["## Budgets from the validation curves", "",
              f"Per seed, the epoch of the first snapshot whose validation fid_domain is within "
              f"{tolerance:.0%} of the curve's best (where it stops improving), and *still improving* "
-             "where the second-to-last snapshot is not yet within it: that run did not converge "
-             "within its budget (docs/studies.md).", "",
+             f"where the best is the last snapshot and it improved on the one before by more than "
+             f"{tolerance:.0%}: that run did not converge within its budget (docs/studies.md).", "",
              "| dataset | method | " + " | ".join(f"seed {s}" for s in seeds) + " |",
              "|---|---|" + "---|" * len(seeds)]
     for d in datasets:
