@@ -421,16 +421,33 @@ def test_the_budget_is_where_the_validation_curve_stops_improving():
     def curve(fids):
         return [{"epoch": 10 * (i + 1), "train_seconds": 5.0 * (i + 1), "fid_domain": f} for i, f in enumerate(fids)]
 
-    flat = stopping_point(curve([100.0, 40.0, 30.0, 29.0, 30.5]))
+    raw = dict(window=1)  # the rule on the raw points
+    flat = stopping_point(curve([100.0, 40.0, 30.0, 29.0, 30.5]), **raw)
     assert (flat["epoch"], flat["best"], flat["converged"]) == (30, 29.0, True)  # 30 <= 29 * 1.05 = 30.45
-    assert stopping_point(curve([100.0, 40.0, 31.0, 29.0]))["epoch"] == 40        # 31 > 30.45: not yet
-    still = stopping_point(curve([100.0, 60.0, 40.0, 30.0]))
+    assert stopping_point(curve([100.0, 40.0, 31.0, 29.0]), **raw)["epoch"] == 40        # 31 > 30.45: not yet
+    still = stopping_point(curve([100.0, 60.0, 40.0, 30.0]), **raw)
     assert (still["epoch"], still["converged"]) == (40, False)                     # best only at the end
-    assert stopping_point(curve([100.0, 31.0, 30.0]))["converged"] is True         # 31 <= 31.5
-    worse = stopping_point(curve([70.0, 80.0, 79.0, 79.5]))                      # best first, then worse
+    assert stopping_point(curve([100.0, 31.0, 30.0]), **raw)["converged"] is True         # 31 <= 31.5
+    worse = stopping_point(curve([70.0, 80.0, 79.0, 79.5]), **raw)                      # best first, then worse
     assert (worse["epoch"], worse["converged"]) == (10, True)
-    assert stopping_point(curve([50.0, float("nan"), 20.0, 21.0]))["epoch"] == 30  # NaN points skipped
+    assert stopping_point(curve([50.0, float("nan"), 20.0, 21.0]), **raw)["epoch"] == 30  # NaN points skipped
     assert stopping_point(curve([5.0])) is None
+    # smoothed (the default): one lucky draw early does not end the budget. Raw, the 31 at epoch
+    # 20 is within 5% of the best 30 and would stop there; the running median of 3 is
+    # [65.5, 60, 35, 35, 31, 30.5]: the first within 5% of 30.5 is epoch 50
+    noisy = curve([100.0, 31.0, 60.0, 35.0, 31.0, 30.0])
+    assert stopping_point(noisy, **raw)["epoch"] == 20
+    pick = stopping_point(noisy)
+    assert (pick["epoch"], pick["best"], pick["converged"], pick["learned"]) == (50, 30.5, True, True)
+    # one unlucky late draw does not make a falling curve look converged, nor the reverse
+    assert stopping_point(curve([90.0, 70.0, 50.0, 40.0, 30.0]))["converged"] is False
+    assert stopping_point(curve([90.0, 60.0, 40.0, 41.0, 39.0, 60.0, 40.0]))["converged"] is True
+    # never learned: no snapshot covers 9 classes, so the full budget is kept whatever the curve
+    collapsed = [{**p, "classes_covered": c} for p, c in zip(curve([700.0, 650.0, 800.0, 900.0]), (2, 1, 1, 1))]
+    gone = stopping_point(collapsed)
+    assert (gone["epoch"], gone["learned"]) == (40, False)
+    assert stopping_point([{**p, "classes_covered": 9} if i == 2 else p
+                           for i, p in enumerate(collapsed)])["learned"] is True
     rows = [{"dataset": "d", "method": "m", "seed": s, "split": "val", **p}
             for s, fids in ((0, [90.0, 50.0, 49.0]), (1, [90.0, 70.0, 50.0])) for p in curve(fids)]
     lines = budget_section(rows + [{**rows[0], "method": "t", "split": "test"}], ["d"], ["m", "t"])

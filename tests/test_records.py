@@ -113,3 +113,36 @@ def test_a_record_is_dirty_only_when_the_code_differs_from_its_commit(tmp_path):
         assert git_commit(tmp_path) == (head, True), f
         (tmp_path / f).write_text("0\n")
     assert git_commit(tmp_path) == (head, False)
+
+
+def test_budgets_are_read_from_the_recorded_validation_curves(tmp_path, capsys):
+    """``glann budgets RECORDS``: the converged study's rule on every recorded validation curve
+    (settings included), never on a test-split curve; a damaged curve is named, not skipped."""
+    from glann.errors import GlannError
+    from glann.evaluation.budgets import from_records
+    from glann.pipeline.cli import main
+
+    def put(rel, fids, split="val", classes=10):
+        d = tmp_path / rel
+        d.mkdir(parents=True)
+        pts = [{"epoch": 10 * (i + 1), "train_seconds": float(i), "fid_domain": f, "classes_covered": classes}
+               for i, f in enumerate(fids)]
+        (d / "snapshots.json").write_text(json.dumps({"split": split, "points": pts}))
+
+    put("digits/wgan/seed0", [90.0, 60.0, 40.0, 30.0, 20.0])                    # still falling
+    put("digits/nsgan/hp1/seed1", [700.0, 650.0, 800.0], classes=1)             # collapsed: full budget
+    put("digits/vae/seed0", [90.0, 40.0, 31.0, 30.0, 30.5, 31.0])               # stops at 30
+    put("digits/flow/seed0", [90.0, 10.0, 9.0], split="test")                   # never chooses
+    picks = {(p["method"], p["setting"], p["seed"]): p for p in from_records(tmp_path)}
+    assert set(picks) == {("wgan", "", 0), ("nsgan", "hp1", 1), ("vae", "", 0)}
+    assert (picks["wgan", "", 0]["epoch"], picks["wgan", "", 0]["converged"]) == (50, False)
+    assert (picks["nsgan", "hp1", 1]["epoch"], picks["nsgan", "hp1", 1]["learned"]) == (30, False)
+    assert (picks["vae", "", 0]["epoch"], picks["vae", "", 0]["ran"]) == (30, 60)  # 31 <= 30.5 * 1.05
+    assert main(["budgets", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| digits | wgan | - | 0 | 50 | epoch 50 (*still improving*) |" in out
+    assert "| digits | nsgan | hp1 | 1 | 30 | epoch 30 (*never learned*: the full budget) |" in out
+    (tmp_path / "digits/vae/seed0/snapshots.json").write_text("{not json")
+    with pytest.raises(GlannError, match="vae/seed0/snapshots.json"):
+        from_records(tmp_path)
+    assert main(["budgets", str(tmp_path / "digits" / "flow")]) == 2

@@ -219,6 +219,16 @@ def cmd_check_records(args):
     return 1 if result["bad_key"] else 0
 
 
+def cmd_budgets(args):
+    from glann.evaluation.budgets import format_picks, from_records
+
+    picks = from_records(args.records_dir)
+    if not picks:
+        raise GlannError(f"{args.records_dir}: no recorded validation curves (snapshots.json with split val); "
+                         "run a study with records.dir, snapshots and a validation split first")
+    print(format_picks(picks))
+
+
 def cmd_journals(args):
     from glann.tracking import journal
 
@@ -282,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("records_dir", help="the records folder, e.g. docs/studies/mnist5k_tuning/records")
     c.add_argument("--src", default=None, help="the package source to compare with (default: the one running)")
     c.set_defaults(fn=cmd_check_records)
+    b = sub.add_parser("budgets", help="each recorded run's budget by the converged study's rule, from its "
+                                       "validation curve (glann.evaluation.budgets)")
+    b.add_argument("records_dir", help="the records folder, e.g. docs/studies/digits_converged_pilot/records")
+    b.set_defaults(fn=cmd_budgets)
     j = sub.add_parser("journals", help="deferred-tracking journals kept for an unreachable server: list, "
                                         "import them now, or discard them (glann.tracking.journal)")
     j.add_argument("action", choices=("list", "import", "discard"))
