@@ -172,7 +172,6 @@ class Loop:
     watch: tuple = ("loss",)           # metrics that must stay finite
     hint: str = ""                     # appended to the message when training stops on a non-finite loss
     rollback: str | None = None        # a key of ``state`` to roll back instead of stopping
-    snapshot_exclude: tuple = ()       # keys of final() that snapshot scoring does not read
 
 
 def fit(loop: Loop, ctx: TrainContext) -> dict:
@@ -191,12 +190,15 @@ def fit(loop: Loop, ctx: TrainContext) -> dict:
     ``ctx.snapshots``: keep that many copies of ``loop.final()`` over the budget (:func:`snapshot_epochs`),
     each with the training seconds and images processed so far, written to ``ctx.snapshot_path``
     (always written when given: an empty list when ``snapshots`` is 0). They are what the
-    quality-vs-compute curves score (glann.evaluation.snapshots); ``loop.snapshot_exclude``: keys of
-    ``loop.final()`` that scoring does not read (the VAE's encoder), left out of the snapshots.
+    quality-vs-compute curves score (glann.evaluation.snapshots).
+
+    The final checkpoint is written by :func:`for_storage`: the generator's floating-point weights
+    in float16, half the bytes (the networks that load them are float32, and ``load_state_dict``
+    casts back).
     """
     task, kind, cfg, state, gen, step, final = (loop.task, loop.kind, loop.cfg, loop.state, loop.gen,
                                                  loop.step, loop.final)
-    watch, hint, rollback, snapshot_exclude = loop.watch, loop.hint, loop.rollback, tuple(loop.snapshot_exclude)
+    watch, hint, rollback = loop.watch, loop.hint, loop.rollback
     epochs, tracker, fault = cfg["epochs"], ctx.tracker, ctx.fault
     with training_lock(ctx.out):
         ckpt = Checkpointer(ctx.out)
@@ -239,7 +241,7 @@ def fit(loop: Loop, ctx: TrainContext) -> dict:
             if epoch in marks:
                 kept.append({"epoch": epoch, "train_seconds": sum(r["seconds"] for r in elog.rows),
                              "images_processed": int(sum(r.get("images", 0) for r in elog.rows)),
-                             **{k: v for k, v in _snapshot(state, gen, final).items() if k not in snapshot_exclude}})
+                             **_snapshot(state, gen, final)})
             ckpt.save({"epoch": epoch, "state": {k: o.state_dict() for k, o in state.items()},
                        "rng": rng_state(gen), "history": elog.rows, "config": cfg, "snapshots": kept,
                        "run_id": getattr(tracker, "run_id", None)})
@@ -253,8 +255,23 @@ def fit(loop: Loop, ctx: TrainContext) -> dict:
         if ctx.snapshot_path:
             torch_save(ctx.snapshot_path, {k: result[k] for k in ("kind", "seed", "epochs", "config", "diverged",
                                                                "diverged_epoch", "device")} | {"snapshots": kept})
-        ckpt.finish(result)
+        ckpt.finish(for_storage(result))
         return result
+
+
+STORED_HALF = ("generator",)  # final-checkpoint entries (state dicts) kept in float16
+
+
+def for_storage(result: dict) -> dict:
+    """The final checkpoint as written: every float32 tensor of the ``STORED_HALF`` state dicts in
+    float16 (half the bytes on disk; a generator's outputs move by about 1e-3 of a grey level at
+    most, tests/test_trainers.py). Everything else (GLO's codes, counters, history) as it is."""
+    out = dict(result)
+    for key in STORED_HALF:
+        if isinstance(result.get(key), dict):
+            out[key] = {k: v.half() if torch.is_tensor(v) and v.dtype == torch.float32 else v
+                        for k, v in result[key].items()}
+    return out
 
 
 def descend(loss: torch.Tensor, poison: bool, *optimisers) -> torch.Tensor:

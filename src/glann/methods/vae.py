@@ -94,9 +94,10 @@ def train_vae(data_dir, cfg: dict, ctx: TrainContext) -> dict:
         return {"elbo": -(tot_nll + tot_kl) / seen, "nll": tot_nll / seen, "kl": tot_kl / seen, "images": seen}
 
     def final() -> dict:
-        return {"generator": dec.state_dict(), "encoder": enc.state_dict(), "noise_dim": d,
+        # the decoder is the generator; the encoder is not stored (nothing samples with it)
+        return {"generator": dec.state_dict(), "noise_dim": d,
                 "image_shape": [h, w, c], "generator_arch": "compare_gan_v1",
                 "generator_activation": dec.activation, "noise": "normal"}
 
     return fit(Loop("train_vae", "vae", cfg, {"encoder": enc, "generator": dec, "opt": opt}, gen, step, final,
-                    watch=("elbo",), hint="Lower vae.lr.", snapshot_exclude=("encoder",)), ctx)
+                    watch=("elbo",), hint="Lower vae.lr."), ctx)
