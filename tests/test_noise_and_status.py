@@ -243,6 +243,30 @@ def test_the_table_says_where_fid_and_kid_order_rows_differently():
     assert "a vs c" not in md and "b vs c" not in md
 
 
+def test_the_table_sets_glann_against_each_method_and_says_which_gaps_hold():
+    """The converged study's verdict is generated: GLANN against every other row, lower or higher by
+    how much, and whether the gap exceeds the seeds' spread and the bootstrap; a row that did not
+    learn is no comparison."""
+    def run(method, seed, fid, kid, status="learned", ci=None):
+        return {"dataset": "d", "method": method, "seed": seed, "fid_domain": fid, "kid_domain": kid,
+                "n_samples": 10, "n_test": 10, "status": status,
+                "fid_domain_ci": ci or [fid - 1, fid + 1], "kid_domain_ci": ci or [kid - 1, kid + 1]}
+
+    runs = [run("glann", 0, 10.0, 5.0), run("glann", 1, 12.0, 7.0),
+            run("far", 0, 30.0, 40.0), run("far", 1, 32.0, 42.0),        # worse, beyond the noise
+            run("near", 0, 11.0, 4.0), run("near", 1, 12.5, 5.0),        # within the seeds' spread
+            run("gone", 0, 700.0, 900.0, "degenerate"), run("gone", 1, 650.0, 800.0, "degenerate")]
+    md = render_markdown(aggregate(runs), ["d"], ["glann", "far", "near", "gone"])
+    section = md.split("## GLANN against each method", 1)[1]
+    assert "| far | 31 ± 1.4 | lower by 20 | yes | 41 ± 1.4 | lower by 35 | yes |" in section
+    assert "| near | 11.8 ± 1.1 | lower by 0.75 | within noise (seeds and bootstrap) | 4.5 ± 0.71 | higher by 1.5 | " \
+           "within noise (seeds and bootstrap) |" in section
+    assert "| gone (degenerate) |" in section and "not a result" in section
+    lonely = render_markdown(aggregate([run("glann", 0, 10.0, 5.0, "did_not_learn"), run("far", 0, 30.0, 40.0)]),
+                             ["d"], ["glann", "far"])
+    assert "GLANN against each method" not in lonely
+
+
 def test_kid_through_kernel_matrices_is_the_direct_computation(monkeypatch):
     """CubicKernels: the MMD² of subsets and of resamples with repeats, from the kernel matrices
     kept once, equals polynomial_mmd2 of the gathered vectors; KID and its bootstrap interval are

@@ -21,7 +21,8 @@ from pathlib import Path
 from glann.atomic import write_json, write_text
 from glann.evaluation.budgets import budget_section
 from glann.evaluation.figures import compute_figure, summary_figures
-from glann.evaluation.verdicts import (differences_section, first_learned_section, format_cell, method_table,
+from glann.evaluation.verdicts import (differences_section, first_learned_section, format_cell, glann_section,
+                                      method_table,
                                       sizes_and_floor, status_section)
 
 # GLANN paper, Table 1 (Inception FID; lower is better). "glo_gauss" is GLO's row.
@@ -134,6 +135,7 @@ def render_markdown(agg: dict, datasets: list[str], methods: list[str], budgets:
     lines += first_learned_section(curve_rows or [], datasets, methods)
     lines += budget_section(curve_rows or [], datasets, methods)
     lines += differences_section(agg, datasets, methods)
+    lines += glann_section(agg, datasets, methods)
     for key, heading, _ in METRICS:
         present = [agg.get((d, m), {}).get(key, (None,))[0] for d in datasets for m in methods]
         if all(v is None for v in present) and key == "inception_fid":

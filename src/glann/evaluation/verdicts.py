@@ -100,6 +100,44 @@ def differences_section(agg: dict, datasets, methods) -> list[str]:
     return lines
 
 
+def glann_section(agg: dict, datasets, methods, reference: str = "glann") -> list[str]:
+    """Per dataset, GLANN against every other row, on fid_domain and KID: which is lower, by how much
+    (means over seeds), and whether the difference exceeds the noise (:func:`holds`). A row that did
+    not learn is no comparison; nothing when GLANN is not in the table or did not learn."""
+    lines = []
+    for d in datasets:
+        ref = agg.get((d, reference))
+        if ref is None or ref["mark"] or ref["fid_domain"][0] is None:
+            continue
+        lines += [f"{d}: {reference} {format_cell(*ref['fid_domain'])} fid_domain, "
+                  f"{format_cell(*ref['kid_domain'])} KID.", "",
+                  "| against | fid_domain | " + reference + " is | holds? | KID | " + reference + " is | holds? |",
+                  "|---|---|---|---|---|---|---|"]
+        for m in methods:
+            c = agg.get((d, m))
+            if m == reference or c is None:
+                continue
+            if c["mark"]:
+                lines.append(f"| {m} ({c['mark']}) | {format_cell(*c['fid_domain'])} | not a result | | "
+                             f"{format_cell(*c['kid_domain'])} | not a result | |")
+                continue
+            cells = []
+            for key in ("fid_domain", "kid_domain"):
+                if c[key][0] is None or ref[key][0] is None:
+                    cells += ["n/a", "n/a", "n/a"]
+                    continue
+                diff = ref[key][0] - c[key][0]
+                side = f"lower by {-diff:.3g}" if diff < 0 else f"higher by {diff:.3g}"
+                cells += [format_cell(*c[key]), side, holds(c, ref, key)]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if not lines:
+        return []
+    return ["## GLANN against each method", "",
+            f"Lower is better. **holds** as in \"Which differences hold\": the difference exceeds both rows' std "
+            "over seeds added, and their 95% bootstrap intervals do not overlap.", "", *lines]
+
+
 def disagreements(agg: dict, dataset: str, methods) -> list[str]:
     """Pairs of learned rows that fid_domain and KID order differently (means over seeds)."""
     rows = [(m, agg[(dataset, m)]) for m in methods if (dataset, m) in agg and not agg[(dataset, m)]["mark"]
