@@ -7,8 +7,13 @@ records came from and the compute they add up to.
 Reads the records under DEST/records (docs/studies.md) for the provenance: how many runs, the
 code commits they were trained at, and the sum of their training jobs' wall and CPU seconds
 (Snakemake's benchmarks, as each record keeps them). Writes DEST/sweep.md (the summary's sweep
-table under that header), the three sweep figures, and with ``--table`` DEST/table.md (the
-configured settings' table). The docs link these files; they are never edited by hand.
+table under that header) and the three sweep figures where the study has a sweep, and with
+``--table`` DEST/table.md (the configured settings' table, its verdicts included), the snapshot
+curves (fid_vs_compute.png) and the sample grid of every method (samples.png). The docs link
+these files; they are never edited by hand.
+
+    python docs/publish_study.py results/summary docs/studies/digits_converged --table \
+        --command "snakemake --cores all --configfile config/study/digits_converged.yaml"
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import sys
 from pathlib import Path
 
 FIGURES = ("sweep_fid.png", "sweep_budget.png", "sweep_pr.png")
+TABLE_FIGURES = ("fid_vs_compute.png", "samples.png")
 
 
 def provenance(records: Path) -> dict:
@@ -45,11 +51,14 @@ def main(argv=None) -> int:
               f"{', '.join(info['commits'])}; their training jobs took {info['wall'] / 3600:.2f} hours wall and "
               f"{info['cpu'] / 3600:.2f} CPU-hours on {args.machine} (two 1-thread jobs at a time; sampling and "
               f"scoring not counted).\n\n")
-    for name in ("sweep.md", *(("table.md",) if args.table else ())):
+    swept = json.loads((args.summary / "sweep.json").read_text()).get("swept", True)  # {"swept": false}: none
+    for name in ((("sweep.md",) if swept else ()) + (("table.md",) if args.table else ())):
         text = (args.summary / name).read_text()
         (args.dest / name).write_text(header + text.split("\n", 1)[1])
-    for name in FIGURES:
-        shutil.copyfile(args.summary / name, args.dest / name)
+    figures = (FIGURES if swept else ()) + (TABLE_FIGURES if args.table else ())
+    for name in figures:
+        if (args.summary / name).is_file():
+            shutil.copyfile(args.summary / name, args.dest / name)
     return 0
 
 

@@ -434,13 +434,17 @@ def test_the_budget_is_where_the_validation_curve_stops_improving():
     assert stopping_point(curve([5.0])) is None
     # smoothed (the default): one lucky draw early does not end the budget. Raw, the 31 at epoch
     # 20 is within 5% of the best 30 and would stop there; the running median of 3 is
-    # [65.5, 60, 35, 35, 31, 30.5]: the first within 5% of 30.5 is epoch 50
-    noisy = curve([100.0, 31.0, 60.0, 35.0, 31.0, 30.0])
+    # [65.5, 60, 35, 35, 31, 31, 31, 31.5]: the first within 5% of 31 is epoch 50
+    noisy = curve([100.0, 31.0, 60.0, 35.0, 31.0, 30.0, 31.0, 32.0])
     assert stopping_point(noisy, **raw)["epoch"] == 20
     pick = stopping_point(noisy)
-    assert (pick["epoch"], pick["best"], pick["converged"], pick["learned"]) == (50, 30.5, True, True)
-    # one unlucky late draw does not make a falling curve look converged, nor the reverse
+    assert (pick["epoch"], pick["best"], pick["converged"], pick["learned"]) == (50, 31.0, True, True)
+    # still improving keeps the full budget: 35, 31, 30 at the end (smoothed 35 > 30.5 * 1.05)
+    assert stopping_point(curve([100.0, 31.0, 60.0, 35.0, 31.0, 30.0]))["epoch"] == 60
+    # one unlucky late draw does not make a falling curve look converged, nor the reverse; a curve
+    # still falling by 5% a step is still improving (smoothed [70, 54, 47.8, 46.5]: 54 > 46.5 * 1.05)
     assert stopping_point(curve([90.0, 70.0, 50.0, 40.0, 30.0]))["converged"] is False
+    assert stopping_point(curve([65.4, 54.0, 47.8, 45.2]))["converged"] is False
     assert stopping_point(curve([90.0, 60.0, 40.0, 41.0, 39.0, 60.0, 40.0]))["converged"] is True
     # never learned: no snapshot covers 9 classes, so the full budget is kept whatever the curve
     collapsed = [{**p, "classes_covered": c} for p, c in zip(curve([700.0, 650.0, 800.0, 900.0]), (2, 1, 1, 1))]
@@ -449,7 +453,7 @@ def test_the_budget_is_where_the_validation_curve_stops_improving():
     assert stopping_point([{**p, "classes_covered": 9} if i == 2 else p
                            for i, p in enumerate(collapsed)])["learned"] is True
     rows = [{"dataset": "d", "method": "m", "seed": s, "split": "val", **p}
-            for s, fids in ((0, [90.0, 50.0, 49.0]), (1, [90.0, 70.0, 50.0])) for p in curve(fids)]
+            for s, fids in ((0, [90.0, 50.0, 49.0, 50.0]), (1, [90.0, 70.0, 50.0])) for p in curve(fids)]
     lines = budget_section(rows + [{**rows[0], "method": "t", "split": "test"}], ["d"], ["m", "t"])
     assert "| d | m | epoch 20 | epoch 30 (*still improving*) |" in lines
     assert not any(line.startswith("| d | t |") for line in lines)  # test-split curves choose nothing

@@ -49,3 +49,36 @@ def test_paper_preset_values_are_the_papers(preset):
     assert cfg["sample"]["num_samples"] == 10000
     assert cfg["fid"] == {"require_inception": True, "num_samples": 10000}
     assert cfg["data"][preset]["download"] is False
+
+
+# the config section whose epochs a method's pilot curve chooses (GLANN's curve is its IMLE's,
+# scored with the final GLO; GLO+Gaussian's is GLO's, the stage it shares with GLANN)
+CURVE_STAGE = {"glann": "imle", "glo_gauss": "glo"}
+SHARED = {"glo"}  # a stage two rows train: it keeps its pilot budget (docs/studies.md)
+
+
+def test_the_converged_study_trains_each_method_for_the_budget_its_pilot_curve_chose():
+    """config/study/digits_converged.yaml is its pilot with each method's epochs set by the rule of
+    docs/studies.md on the pilot's recorded validation curves: nothing else differs, every method has
+    a recorded pilot curve, and a shared stage keeps the pilot's budget, at least the rule's."""
+    from glann.evaluation.budgets import from_records
+
+    pilot = yaml.safe_load((REPO / "config/study/digits_converged_pilot.yaml").read_text())
+    study = yaml.safe_load((REPO / "config/study/digits_converged.yaml").read_text())
+    picks = {p["method"]: p for p in from_records(REPO / pilot["records"]["dir"]) if p["seed"] == 0 and not p["setting"]}
+    assert set(picks) == set(study["methods"]) == set(pilot["methods"])
+    stages = {CURVE_STAGE.get(m, m) for m in study["methods"]}
+    for key in set(pilot) | set(study):
+        if key in stages:
+            assert {k: v for k, v in study[key].items() if k != "epochs"} == \
+                   {k: v for k, v in pilot[key].items() if k != "epochs"}, key
+        elif key not in ("seeds", "records"):
+            assert study.get(key) == pilot.get(key), key
+    assert study["seeds"] == [0, 1, 2] and study["records"]["dir"] != pilot["records"]["dir"]
+    for method, pick in picks.items():
+        stage = CURVE_STAGE.get(method, method)
+        assert pick["ran"] == pilot[stage]["epochs"], f"{method}: the pilot's record is not of the pilot's budget"
+        if stage in SHARED:
+            assert study[stage]["epochs"] == pilot[stage]["epochs"] >= pick["epoch"], method
+        else:
+            assert study[stage]["epochs"] == pick["epoch"], (method, pick)

@@ -11,13 +11,14 @@ validation split:
    snapshot whose smoothed value is within ``tolerance`` (5%) of best**: where the curve stops
    improving by more than the tolerance.
 3. **Still improving**: the run did not converge within its budget when its smoothed best is its
-   last snapshot and that beat the one before by more than the tolerance: the budget given is too
-   short to say where it stops. A curve that got worse after its best has converged, to its best.
+   last snapshot and that beat the smoothed value two snapshots before by more than the tolerance
+   (the one just before shares a point with it in the median): the budget given is too short to
+   say where it stops. A curve that got worse after its best has converged, to its best.
 4. **Never learned**: a run none of whose snapshots covers 9 classes (where the curve has class
    counts) has no point at which it learned, so its curve chooses nothing: it keeps the full
    budget it was given, so that "did not learn" is said at the longest budget tried.
 
-``window=1`` is the rule on the raw points.
+``window=1`` is the rule on the raw points (still improving: against the snapshot just before).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def stopping_point(points: list[dict], tolerance: float = TOLERANCE, window: int
     """{"epoch", "train_seconds", "fid_domain", "best", "converged", "learned"} of a curve's points
     (each with epoch, train_seconds, fid_domain; classes_covered where known); None for a curve
     without two finite points. ``fid_domain`` and ``best`` are smoothed values; a curve that never
-    covers 9 classes returns its last snapshot with ``learned`` False."""
+    covers 9 classes (``learned`` False) or is still improving (``converged`` False) returns its
+    last snapshot: the full budget."""
     pts = sorted((p for p in points if p.get("fid_domain") is not None and p["fid_domain"] == p["fid_domain"]
                   and p["fid_domain"] != float("inf")), key=lambda p: p["epoch"])
     if len(pts) < 2:
@@ -50,10 +52,11 @@ def stopping_point(points: list[dict], tolerance: float = TOLERANCE, window: int
     best = min(smooth)
     counts = [p.get("classes_covered") for p in pts]
     learned = any(c is not None and c >= LEARNED_CLASSES for c in counts) or all(c is None for c in counts)
-    converged = not (smooth[-1] == best and smooth[-2] > smooth[-1] * (1 + tolerance))
-    if not learned:
+    back = smooth[max(0, len(smooth) - 1 - (window // 2 + 1))]  # the first point sharing no median with the last
+    converged = not (smooth[-1] == best and back > smooth[-1] * (1 + tolerance))
+    if not learned or not converged:  # the full budget: it never learned, or it is still improving
         return {"epoch": pts[-1]["epoch"], "train_seconds": pts[-1]["train_seconds"], "fid_domain": smooth[-1],
-                "best": best, "converged": converged, "learned": False}
+                "best": best, "converged": converged, "learned": learned}
     limit = best * (1 + tolerance)  # fid_domain >= 0
     i = next(i for i, v in enumerate(smooth) if v <= limit)
     return {"epoch": pts[i]["epoch"], "train_seconds": pts[i]["train_seconds"], "fid_domain": smooth[i],
@@ -81,7 +84,8 @@ def budget_section(curve_rows: list[dict], datasets, methods, tolerance: float =
              f"Per seed, on the validation curve smoothed by a running median of {WINDOW} snapshots: the "
              f"epoch of the first snapshot within {tolerance:.0%} of the smoothed best (where it stops "
              f"improving); *still improving* where the smoothed best is the last snapshot and it improved "
-             f"on the one before by more than {tolerance:.0%} (the run did not converge within its budget); "
+             f"on the one two snapshots before by more than {tolerance:.0%} (the run did not converge within "
+             f"its budget); "
              f"*never learned* where no snapshot covers {LEARNED_CLASSES} classes (docs/studies.md).", "",
              "| dataset | method | " + " | ".join(f"seed {s}" for s in seeds) + " |",
              "|---|---|" + "---|" * len(seeds)]
