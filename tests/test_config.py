@@ -114,7 +114,8 @@ def _layered(preset: str) -> dict:
 
 
 @pytest.mark.parametrize("preset", ["config/paper/mnist.yaml", "config/paper/fashion.yaml", "config/paper/cifar10.yaml",
-                                    "config/paper/celeba64.yaml", "config/study/digits_converged.yaml"])
+                                    "config/paper/celeba64.yaml", "config/study/digits_converged_pilot.yaml",
+                                    "config/study/digits_converged.yaml"])
 def test_presets_that_claim_the_papers_settings_get_them_through_the_tuned_default(preset):
     """The embedded default carries the mnist5k tuning study's settings; a preset that trains the
     paper's GLANN and compare_gan v1's baselines (the paper presets, the converged study) must not

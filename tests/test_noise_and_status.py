@@ -267,6 +267,25 @@ def test_the_table_sets_glann_against_each_method_and_says_which_gaps_hold():
     assert "GLANN against each method" not in lonely
 
 
+def test_every_method_is_read_off_its_curve_at_glanns_training_seconds():
+    """"At GLANN's training compute": per seed, each method's last snapshot within GLANN's training
+    seconds (GLANN's last snapshot), never a later one; a method whose first snapshot comes later says so."""
+    from glann.evaluation.verdicts import equal_compute_section
+
+    def pts(method, seed, spans):
+        return [{"dataset": "d", "method": method, "seed": seed, "split": "val", "epoch": e, "train_seconds": t,
+                 "fid_domain": f} for e, t, f in spans]
+
+    rows = (pts("glann", 0, [(5, 100.0, 40.0), (10, 110.0, 20.0)]) + pts("glann", 1, [(10, 90.0, 25.0)])
+            + pts("flow", 0, [(30, 40.0, 60.0), (60, 110.0, 30.0), (90, 150.0, 10.0)])
+            + pts("flow", 1, [(30, 40.0, 50.0), (60, 95.0, 9.0)]) + pts("wgan_gp", 0, [(30, 120.0, 12.0)]))
+    md = "\n".join(equal_compute_section(rows, ["d"], ["glann", "flow", "wgan_gp"]))
+    assert "seed 0 110 s (fid_domain 20), seed 1 90 s (fid_domain 25)" in md
+    assert "| flow | 30 (epoch 60, 110 s) | 50 (epoch 30, 40 s) |" in md
+    assert "| wgan_gp | no snapshot by then (first at 120 s) | - |" in md
+    assert equal_compute_section(pts("flow", 0, [(1, 1.0, 1.0)]), ["d"], ["glann", "flow"]) == []
+
+
 def test_kid_through_kernel_matrices_is_the_direct_computation(monkeypatch):
     """CubicKernels: the MMD² of subsets and of resamples with repeats, from the kernel matrices
     kept once, equals polynomial_mmd2 of the gathered vectors; KID and its bootstrap interval are

@@ -21,9 +21,8 @@ from pathlib import Path
 from glann.atomic import write_json, write_text
 from glann.evaluation.budgets import budget_section
 from glann.evaluation.figures import compute_figure, summary_figures
-from glann.evaluation.verdicts import (differences_section, first_learned_section, format_cell, glann_section,
-                                      method_table,
-                                      sizes_and_floor, status_section)
+from glann.evaluation.verdicts import (differences_section, equal_compute_section, first_learned_section,
+                                      format_cell, glann_section, method_table, sizes_and_floor, status_section)
 
 # GLANN paper, Table 1 (Inception FID; lower is better). "glo_gauss" is GLO's row.
 PAPER_FID = {
@@ -134,6 +133,7 @@ def render_markdown(agg: dict, datasets: list[str], methods: list[str], budgets:
     lines += sizes_and_floor(agg, datasets, methods) + status_section(agg, datasets, methods)
     lines += first_learned_section(curve_rows or [], datasets, methods)
     lines += budget_section(curve_rows or [], datasets, methods)
+    lines += equal_compute_section(curve_rows or [], datasets, methods)
     lines += differences_section(agg, datasets, methods)
     lines += glann_section(agg, datasets, methods)
     for key, heading, _ in METRICS:

@@ -190,3 +190,47 @@ def first_learned_section(curve_rows: list[dict], datasets, methods) -> list[str
             if any(c != "-" for c in cells):
                 lines.append(f"| {d} | {m} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def equal_compute_section(curve_rows: list[dict], datasets, methods, reference: str = "glann") -> list[str]:
+    """Per dataset, method and seed: the snapshot with the most training seconds within GLANN's
+    (the same seed's last snapshot), and its fid_domain beside GLANN's: every method at GLANN's
+    training compute, read from the snapshot curves (all scored at the curves' n, on the curves'
+    split). Nothing without GLANN's curves."""
+    lines = []
+    for d in datasets:
+        refs = {r["seed"]: r for r in curve_rows if r["dataset"] == d and r["method"] == reference
+                and r["train_seconds"] == max(q["train_seconds"] for q in curve_rows
+                                              if (q["dataset"], q["method"], q["seed"]) == (d, reference, r["seed"]))}
+        if not refs:
+            continue
+        seeds = sorted(refs)
+        lines += [f"{d}: {reference}'s training seconds per seed: " +
+                  ", ".join(f"seed {s} {refs[s]['train_seconds']:.0f} s (fid_domain {refs[s]['fid_domain']:.3g})"
+                            for s in seeds) + ".", "",
+                  "| method | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---|" * len(seeds)]
+        for m in methods:
+            if m == reference:
+                continue
+            cells = []
+            for seed in seeds:
+                pts = [r for r in curve_rows if (r["dataset"], r["method"], r["seed"]) == (d, m, seed)]
+                within = [r for r in pts if r["train_seconds"] <= refs[seed]["train_seconds"]]
+                if not pts:
+                    cells.append("-")
+                elif not within:
+                    cells.append(f"no snapshot by then (first at {min(r['train_seconds'] for r in pts):.0f} s)")
+                else:
+                    at = max(within, key=lambda r: r["train_seconds"])
+                    cells.append(f"{at['fid_domain']:.3g} (epoch {at['epoch']}, {at['train_seconds']:.0f} s)")
+            if any(c != "-" for c in cells):
+                lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if not lines:
+        return []
+    split = sorted({r.get("split", "test") for r in curve_rows})
+    return ["## At GLANN's training compute", "",
+            "From the snapshot curves (split: " + ", ".join(split) + "; each point's n as the curves state): "
+            "each method's fid_domain at its last snapshot within GLANN's training seconds (same seed), "
+            "beside GLANN's last snapshot. Seconds are each job's own, measured beside the other jobs of the "
+            "invocation: an equal-compute comparison to the nearest snapshot, not a benchmark.", "", *lines]
