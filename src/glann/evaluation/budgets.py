@@ -128,10 +128,17 @@ def from_records(records_dir) -> list[dict]:
 
 
 def format_picks(picks: list[dict]) -> str:
-    """``glann budgets``' table."""
-    lines = ["| dataset | method | setting | seed | epochs run | budget by the rule | smoothed val fid_domain there (best) |",
-             "|---|---|---|---|---|---|---|"]
+    """``glann budgets``' table: each run's pick, the training seconds its curve took to reach it (what
+    a run at that budget costs, as measured in the recorded run), and their total per seed."""
+    lines = ["| dataset | method | setting | seed | epochs run | budget by the rule | smoothed val fid_domain there (best) "
+             "| training s to the budget |", "|---|---|---|---|---|---|---|---|"]
     for p in picks:
         lines.append(f"| {p['dataset']} | {p['method']} | {p['setting'] or '-'} | {p['seed']} | {p['ran']} | "
-                     f"{describe(p)} | {p['fid_domain']:.3g} ({p['best']:.3g}) |")
+                     f"{describe(p)} | {p['fid_domain']:.3g} ({p['best']:.3g}) | {p['train_seconds']:,.0f} |")
+    totals = {}
+    for p in picks:
+        totals[p["seed"]] = totals.get(p["seed"], 0.0) + p["train_seconds"]
+    lines += ["", "Training seconds to the budgets, summed: " +
+              ", ".join(f"seed {s}: {t:,.0f} s" for s, t in sorted(totals.items())) +
+              " (each job's own seconds; sampling and scoring not counted)."]
     return "\n".join(lines)
