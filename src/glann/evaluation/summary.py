@@ -118,6 +118,9 @@ BUDGETS = {  # config key budgets: what the table compares (workflow/schemas/con
     "equal_compute": "equal compute: each method's epochs set so that its training seconds are within 25% of "
                      "GLANN's; a method that needs more to learn is marked, not given more",
     "paper": "the papers' budgets (GLANN's released recipe; compare_gan v1's epochs)",
+    "converged": "the converged study's: its pilot's long budgets, then each method's epochs chosen on the validation "
+                 "split from its pilot curve by the rule of docs/studies.md (\"Budgets from the curves\"); a run "
+                 "still improving at its budget is marked in \"Budgets from the validation curves\"",
     "custom": "as this config sets them",
 }
 
