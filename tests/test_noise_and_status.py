@@ -188,7 +188,7 @@ def test_row_marks_and_table():
     assert "d, fid_domain: best **glann**" in md
     assert holds(agg[("d", "glann")], agg[("d", "vae")], "fid_domain").startswith("within noise")
     assert holds(agg[("d", "glann")], agg[("d", "nsgan")], "fid_domain") == "yes"
-    assert "| nsgan (did not learn) | 2.5e+03 | 2.4e+03-2.6e+03 | not a result |" in md
+    assert "| nsgan (did not learn) | 2.5e+03 | 100 | not a result |" in md  # the interval's half-width
 
 
 def test_holds_needs_both_seed_spread_and_bootstrap():
@@ -197,6 +197,12 @@ def test_holds_needs_both_seed_spread_and_bootstrap():
     assert holds(best, {"fid_domain": (11.5, 1.0, 3), "fid_domain_ci": [11.2, 12.0]},
                  "fid_domain") == "within noise (seeds)"
     assert holds(best, {"fid_domain": (13.0, 1.0, 3), "fid_domain_ci": [10.5, 15.0]},
+                 "fid_domain") == "within noise (bootstrap)"
+    # resampling with replacement puts each interval above its estimate, by an amount of its own:
+    # the intervals are compared by their widths around the estimates, not where they lie
+    shifted = {"fid_domain": (10.0, 0.0, 1), "fid_domain_ci": [13.0, 15.0]}
+    assert holds(shifted, {"fid_domain": (12.5, 0.0, 1), "fid_domain_ci": [12.6, 14.6]}, "fid_domain") == "yes"
+    assert holds(shifted, {"fid_domain": (11.5, 0.0, 1), "fid_domain_ci": [16.0, 18.0]},
                  "fid_domain") == "within noise (bootstrap)"
     assert math.isclose(threshold({"single_class_fid_domain": [3.0]}), 3.0)
 
