@@ -210,3 +210,25 @@ def test_unwritable_results_folder_is_refused_clearly(tmp_path):
     finally:
         tempfile.mkstemp = orig
     assert (ro / "old.json").read_text() == "{}"
+
+
+# --------------------------------------------------------------------------- a job's threads, by hand or under snakemake
+def test_a_jobs_threads_cap_the_blas_pools_as_snakemake_does():
+    """Snakemake sets OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, ... to a job's threads; a job's
+    command run by hand does not, so numpy's BLAS would take every core and a Fréchet distance's
+    float64 sums would round in another order. --threads caps those pools itself."""
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.endswith("_NUM_THREADS") and k not in ("OMP_THREAD_LIMIT",)}
+    code = textwrap.dedent("""
+        import json, torch
+        from threadpoolctl import threadpool_info
+        from glann.runtime import setup_torch
+        setup_torch(1, False, 0)
+        print(json.dumps([torch.get_num_threads()] + [p["num_threads"] for p in threadpool_info()]))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    counts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(counts) > 1, "no BLAS pool found: numpy without BLAS?"
+    assert set(counts) == {1}, counts

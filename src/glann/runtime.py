@@ -34,9 +34,19 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def setup_torch(threads: int | None = None, deterministic: bool = False, seed: int = 0) -> None:
-    """Use the cores the job was given, seed every RNG, optionally force determinism."""
+    """Use the cores the job was given, seed every RNG, optionally force determinism.
+
+    ``threads`` caps torch's threads and the BLAS/OpenMP pools numpy and scipy use (the
+    covariances and matrix square roots of every Fréchet distance): a job then computes the
+    same metrics under Snakemake (which sets ``OMP_NUM_THREADS`` and the like to the job's
+    threads) as when its command is run by hand, where those pools would take every core and
+    round float64 sums in another order.
+    """
     if threads:
+        from threadpoolctl import threadpool_limits
+
         torch.set_num_threads(int(threads))
+        threadpool_limits(limits=int(threads))
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
