@@ -209,7 +209,7 @@ def _quick_run(where: Path) -> dict:
     (wf / "config/config.yaml").write_text(quick_config({
         "methods": QUICK_METHODS, "fault_injection": {"nsgan": 1}, "glo": {"epochs": 6, "lr_halve_every": 2},
         "sweep": QUICK_SWEEP, "records": {"dir": "records"}}))
-    (wf / "split1.yaml").write_text("data: {digits: {size: 16, split_seed: 1}}\n")
+    (wf / "split1.yaml").write_text("data: {digits: {size: 8, split_seed: 1}}\n")
     env = {**os.environ, "GLANN_TRACKING": "1"}
     exe = str(Path(sys.executable).with_name("snakemake"))
     first_log = wf / "first.log"
