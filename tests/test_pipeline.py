@@ -34,12 +34,12 @@ def _rules_run(log: str) -> list[str]:
 def test_quick_pipeline_outputs(quick_run):
     wf = quick_run["wf"]
     manifest = json.loads((wf / "data/prepared/digits/manifest.json").read_text())
-    assert manifest["shapes"]["train"] == [1293, 16, 16, 1] and len(manifest["sha256"]) == 3
-    assert manifest["shapes"]["val"] == [144, 16, 16, 1]  # val_size 0.1 of 1,437: the sweep picks on it
+    assert manifest["shapes"]["train"] == [1293, 8, 8, 1] and len(manifest["sha256"]) == 3
+    assert manifest["shapes"]["val"] == [144, 8, 8, 1]  # val_size 0.1 of 1,437: the sweep picks on it
     for m in METHODS:
         run = wf / "results/digits" / m / "seed0"
         with np.load(run / "samples.npz") as z:
-            assert z["images"].shape == (200, 16, 16, 1) and z["images"].dtype == np.uint8
+            assert z["images"].shape == (200, 8, 8, 1) and z["images"].dtype == np.uint8
         for png in ("samples.png", "interpolation.png", "nearest.png"):
             assert (run / png).stat().st_size > 100
         metrics = json.loads((run / "metrics.json").read_text())
