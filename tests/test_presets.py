@@ -57,6 +57,19 @@ CURVE_STAGE = {"glann": "imle", "glo_gauss": "glo"}
 SHARED = {"glo"}  # a stage two rows train: it keeps its pilot budget (docs/studies.md)
 
 
+def test_the_population_trains_at_the_converged_studys_budgets_and_settings():
+    """config/study/digits_population.yaml is the converged study with a sweep: every section a run's
+    key reads (each method's budget and settings, the data, sampling, evaluation) is the converged
+    study's, so its configured runs are the converged study's runs (the same record keys)."""
+    conv = yaml.safe_load((REPO / "config/study/digits_converged.yaml").read_text())
+    pop = yaml.safe_load((REPO / "config/study/digits_population.yaml").read_text())
+    assert set(pop["methods"]) <= set(conv["methods"]) and pop["sweep"]["settings"] >= 8
+    assert set(pop["sweep"]["methods"]) == set(pop["methods"]) and len(pop["seeds"]) >= 2
+    for key in set(conv) | set(pop):
+        if key not in ("methods", "seeds", "records", "sweep"):
+            assert pop.get(key) == conv.get(key), key
+
+
 def test_the_converged_study_trains_each_method_for_the_budget_its_pilot_curve_chose():
     """config/study/digits_converged.yaml is its pilot with each method's epochs set by the rule of
     docs/studies.md on the pilot's recorded validation curves: nothing else differs, every method has
