@@ -154,21 +154,23 @@ def test_loss_curves_for_dvc_plots(tmp_path):
 
 GOLDEN_ROWS = [
     {"dataset": "mnist", "method": "glann", "seed": 0, "fid_domain": 10.0, "inception_fid": 9.0, "precision": 0.5,
-     "train_seconds": 100.0, "train_device": "cpu"},
+     "train_seconds": 100.0, "train_device": "cpu", "kid_domain": 20.0, "kid_domain_std": 3.0},
     {"dataset": "mnist", "method": "glann", "seed": 1, "fid_domain": 14.0, "inception_fid": 11.0, "precision": 0.7,
-     "train_seconds": 120.0, "train_device": "cpu"},
+     "train_seconds": 120.0, "train_device": "cpu", "kid_domain": 30.0, "kid_domain_std": 5.0},
     {"dataset": "mnist", "method": "nsgan", "seed": 0, "fid_domain": 3000.0, "diverged": True, "diverged_epoch": 4},
 ]
 
 
 def test_results_table_matches_the_checked_golden_file():
     """The whole table text, checked by hand once: means, sample stds (12 ± 2.8: sqrt(8)), the paper's
-    number beside Inception FID only, diverged marks, missing cells, training seconds with the device."""
+    number beside Inception FID only, diverged marks, missing cells, training seconds with the device,
+    KID with the spread over seeds and then its own std over subsets (mean of the seeds' 3 and 5)."""
     from pathlib import Path
 
     golden = (Path(__file__).parent / "data" / "summary_golden.md").read_text()
     assert render_markdown_for(GOLDEN_ROWS) == golden
     assert "| glann | 10 ± 1.4 (paper 8.6) |" in golden and "| glann | 110 ± 14 (cpu) |" in golden
+    assert "| glann | 25 ± 7.1 (subsets ± 4) |" in golden
 
 
 def render_markdown_for(rows):

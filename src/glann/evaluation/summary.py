@@ -34,10 +34,10 @@ PAPER_FID = {
 
 METRICS = [  # (key, heading, lower is better?)
     ("fid_domain", "fid_domain (evaluator features) ↓", True),
-    ("kid_domain", "KID (evaluator features) ↓", True),
+    ("kid_domain", "KID (evaluator features; ± over seeds, then its std over subsets) ↓", True),
     ("fid_domain_infinity", "FID∞ (fid_domain extrapolated to n → ∞; eval.fid_infinity) ↓", True),
     ("inception_fid", "Inception FID ↓", True),
-    ("inception_kid", "Inception KID ↓", True),
+    ("inception_kid", "Inception KID (± over seeds, then its std over subsets) ↓", True),
     ("precision", "precision ↑", False),
     ("recall", "recall ↑", False),
     ("density", "density ↑", False),
@@ -103,6 +103,9 @@ def aggregate(rows: list[dict]) -> dict:
         for name in ("fid_domain_ci", "kid_domain_ci"):  # the seeds' 95% intervals, ends averaged
             cis = [r[name] for r in group if r.get(name)]
             cell[name] = [float(np.mean([c[0] for c in cis])), float(np.mean([c[1] for c in cis]))] if cis else None
+        for name in ("kid_domain_std", "inception_kid_std"):  # KID's own std over its subsets, mean over seeds
+            stds = [float(r[name]) for r in group if r.get(name) is not None]
+            cell[name] = float(np.mean(stds)) if stds else None
         for name in ("n_samples", "n_test", "floor_n", "floor_fid_domain", "floor_kid_domain"):
             cell[name] = group[0].get(name)
         cell["seeds"] = sorted(r["seed"] for r in group)
@@ -154,6 +157,8 @@ def render_markdown(agg: dict, datasets: list[str], methods: list[str], budgets:
 def metric_cell(d: str, m: str, cell: dict, key: str) -> str:
     """One cell of a metric's table: mean ± std, the run's mark, the device, the paper's number."""
     text = format_cell(*cell[key])
+    if key in ("kid_domain", "inception_kid") and cell[key][0] is not None and cell.get(f"{key}_std") is not None:
+        text += f" (subsets ± {cell[f'{key}_std']:.2g})"
     if cell["diverged"]:
         text += f" (diverged, epoch {', '.join(str(e) for e in cell['diverged'])})"
     elif cell.get("mark"):

@@ -39,7 +39,7 @@ from glann.atomic import write_json, write_text
 OUTPUTS = ("sweep.md", "sweep.json", "sweep_fid.png", "sweep_budget.png", "sweep_pr.png")  # always written
 CSV = "sweep.csv"  # always written (only its header without a sweep): a DVC plot
 NO_SWEEP = "No sweep in this config (sweep.settings is 0): nothing was swept. docs/sweeps.md says how to run one."
-RUN_METRICS = ("val_fid_domain", "fid_domain", "kid_domain", "precision", "recall", "density", "coverage",
+RUN_METRICS = ("val_fid_domain", "fid_domain", "kid_domain", "kid_domain_std", "precision", "recall", "density", "coverage",
                "classes_covered", "diverged", "status", "n_samples", "n_test", "floor_fid_domain",
                "floor_kid_domain")
 FEW_CLASSES = 9  # "covered fewer than 9 classes": GLANN's and Lucic et al.'s mode-dropping mark on 10 classes
@@ -153,6 +153,7 @@ def analyse(rows: list[dict], drawn: dict) -> dict:
             "best_val_fid_domain": settings[best]["val"],
             "best": {key: dict(zip(("mean", "std"), _mean_std([r.get(key) for r in runs])))
                      for key in ("fid_domain", "kid_domain", "precision", "recall", "classes_covered")},
+            "kid_subset_std": _mean_std([r.get("kid_domain_std") for r in runs])[0],
             "seeds": sorted(r["seed"] for r in runs),
             "n_samples": runs[0].get("n_samples"), "n_test": runs[0].get("n_test"),
             "floor": {key: [r.get(f"floor_{key}") for r in every if r.get(f"floor_{key}") is not None]
@@ -175,6 +176,11 @@ def _fmt(x, std=None, digits=3) -> str:
     if x is None or not math.isfinite(x):
         return "n/a"
     return f"{x:.{digits}g}" + (f" ± {std:.2g}" if std else "")
+
+
+def _subsets(std) -> str:
+    """KID's own std over its subsets, beside the spread over seeds."""
+    return "" if std is None or not math.isfinite(std) else f" (subsets ± {std:.2g})"
 
 
 def _values(v: dict | None) -> str:
@@ -211,6 +217,7 @@ def render_markdown(result: dict, base: dict) -> str:
     lines = ["# Sweeps", "",
              "Per method, K settings drawn from its search space (docs/sweeps.md). **best**: the setting with "
              "the lowest validation fid_domain (mean over seeds); its test metrics, mean ± std over seeds. "
+             "**test KID**: ± over seeds, then KID's own std over its subsets. "
              "**spread**: median [25th-75th percentile] of test fid_domain over the K settings. "
              f"**diverged** / **< {FEW_CLASSES} classes**: share of all runs of the sweep. **undominated**: share "
              "of the method's runs that no run of another method beats in both precision and recall. "
@@ -225,7 +232,7 @@ def render_markdown(result: dict, base: dict) -> str:
         lines.append(
             f"| {r['dataset']} | {r['method']} | {r['settings']} | hp{r['best_k']}: {_values(r['best_values'])} | "
             f"{_fmt(r['best_val_fid_domain'])} | {_fmt(b['fid_domain']['mean'], b['fid_domain']['std'])} | "
-            f"{_fmt(b['kid_domain']['mean'], b['kid_domain']['std'])} | "
+            f"{_fmt(b['kid_domain']['mean'], b['kid_domain']['std'])}{_subsets(r.get('kid_subset_std'))} | "
             f"{_fmt(b['precision']['mean'], b['precision']['std'])} | {_fmt(b['recall']['mean'], b['recall']['std'])} | "
             f"{_fmt(b['classes_covered']['mean'], b['classes_covered']['std'])} | "
             f"{_fmt(spread['median'])} [{_fmt(spread['q25'])}-{_fmt(spread['q75'])}] | "
