@@ -28,15 +28,15 @@ def test_generate_png_and_npz_from_the_quick_run(quick_run, tmp_path, method):
                     "--interpolate", "3", "--device", "cpu", cwd=wf)
     assert png.returncode == 0, png.stderr[-2000:]
     files = sorted((tmp_path / "png").glob("0*.png"))
-    assert len(files) == 25 and Image.open(files[0]).size == (16, 16)
-    assert Image.open(tmp_path / "png" / "interpolation.png").size[1] > 16 * 3
+    assert len(files) == 25 and Image.open(files[0]).size == (8, 8)
+    assert Image.open(tmp_path / "png" / "interpolation.png").size[1] > 8 * 3
     npz = _generate(run, "-n", "25", "--out", str(tmp_path / "npz"), "--format", "npz", "--batch-size", "10",
                     "--seed", "3", cwd=wf)
     assert npz.returncode == 0, npz.stderr[-2000:]
     shards = sorted((tmp_path / "npz").glob("samples-*.npz"))
     assert [len(np.load(s)["images"]) for s in shards] == [10, 10, 5]  # streamed, batch by batch
     images = np.concatenate([np.load(s)["images"] for s in shards])
-    assert images.dtype == np.uint8 and images.shape == (25, 16, 16, 1)
+    assert images.dtype == np.uint8 and images.shape == (25, 8, 8, 1)
     assert np.array_equal(images[0, ..., 0], np.asarray(Image.open(files[0])))  # same seed, same images
     other = _generate(run, "-n", "10", "--out", str(tmp_path / "other"), "--format", "npz", "--seed", "4", cwd=wf)
     assert other.returncode == 0
