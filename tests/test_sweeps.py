@@ -372,3 +372,21 @@ def test_validation_and_test_scoring_each_use_their_own_statistics(tmp_path, mon
     assert m["fid_domain"] == pytest.approx(frechet_distance(*gaussian_stats(fake), *gaussian_stats(test)), rel=1e-6)
     assert m["val_fid_domain"] == pytest.approx(frechet_distance(*gaussian_stats(fake), *gaussian_stats(val)), rel=1e-6)
     assert abs(m["fid_domain"] - m["val_fid_domain"]) > 1.0
+
+
+def test_the_sweep_table_says_which_differences_between_best_settings_hold():
+    from glann.evaluation.verdicts import sweep_differences
+
+    def row(method, fid, std, ci):
+        return {"dataset": "d", "method": method, "seeds": [0, 1],
+                "best": {"fid_domain": {"mean": fid, "std": std}, "kid_domain": {"mean": None, "std": None}},
+                "ci": {"fid_domain_ci": ci, "kid_domain_ci": None}}
+
+    result = {"d/glann": row("glann", 10.0, 1.0, [11.0, 13.0]),      # half-width 1
+              "d/nsgan": row("nsgan", 14.0, 1.0, [15.0, 17.0]),      # 4 > 1+1 (seeds), 4 > 1+1 (bootstrap)
+              "d/vae": row("vae", 12.5, 0.5, [12.0, 16.0]),          # 2.5 > 1.5 (seeds), 2.5 < 1+2 (bootstrap)
+              "d/lsgan": row("lsgan", 11.5, 2.0, [11.5, 11.5])}      # 1.5 < 2+1 (seeds), 1.5 > 1+0 (bootstrap)
+    text = "\n".join(sweep_differences(result))
+    assert "d, fid_domain: best **glann**; nsgan: yes; vae: within noise (bootstrap); " \
+           "lsgan: within noise (seeds)." in text
+    assert "d, KID" not in text  # not measured: no verdict

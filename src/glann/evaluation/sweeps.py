@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from glann.atomic import write_json, write_text
+from glann.evaluation.verdicts import sweep_differences
 
 OUTPUTS = ("sweep.md", "sweep.json", "sweep_fid.png", "sweep_budget.png", "sweep_pr.png")  # always written
 CSV = "sweep.csv"  # always written (only its header without a sweep): a DVC plot
@@ -66,7 +67,8 @@ def collect_trials(metric_files) -> list[dict]:
         m = json.loads(path.read_text())
         rows.append({"dataset": hp_dir.parent.parent.name, "method": hp_dir.parent.name,
                      "k": int(hp_dir.name[2:]), "seed": int(seed_dir.name.removeprefix("seed")),
-                     **{key: m.get(key) for key in RUN_METRICS}})
+                     **{key: m.get(key) for key in RUN_METRICS},
+                     **{key: m.get(key) for key in ("fid_domain_ci", "kid_domain_ci")}})
     return rows
 
 
@@ -154,6 +156,8 @@ def analyse(rows: list[dict], drawn: dict) -> dict:
             "best": {key: dict(zip(("mean", "std"), _mean_std([r.get(key) for r in runs])))
                      for key in ("fid_domain", "kid_domain", "precision", "recall", "classes_covered")},
             "kid_subset_std": _mean_std([r.get("kid_domain_std") for r in runs])[0],
+            "ci": {key: [float(np.mean([r[key][i] for r in runs if r.get(key)])) for i in (0, 1)]
+                   if any(r.get(key) for r in runs) else None for key in ("fid_domain_ci", "kid_domain_ci")},
             "seeds": sorted(r["seed"] for r in runs),
             "n_samples": runs[0].get("n_samples"), "n_test": runs[0].get("n_test"),
             "floor": {key: [r.get(f"floor_{key}") for r in every if r.get(f"floor_{key}") is not None]
@@ -239,7 +243,7 @@ def render_markdown(result: dict, base: dict) -> str:
             f"{r['diverged_share']:.0%} | {r['few_classes_share']:.0%} | "
             f"{'n/a' if r['undominated_share'] is None else format(r['undominated_share'], '.0%')} | "
             f"{_fmt(base.get((r['dataset'], r['method'])))} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + sweep_differences(result)) + "\n"
 
 
 def render_csv(rows: list[dict], drawn: dict) -> str:

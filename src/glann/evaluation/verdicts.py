@@ -247,3 +247,25 @@ def equal_compute_section(curve_rows: list[dict], datasets, methods, reference: 
             "each method's fid_domain at its last snapshot within GLANN's training seconds (same seed), "
             "beside GLANN's last snapshot. Seconds are each job's own, measured beside the other jobs of the "
             "invocation: an equal-compute comparison to the nearest snapshot, not a benchmark.", "", *lines]
+
+
+def sweep_differences(result: dict) -> list[str]:
+    """A sweep table's verdicts: per dataset and metric, the method whose best setting (picked on
+    validation) has the lowest test value, and whether each other method's best differs from it by
+    more than the noise (:func:`holds`: the spread over seeds and the bootstrap intervals)."""
+    lines = ["", "## Which differences hold", "",
+             "Between the methods' best settings, on test, as in the summary's table: **holds** when the "
+             "difference exceeds both rows' std over seeds added and the half-widths of their 95% bootstrap "
+             "intervals added (docs/evaluation.md).", ""]
+    for d in sorted({r["dataset"] for r in result.values()}):
+        rows = {r["method"]: r for r in result.values() if r["dataset"] == d}
+        for key, name in (("fid_domain", "fid_domain"), ("kid_domain", "KID")):
+            cells = {m: {key: (r["best"][key]["mean"], r["best"][key]["std"], len(r["seeds"])),
+                         f"{key}_ci": r["ci"].get(f"{key}_ci")}
+                     for m, r in rows.items() if r["best"][key]["mean"] is not None}
+            if not cells:
+                continue
+            best = min(cells, key=lambda m: cells[m][key][0])
+            lines += [f"{d}, {name}: best **{best}**; " + "; ".join(
+                f"{m}: {holds(cells[best], c, key)}" for m, c in cells.items() if m != best) + ".", ""]
+    return lines
