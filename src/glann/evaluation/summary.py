@@ -22,7 +22,8 @@ from glann.atomic import write_json, write_text
 from glann.evaluation.budgets import budget_section
 from glann.evaluation.figures import compute_figure, summary_figures
 from glann.evaluation.verdicts import (differences_section, equal_compute_section, first_learned_section,
-                                      format_cell, glann_section, method_table, sizes_and_floor, status_section)
+                                      format_cell, glann_section, mean_interval, method_table, sizes_and_floor,
+                                      status_section)
 
 # GLANN paper, Table 1 (Inception FID; lower is better). "glo_gauss" is GLO's row.
 PAPER_FID = {
@@ -101,8 +102,7 @@ def aggregate(rows: list[dict]) -> dict:
         cell["reasons"] = [r.get("status_reason") or "" for r in group]
         cell["mark"] = row_mark(cell["status"])
         for name in ("fid_domain_ci", "kid_domain_ci"):  # the seeds' 95% intervals, ends averaged
-            cis = [r[name] for r in group if r.get(name)]
-            cell[name] = [float(np.mean([c[0] for c in cis])), float(np.mean([c[1] for c in cis]))] if cis else None
+            cell[name] = mean_interval(group, name)
         for name in ("kid_domain_std", "inception_kid_std"):  # KID's own std over its subsets, mean over seeds
             stds = [float(r[name]) for r in group if r.get(name) is not None]
             cell[name] = float(np.mean(stds)) if stds else None

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from glann.atomic import write_json, write_text
-from glann.evaluation.verdicts import sweep_differences
+from glann.evaluation.verdicts import mean_interval, sweep_differences
 
 OUTPUTS = ("sweep.md", "sweep.json", "sweep_fid.png", "sweep_budget.png", "sweep_pr.png")  # always written
 CSV = "sweep.csv"  # always written (only its header without a sweep): a DVC plot
@@ -156,8 +156,7 @@ def analyse(rows: list[dict], drawn: dict) -> dict:
             "best": {key: dict(zip(("mean", "std"), _mean_std([r.get(key) for r in runs])))
                      for key in ("fid_domain", "kid_domain", "precision", "recall", "classes_covered")},
             "kid_subset_std": _mean_std([r.get("kid_domain_std") for r in runs])[0],
-            "ci": {key: [float(np.mean([r[key][i] for r in runs if r.get(key)])) for i in (0, 1)]
-                   if any(r.get(key) for r in runs) else None for key in ("fid_domain_ci", "kid_domain_ci")},
+            "ci": {key: mean_interval(runs, key) for key in ("fid_domain_ci", "kid_domain_ci")},
             "seeds": sorted(r["seed"] for r in runs),
             "n_samples": runs[0].get("n_samples"), "n_test": runs[0].get("n_test"),
             "floor": {key: [r.get(f"floor_{key}") for r in every if r.get(f"floor_{key}") is not None]

@@ -54,6 +54,12 @@ def status_section(agg: dict, datasets, methods) -> list[str]:
     return method_table("Run status", agg, datasets, methods, text)
 
 
+def mean_interval(runs: list[dict], key: str) -> list[float] | None:
+    """The seeds' bootstrap intervals of ``key`` (e.g. ``fid_domain_ci``), ends averaged; None without any."""
+    cis = [r[key] for r in runs if r.get(key)]
+    return [sum(c[0] for c in cis) / len(cis), sum(c[1] for c in cis) / len(cis)] if cis else None
+
+
 def half_width(ci) -> float | None:
     """Half the width of a bootstrap interval (None without one)."""
     return None if ci is None else (ci[1] - ci[0]) / 2
