@@ -17,6 +17,7 @@ from torch import nn
 from glann.atomic import load_torch
 from glann.data.datasets import load_prepared, read_manifest
 from glann.methods.models import to_float_images
+from glann.runtime import to_device
 
 
 class LeNetEvaluator(nn.Module):
@@ -79,9 +80,9 @@ def make_evaluator(image_shape, num_classes: int, arch: str = "auto") -> nn.Modu
 
 
 def _rotate_batch(x: torch.Tensor, gen: torch.Generator):
-    k = torch.randint(0, 4, (x.shape[0],), generator=gen).to(x.device)
-    out = torch.stack([torch.rot90(im, int(r), dims=(1, 2)) for im, r in zip(x, k)])
-    return out, k
+    k = torch.randint(0, 4, (x.shape[0],), generator=gen)  # read on the host: no GPU sync per image
+    out = torch.stack([torch.rot90(im, r, dims=(1, 2)) for im, r in zip(x, k.tolist())])
+    return out, to_device(k, x.device)
 
 
 def train_evaluator(data_dir, cfg: dict, ctx) -> dict:
@@ -103,7 +104,7 @@ def train_evaluator(data_dir, cfg: dict, ctx) -> dict:
 
     def step(epoch: int, poison: bool) -> dict:
         net.train()
-        perm = torch.randperm(len(x), generator=gen).to(ctx.device)
+        perm = to_device(torch.randperm(len(x), generator=gen), ctx.device)
         total = 0.0
         for i in range(0, len(x), cfg["batch_size"]):
             idx = perm[i: i + cfg["batch_size"]]

@@ -33,7 +33,7 @@ from torch import nn
 
 from glann.methods.models import to_float_images
 from glann.methods.training import Loop, TrainContext, descend, epoch_batches, fit, load_train_images, seeded
-from glann.runtime import autocast
+from glann.runtime import autocast, to_device
 
 SOLVERS = ("euler", "heun")
 
@@ -182,8 +182,8 @@ def train_flow(data_dir, cfg: dict, ctx: TrainContext) -> dict:
         total, seen = 0.0, 0
         for idx in epoch_batches(n, cfg["batch_size"], gen, ctx.device):
             x1 = to_float_images(images[idx]) * 2 - 1
-            x0 = torch.randn(x1.shape, generator=gen).to(ctx.device)
-            t = torch.rand(len(idx), generator=gen).to(ctx.device)
+            x0 = to_device(torch.randn(x1.shape, generator=gen), ctx.device)
+            t = to_device(torch.rand(len(idx), generator=gen), ctx.device)
             with autocast(ctx.device, ctx.amp):
                 loss = flow_matching_loss(model.velocity, x1, x0, t, cfg["sigma_min"])
             total += descend(loss, poison, opt) * len(idx)

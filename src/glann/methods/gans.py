@@ -47,7 +47,7 @@ from glann.methods.gan_losses import (bce_d_loss, began_losses, dragan_penalty, 
                                       reconstruction_error, wasserstein_d_loss, wasserstein_g_loss)
 from glann.methods.optim import TFRMSProp
 from glann.methods.models import BEGANDiscriminator, Discriminator, V1Generator, to_float_images
-from glann.runtime import autocast
+from glann.runtime import autocast, to_device
 from glann.methods.training import Loop, Slot, descend, epoch_batches, fit, load_train_images, seeded, TrainContext
 
 log = logging.getLogger(__name__)
@@ -60,14 +60,14 @@ def uniform_noise(n: int, dim: int, gen: torch.Generator) -> torch.Tensor:
 
 def wgan_gp_term(critic, real, fake, gen):
     """WGAN-GP's penalty with alpha ~ U(0, 1) per image, drawn from the job's generator."""
-    alpha = torch.rand(len(real), 1, 1, 1, generator=gen).to(real.device)
+    alpha = to_device(torch.rand(len(real), 1, 1, 1, generator=gen), real.device)
     return gradient_penalty(critic, real, fake, alpha)
 
 
 def dragan_term(critic, real, fake, gen):
     """DRAGAN's penalty: u ~ U[0, 1) per pixel, then alpha ~ U(0, 1) per image (v1's order)."""
-    u = torch.rand(real.shape, generator=gen).to(real.device)
-    alpha = torch.rand(len(real), 1, 1, 1, generator=gen).to(real.device)
+    u = to_device(torch.rand(real.shape, generator=gen), real.device)
+    alpha = to_device(torch.rand(len(real), 1, 1, 1, generator=gen), real.device)
     return dragan_penalty(critic, real, dragan_perturbed(real, u), alpha)
 
 
@@ -228,7 +228,7 @@ def train_gan(kind: str, data_dir, cfg: dict, ctx: TrainContext) -> dict:
         for i, idx in enumerate(epoch_batches(n, bs, gen, ctx.device, drop_last=True)):
             t = (epoch - 1) * per_epoch + i  # v1's global step counter
             real = to_float_images(images[idx])
-            z = uniform_noise(len(idx), latent, gen).to(ctx.device)
+            z = to_device(uniform_noise(len(idx), latent, gen), ctx.device)
             with torch.no_grad(), autocast(ctx.device, ctx.amp):
                 fake = G(z).float()
             sums["d_loss"] += descend(objective.d_objective(nets, real, fake), poison, opt_d)
@@ -236,7 +236,7 @@ def train_gan(kind: str, data_dir, cfg: dict, ctx: TrainContext) -> dict:
             objective.after_d_step(nets)
             if _g_step_due(t, n_critic):
                 if objective.resample_for_g:
-                    z = uniform_noise(len(idx), latent, gen).to(ctx.device)
+                    z = to_device(uniform_noise(len(idx), latent, gen), ctx.device)
                 sums["g_loss"] += descend(objective.g_objective(nets, real, z), False, opt_g)
                 steps["g_loss"] += 1
             objective.after_step(nets, real, z, sums)

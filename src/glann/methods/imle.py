@@ -27,7 +27,7 @@ import torch
 from glann.atomic import load_torch
 from glann.methods.models import IMLEMapping, make_generator, recalibrate_batchnorm, to_float_images
 from glann.methods.nn_search import search
-from glann.runtime import autocast
+from glann.runtime import autocast, to_device
 from glann.methods.training import Loop, Slot, descend, epoch_batches, fit, load_train_images, seeded, TrainContext
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def train_imle(glo_path, cfg: dict, ctx: TrainContext) -> dict:
     m = int(round(cfg["samples_factor"] * n))
 
     def step(epoch: int, poison: bool) -> dict:
-        noise = torch.randn(m, cfg["noise_dim"], generator=gen).to(ctx.device)
+        noise = to_device(torch.randn(m, cfg["noise_dim"], generator=gen), ctx.device)
         # Match with the mapping as it samples: BN statistics re-estimated on random noise.
         recalibrate_batchnorm(T, noise)
         idx, dist = search(codes, map_in_chunks(T, noise), cfg["nn_backend"])
@@ -64,7 +64,7 @@ def train_imle(glo_path, cfg: dict, ctx: TrainContext) -> dict:
                 "lr": opt.param_groups[0]["lr"]}
 
     def final() -> dict:
-        recalibrate_batchnorm(T, torch.randn(m, cfg["noise_dim"], generator=gen).to(ctx.device))
+        recalibrate_batchnorm(T, to_device(torch.randn(m, cfg["noise_dim"], generator=gen), ctx.device))
         return {"mapping": T.state_dict(), "noise_dim": cfg["noise_dim"], "latent_dim": latent_dim}
 
     return fit(Loop("train_imle", "imle", cfg, {"mapping": T, "opt": opt}, gen, step, final,
@@ -75,7 +75,7 @@ def train_imle(glo_path, cfg: dict, ctx: TrainContext) -> dict:
 def mean_nn_distance(T, codes, noise_dim: int, factor: float, seed: int, backend="torch") -> float:
     """Mean distance from each code to its nearest mapped sample (IMLE's objective, Eq. 3)."""
     gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn(int(factor * len(codes)), noise_dim, generator=gen).to(codes.device)
+    noise = to_device(torch.randn(int(factor * len(codes)), noise_dim, generator=gen), codes.device)
     T.eval()  # sampling-time behaviour
     _, d = search(codes, map_in_chunks(T, noise), backend)
     return d.sqrt().mean().item()
@@ -96,7 +96,7 @@ def train_imle_pixel(data_dir, cfg: dict, ctx: TrainContext) -> dict:
     def step(epoch: int, poison: bool) -> dict:
         nn_dist = float("nan")
         if matched.value is None or (epoch - 1) % cfg["staleness"] == 0:
-            noise = torch.randn(m, cfg["noise_dim"], generator=gen).to(ctx.device)
+            noise = to_device(torch.randn(m, cfg["noise_dim"], generator=gen), ctx.device)
             recalibrate_batchnorm(G, noise[: min(m, 8192)])  # leaves G in eval mode
             with autocast(ctx.device, ctx.amp):
                 samples = map_in_chunks(lambda e: G(e).float().reshape(len(e), -1), noise, 2048)
@@ -115,7 +115,7 @@ def train_imle_pixel(data_dir, cfg: dict, ctx: TrainContext) -> dict:
         return {"loss": total / max(count, 1), "images": count, "nn_distance": nn_dist}
 
     def final() -> dict:
-        recalibrate_batchnorm(G, torch.randn(min(m, 8192), cfg["noise_dim"], generator=gen).to(ctx.device))
+        recalibrate_batchnorm(G, to_device(torch.randn(min(m, 8192), cfg["noise_dim"], generator=gen), ctx.device))
         return {"generator": G.state_dict(), "noise_dim": cfg["noise_dim"], "image_shape": [h, w, c]}
 
     return fit(Loop("train_imle_pixel", "imle_pixel", cfg, {"generator": G, "opt": opt, "matched": matched},

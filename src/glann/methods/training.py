@@ -30,7 +30,7 @@ from tqdm import tqdm
 from glann.atomic import torch_save, write_text
 from glann.data.datasets import load_prepared
 from glann.errors import DivergedError
-from glann.runtime import Checkpointer, rng_state, set_rng_state, training_lock
+from glann.runtime import Checkpointer, rng_state, set_rng_state, to_device, training_lock
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +295,6 @@ def descend(loss: torch.Tensor, poison: bool, *optimisers) -> torch.Tensor:
 
 def epoch_batches(n: int, batch_size: int, gen: torch.Generator, device, drop_last: bool = False):
     """Shuffled index batches for one epoch, drawn from ``gen`` (saved in checkpoints)."""
-    perm = torch.randperm(n, generator=gen).to(device)
+    perm = to_device(torch.randperm(n, generator=gen), device)
     stop = n - (n % batch_size) if drop_last and n >= batch_size else n
     return [perm[i: i + batch_size] for i in range(0, stop, batch_size)]

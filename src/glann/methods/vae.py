@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from glann.methods.models import Discriminator, V1Generator, to_float_images
-from glann.runtime import autocast
+from glann.runtime import autocast, to_device
 from glann.methods.training import Loop, descend, epoch_batches, fit, load_train_images, seeded, TrainContext
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def posterior(stats: torch.Tensor):
 
 def elbo_terms(encoder, decoder, x, likelihood: str, sigma: float, gen=None):
     mu, std = posterior(encoder(x))
-    eps = torch.randn(mu.shape, generator=gen).to(x.device) if gen is not None else torch.randn_like(mu)
+    eps = to_device(torch.randn(mu.shape, generator=gen), x.device) if gen is not None else torch.randn_like(mu)
     z = mu + std * eps
     nll = neg_log_likelihood(decoder(z), x, likelihood, sigma)
     with torch.autocast(mu.device.type, enabled=False):
