@@ -115,3 +115,35 @@ def test_the_report_sums_the_jobs_and_the_utilisation(tmp_path):
     assert "mean 50%, median 50%, non-zero in 67% of them" in text
     assert "| train_glo | 1 | 40.0 |" in text and "| mnist/nsgan/seed0 (train_baseline) | 30.5 |" in text
     assert "(sample)" not in text and text.rstrip().endswith("the table")
+
+
+def test_the_step_benchmark_times_the_trainer_and_a_bare_loop_of_the_same_networks(tmp_path):
+    """benchmarks/gpu/step_bench.py on the CPU at a tiny size: a row per kind with the trainer's and
+    the bare loop's ms per D step (the CUDA-graph column needs a GPU and says so), and the bare
+    loop builds the networks train_gan builds, with the kind's settings."""
+    import json
+
+    import torch
+
+    sys.path.insert(0, str(GPU))
+    try:
+        import step_bench
+    finally:
+        sys.path.remove(str(GPU))
+    out = tmp_path / "step.md"
+    assert step_bench.main(["--device", "cpu", "--images", "128", "--size", "16", "--epochs", "2",
+                            "--steps", "5", "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [r["kind"] for r in rows] == ["nsgan", "wgan_gp"]
+    for r in rows:
+        assert r["ours_ms"] > 0 and r["bare_ms"] > 0 and "bare_graph_ms" not in r
+    assert "n/a (CPU)" in out.read_text()
+    from glann.methods import gans
+
+    for kind, r in zip(("nsgan", "wgan_gp"), rows):
+        cfg = step_bench.gan_config(kind)
+        assert r["critic_steps"] == cfg["critic_steps"] and r["batch_size"] == cfg["batch_size"]
+        bare = step_bench.Bare(kind, cfg, 8, 16, torch.device("cpu"))
+        critic = gans.KINDS[kind].critic((16, 16, 1), cfg)
+        assert [p.shape for p in bare.D.parameters()] == [p.shape for p in critic.parameters()]
+        assert [type(m) for m in bare.D.modules()] == [type(m) for m in critic.modules()]

@@ -7,7 +7,8 @@
 #   bash benchmarks/gpu/check.sh [--slots N] [--dry-run]
 # --slots N: training jobs sharing the GPU at a time (Snakemake's --resources gpu=N; default 4).
 # --dry-run: no install and no training: the data files and Snakemake's plan only (runs on CPU;
-# tests/test_gpu_check.py). Writes its report, the GPU samples and Snakemake's log to
+# tests/test_gpu_check.py). Then times one GAN training step against bare loops (step_bench.py).
+# Writes its report, the step benchmark, the GPU samples and Snakemake's log to
 # $GPU_CHECK_OUT (default benchmarks/out/gpu_check) and prints the report.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -46,4 +47,6 @@ kill $sampler 2>/dev/null || true
 python3 benchmarks/gpu/report.py --wall-seconds "$(python3 -c "print($end - $start)")" --slots "$slots" \
   --util "$out/gpu_util.csv" --logs logs --table results/summary/table.md | tee "$out/report.md"
 [ $rc = 0 ] || { echo "snakemake exited $rc: the end of $out/snakemake.log:"; tail -n 40 "$out/snakemake.log"; }
+# one training step: the trainer against a bare loop and a CUDA-graph bare loop (about 30 s)
+python3 benchmarks/gpu/step_bench.py --out "$out/step_bench.md" || echo "the step benchmark failed (above)"
 exit $rc
