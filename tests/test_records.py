@@ -1,9 +1,11 @@
 """Run records in process (glann.pipeline.records): the key, what a record holds, the check."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from glann.pipeline import records
 
@@ -179,3 +181,76 @@ def test_publishing_a_converged_study_writes_its_table_figures_and_budgets(tmp_p
     assert (dest / "samples.png").is_file() and (dest / "fid_vs_compute.png").is_file()
     assert not (dest / "sweep.md").exists() and not (dest / "sweep_fid.png").exists()
     assert "| digits | vae | - | 0 | 60 | epoch 30 | 31 (30.5) | 15 |" in (dest / "budgets.md").read_text()
+
+
+def _publish_module():
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("publish_study", REPO / "docs" / "publish_study.py")
+    publish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish)
+    return publish
+
+
+def test_the_planned_runs_of_a_complete_study_are_its_records():
+    """planned_runs reads a study's config as the Snakefile plans it: for the digits sweep and the
+    converged study, every run committed, the planned folders are exactly the record folders."""
+    from conftest import REPO
+
+    publish = _publish_module()
+    for study in ("digits_sweep", "digits_converged"):
+        cfg = publish.study_config(REPO / "config/study" / f"{study}.yaml")
+        recorded = {str(p.parent.relative_to(REPO / cfg["records"]["dir"]))
+                    for p in (REPO / cfg["records"]["dir"]).rglob("metrics.json")}
+        assert sorted(records.planned_runs(cfg)) == sorted(recorded), study
+        assert records.missing_runs(REPO / cfg["records"]["dir"], cfg) == []
+
+
+def test_missing_runs_are_listed_with_the_cost_of_their_methods_recorded_runs(tmp_path):
+    """A run without a record is listed; its estimate is the mean training seconds of the method's
+    recorded drawn settings, else of its configured runs, else unknown; the markdown adds them up."""
+    cfg = {"datasets": ["digits"], "methods": ["glann", "vae", "flow", "nsgan"], "seeds": [0, 1],
+           "sweep": {"settings": 2, "methods": ["glann", "vae", "nsgan"]}}
+    planned = records.planned_runs(cfg)
+    assert len(planned) == 4 * 2 + 3 * 2 * 2 and "digits/flow/seed1" in planned
+    assert "digits/vae/hp1/seed0" in planned and not any(r.startswith("digits/flow/hp") for r in planned)
+
+    def rec(run, wall):
+        (tmp_path / run).mkdir(parents=True)
+        (tmp_path / run / "metrics.json").write_text(json.dumps({"record": {"train_wall_seconds": wall}}))
+
+    for run in records.planned_runs({**cfg, "methods": ["glann"]}):
+        rec(run, 10)
+    rec("digits/vae/seed0", 100)
+    rec("digits/vae/hp0/seed0", 300)
+    rec("digits/vae/hp1/seed1", 500)
+    rec("digits/flow/seed0", 50)
+    missing = {m["run"]: m for m in records.missing_runs(tmp_path, cfg)}
+    assert set(missing) == {"digits/vae/seed1", "digits/vae/hp0/seed1", "digits/vae/hp1/seed0", "digits/flow/seed1",
+                            *(f"digits/nsgan{hp}/seed{s}" for hp in ("", "/hp0", "/hp1") for s in (0, 1))}
+    assert missing["digits/vae/seed1"]["seconds"] == 400  # the drawn runs' mean
+    assert missing["digits/flow/seed1"]["seconds"] == 50 and missing["digits/nsgan/seed0"]["seconds"] is None
+    text = records.format_missing(list(missing.values()), len(planned))
+    assert text.startswith(f"{len(planned) - 10} of {len(planned)} planned runs recorded; 10 missing.")
+    assert "| vae | 3: seed1, hp0/seed1, hp1/seed0 | 400 | mean of 2 recorded drawn runs | 1,200 s |" in text
+    assert "1,250 s" in text and "6 runs of unknown cost" in text
+
+
+def test_publishing_with_the_plan_lists_the_missing_runs_and_drops_the_list_once_none_are(tmp_path):
+    from conftest import REPO
+
+    publish = _publish_module()
+    study = yaml.safe_load((REPO / "config/study/digits_sweep.yaml").read_text())
+    dest = tmp_path / "study"
+    shutil.copytree(REPO / study["records"]["dir"], dest / "records")
+    victim = next((dest / "records").rglob("metrics.json"))
+    victim.unlink()
+    publish.write_missing(dest, REPO / "config/study/digits_sweep.yaml", "snakemake x")
+    text = (dest / "missing.md").read_text()
+    assert "44 of 45 planned runs recorded; 1 missing." in text
+    assert str(victim.parent.relative_to(dest / "records")).split("/", 2)[2] in text
+    shutil.copytree(REPO / study["records"]["dir"], dest / "records", dirs_exist_ok=True)
+    publish.write_missing(dest, REPO / "config/study/digits_sweep.yaml", "snakemake x")
+    assert not (dest / "missing.md").exists()

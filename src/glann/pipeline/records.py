@@ -157,3 +157,79 @@ def format_check(result: dict) -> str:
     else:
         lines.append("every record's steps match the code checked out now")
     return "\n".join(lines)
+
+
+def planned_runs(cfg: dict) -> list[str]:
+    """The record folders (``dataset/method[/hp<k>]/seed<S>``) a study's config trains, as the
+    Snakefile plans them (workflow/rules/common.smk): each method's configured setting for every
+    seed, and each swept method's ``sweep.settings`` settings for every seed. ``cfg``: the full
+    config (config/config.yaml with the study layered on, defaults filled)."""
+    from glann.methods import search_space
+
+    sweep = cfg.get("sweep") or {}
+    k = int(sweep.get("settings") or 0)
+    listed = sweep.get("methods") or cfg["methods"]  # [] = every configured method with a search space
+    swept = [m for m in cfg["methods"] if k and search_space.sweepable(m) and m in listed]
+    runs = []
+    for dataset in cfg["datasets"]:
+        for method in cfg["methods"]:
+            hps = [""] + ([search_space.hp_suffix(i) for i in range(k)] if method in swept else [])
+            runs += [f"{dataset}/{method}{hp}/seed{seed}" for hp in hps for seed in cfg["seeds"]]
+    return runs
+
+
+def missing_runs(records_dir, cfg: dict) -> list[dict]:
+    """Each planned run (:func:`planned_runs`) that has no record, with the training seconds it is
+    expected to take: the mean of the same method's recorded runs of drawn settings (``hp<k>``),
+    else of its configured ones, else unknown (``None``)."""
+    records_dir = Path(records_dir)
+    seconds: dict = {}
+    for path in sorted(records_dir.rglob("metrics.json")):
+        run = path.parent.relative_to(records_dir).parts  # dataset, method, [hp<k>,] seed<S>
+        try:
+            wall = json.loads(path.read_text()).get("record", {}).get("train_wall_seconds")
+        except ValueError:
+            continue
+        if wall:
+            seconds.setdefault((run[0], run[1], "drawn" if len(run) == 4 else "configured"), []).append(float(wall))
+    out = []
+    for run in planned_runs(cfg):
+        if (records_dir / run / "metrics.json").is_file():
+            continue
+        dataset, method = run.split("/")[:2]
+        for basis in ("drawn", "configured"):
+            got = seconds.get((dataset, method, basis))
+            if got:
+                out.append({"run": run, "method": method, "seconds": sum(got) / len(got),
+                            "basis": f"mean of {len(got)} recorded {basis} runs"})
+                break
+        else:
+            out.append({"run": run, "method": method, "seconds": None, "basis": "no recorded run of the method"})
+    return out
+
+
+def format_missing(missing: list[dict], planned: int) -> str:
+    """A markdown list of the runs :func:`missing_runs` found, per method, with their estimated cost."""
+    lines = [f"{planned - len(missing)} of {planned} planned runs recorded; {len(missing)} missing.", ""]
+    if not missing:
+        return "\n".join(lines)
+    lines += ["| method | runs missing | estimated training seconds each | from | estimated total |",
+              "|---|---|---|---|---|"]
+    by_method: dict = {}
+    for m in missing:
+        by_method.setdefault(m["method"], []).append(m)
+    total, unknown = 0.0, 0
+    for method, runs in by_method.items():
+        each = runs[0]["seconds"]
+        names = ", ".join(r["run"].split("/", 2)[2] for r in runs)
+        if each is None:
+            unknown += len(runs)
+            lines.append(f"| {method} | {len(runs)}: {names} | unknown | {runs[0]['basis']} | unknown |")
+        else:
+            total += each * len(runs)
+            lines.append(f"| {method} | {len(runs)}: {names} | {each:,.0f} | {runs[0]['basis']} | "
+                         f"{each * len(runs):,.0f} s |")
+    lines += ["", f"Estimated training time of the missing runs: {total:,.0f} s ({total / 3600:.1f} CPU-hours at "
+              f"one thread per job{f'; {unknown} runs of unknown cost' if unknown else ''}), sampling and scoring "
+              "not counted."]
+    return "\n".join(lines)
