@@ -191,7 +191,8 @@ def test_summary_files_from_trial_metrics(tmp_path):
                                      "recall": 0.25 * k, "classes_covered": 10, "diverged": False,
                                      "n_samples": 2000, "n_test": 360, "floor_fid_domain": 3.5 + k / 100,
                                      "floor_kid_domain": -10.6, "kid_domain": 30.0 + k,
-                                     "kid_domain_std": 4.0}))
+                                     "kid_domain_std": 4.0,
+                                     "status": "learned" if method == "glann" else "degenerate"}))
             runs[(method, k)] = p
     out = tmp_path / "summary"
     result = summary.summarize_sweeps(list(runs.values()), sorted((tmp_path / "results/d/sweep").glob("*.json")),
@@ -215,6 +216,10 @@ def test_summary_files_from_trial_metrics(tmp_path):
     # the table states its n and the real-vs-real floor (the range over the runs where they differ)
     assert "d: 2000 samples against 360 test images; real-vs-real floor fid_domain 3.5-3.51, KID -10.6" in table
     assert "| 31 (subsets ± 4) |" in table  # the best setting's KID with its own std over subsets
+    # every setting, its values and results, the best (by validation) in bold; status counted
+    every = table.split("## Every setting", 1)[1]
+    assert f"| d | glann | **hp1** | {summary._values(sweep.settings('glann', 2, 0)[1])} | 9 | 21 | 10 | 1 of 1 |" in every
+    assert "| d | nsgan | hp0 | " in every and "| 0 of 1 |" in every and every.count("| d | ") == 4
     rows = list(__import__("csv").DictReader((out / "sweep.csv").open()))
     assert len(rows) == 4 and float(rows[0]["nsgan.lr"] or rows[2]["nsgan.lr"]) > 0
     with pytest.raises(ValueError, match="not a sweep run"):

@@ -8,7 +8,7 @@ summary folder (:data:`OUTPUTS`):
   validation fid_domain (``val_fid_domain``) over seeds, and its *test* metrics, mean ± std
   over seeds; the spread of test fid_domain over the K settings; the share of runs that
   diverged or covered fewer than 9 classes; the share of its runs no other method's run beats
-  in both precision and recall;
+  in both precision and recall; sweep.md then lists every setting with its results;
 - ``sweep.csv``: one row per run (dataset, method, setting, seed) with its sampled values and
   metrics (DVC plots it as precision against recall); without a sweep, its header only;
 - ``sweep_fid.png``: the distribution of test fid_domain over each method's settings (box plot,
@@ -245,6 +245,30 @@ def render_markdown(result: dict, base: dict) -> str:
     return "\n".join(lines + sweep_differences(result)) + "\n"
 
 
+def render_settings(rows: list[dict], drawn: dict, result: dict) -> list[str]:
+    """"Every setting": per method, each setting's values and its validation and test fid_domain
+    (mean ± std over seeds), classes covered and how many of its runs learned (``status``): how a
+    method fares over its whole space, not only at its best (GLANN's robustness claim)."""
+    lines = ["", "## Every setting", "",
+             "Each setting's validation and test fid_domain and classes covered, mean ± std over its seeds; "
+             "**learned**: its runs whose status is *learned* (docs/evaluation.md: a run that collapsed, "
+             "diverged or covers few classes is not). The best setting (by validation) is in bold.", "",
+             "| dataset | method | setting | values | val fid_domain | test fid_domain | classes | learned |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (d, m), settings in sorted(per_setting(rows).items()):
+        values = drawn.get((d, m)) or []
+        best = result.get(f"{d}/{m}", {}).get("best_k")
+        for k, st in settings.items():
+            runs = st["runs"]
+            fid, classes = _mean_std([r["fid_domain"] for r in runs]), _mean_std([r["classes_covered"] for r in runs])
+            name = f"**hp{k}**" if k == best else f"hp{k}"
+            learned = sum(r.get("status") == "learned" for r in runs)
+            lines.append(f"| {d} | {m} | {name} | {_values(values[k] if k < len(values) else None)} | "
+                         f"{_fmt(_mean_std([r['val_fid_domain'] for r in runs])[0])} | {_fmt(*fid)} | "
+                         f"{_fmt(*classes)} | {learned} of {len(runs)} |")
+    return lines
+
+
 def render_csv(rows: list[dict], drawn: dict) -> str:
     keys = sorted({k for v in drawn.values() for s in v for k in s})
     buf = io.StringIO()
@@ -277,7 +301,8 @@ def summarize_sweeps(trial_files, sweep_files, out_dir, base: dict | None = None
                 message_figure(out_dir / name, NO_SWEEP)
         return {}
     result = analyse(rows, drawn)
-    write_text(out_dir / "sweep.md", render_markdown(result, base or {}), record=False)
+    write_text(out_dir / "sweep.md", render_markdown(result, base or {}) + "\n".join(render_settings(rows, drawn, result))
+               + "\n", record=False)
     write_json(out_dir / "sweep.json", result, record=False)
     sweep_figures(rows, per_setting(rows), result, out_dir)
     return result
