@@ -113,6 +113,20 @@ def test_config_check_names_every_sweep_mistake():
     assert errs and "sweep.settings" in errs[0]
 
 
+def test_a_grid_visits_its_values_in_order_and_leaves_the_other_draws_alone():
+    """{grid: [...]}: setting k takes value k (modulo their number), draws nothing, so the other keys'
+    values are those of the same space without the grid; the config check accepts it (and no empty one)."""
+    base = {"flow": {"flow.width": {"choice": [16, 32, 64]}}}
+    grid = {"flow": {**base["flow"], "flow.lr": {"grid": [0.0005, 0.001]}}}
+    assert config_errors(_cfg(methods=["flow"], sweep={"settings": 2, "space": grid}), SCHEMA) == []
+    with_grid, without = sweep.settings("flow", 3, 0, grid), sweep.settings("flow", 3, 0, base)
+    assert [s["flow.lr"] for s in with_grid] == [0.0005, 0.001, 0.0005]
+    assert [s["flow.width"] for s in with_grid] == [s["flow.width"] for s in without]
+    errs = config_errors(_cfg(methods=["flow"], sweep={"settings": 2, "space": {"flow": {"flow.lr": {"grid": []}}}}),
+                         SCHEMA)
+    assert errs and "give one distribution" in errs[0] and "grid" in errs[0]
+
+
 def test_a_space_in_the_config_replaces_the_default():
     space = {"nsgan": {"nsgan.lr": {"choice": [0.001, 0.002]}}}
     assert config_errors(_cfg(sweep={"settings": 3, "space": space}), SCHEMA) == []

@@ -34,7 +34,8 @@ import math
 import zlib
 
 # A parameter's distribution: {"log10": [lo, hi]} (10^U(lo, hi)), {"uniform": [lo, hi]},
-# {"choice": [values...]}.
+# {"choice": [values...]}; or, not drawn, {"grid": [values...]}: setting k takes value k (modulo
+# their number), so a sweep of K = len(values) settings visits each once.
 _LR = {"log10": [-5.0, -2.0]}
 _BETA1 = {"uniform": [0.0, 1.0]}
 _STEPS = {"choice": [1, 5]}
@@ -175,8 +176,10 @@ def space_of(method: str, overrides: dict | None = None, range_: str = "wide") -
     return dict((overrides or {}).get(owner) or default)
 
 
-def _draw_one(spec: dict, rng):
+def _draw_one(spec: dict, rng, k: int):
     (kind, args), = spec.items()
+    if kind == "grid":  # draws nothing: the other keys' draws are those of a space without it
+        return args[k % len(args)]
     if kind == "choice":
         value = args[int(rng.integers(len(args)))]
         return value.item() if hasattr(value, "item") else value
@@ -194,7 +197,7 @@ def draw(method: str, k: int, seed: int, overrides: dict | None = None, range_: 
     owner = SHARES.get(method, method)
     rng = np.random.default_rng([int(seed), zlib.crc32(owner.encode()), int(k)])
     space = space_of(method, overrides, range_)
-    return {key: _draw_one(space[key], rng) for key in sorted(space)}
+    return {key: _draw_one(space[key], rng, k) for key in sorted(space)}
 
 
 def configured_values(method: str, space: dict, cfg: dict) -> dict:
@@ -252,16 +255,16 @@ def space_errors(method: str, space: dict, section_schemas: dict) -> list[str]:
         props = section_schemas.get(sec, {}).get("properties", {})
         if name not in props and not (name in ("beta1", "beta2") and "betas" in props):
             msgs.append(f"{where}.{key}: {sec} has no key {name!r}; keys: {', '.join(sorted(props))}")
-        ok = isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("log10", "uniform", "choice")
+        ok = isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("log10", "uniform", "choice", "grid")
         args = next(iter(spec.values())) if ok else None
-        if ok and next(iter(spec)) == "choice":
+        if ok and next(iter(spec)) in ("choice", "grid"):
             ok = isinstance(args, list) and len(args) >= 1
         elif ok:
             ok = (isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args)
                   and args[0] <= args[1])
         if not ok:
             msgs.append(f"{where}.{key}: give one distribution: {{log10: [lo, hi]}}, {{uniform: [lo, hi]}} "
-                        f"(lo <= hi) or {{choice: [v1, v2, ...]}}")
+                        f"(lo <= hi), {{choice: [v1, v2, ...]}} or {{grid: [v1, v2, ...]}}")
     return msgs
 
 
