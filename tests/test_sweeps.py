@@ -409,3 +409,5 @@ def test_the_sweep_table_says_which_differences_between_best_settings_hold():
     assert "d, fid_domain: best **glann**; nsgan: yes; vae: within noise (bootstrap); " \
            "lsgan: within noise (seeds)." in text
     assert "d, KID" not in text  # not measured: no verdict
+    alone = "\n".join(sweep_differences({"d/glann": result["d/glann"]}))
+    assert "d, fid_domain: best **glann**; no other method swept." in alone

@@ -272,6 +272,6 @@ def sweep_differences(result: dict) -> list[str]:
             if not cells:
                 continue
             best = min(cells, key=lambda m: cells[m][key][0])
-            lines += [f"{d}, {name}: best **{best}**; " + "; ".join(
-                f"{m}: {holds(cells[best], c, key)}" for m, c in cells.items() if m != best) + ".", ""]
+            others = "; ".join(f"{m}: {holds(cells[best], c, key)}" for m, c in cells.items() if m != best)
+            lines += [f"{d}, {name}: best **{best}**; {others or 'no other method swept'}.", ""]
     return lines
