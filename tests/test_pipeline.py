@@ -242,7 +242,7 @@ def test_quick_sweep_trains_each_drawn_setting_and_picks_on_validation(quick_run
 
     wf = quick_run["wf"]
     record = json.loads((wf / "results/digits/sweep/glann.json").read_text())
-    assert [s["values"] for s in record["settings"]] == settings("glann", 2, 0)
+    assert [s["values"] for s in record["settings"]] == settings("glann", 2, 1)
     assert not (wf / "results/digits/sweep/nsgan.json").exists()
     for s in record["settings"]:
         run = wf / s["run"] / "seed0"
@@ -271,7 +271,7 @@ def test_quick_sweep_trains_each_drawn_setting_and_picks_on_validation(quick_run
     rows = list(csv.DictReader((wf / "results/summary/sweep.csv").open()))
     assert [(r["method"], r["k"], r["seed"]) for r in rows] == [("glann", "0", "0"), ("glann", "1", "0")]
     assert [float(r["val_fid_domain"]) for r in rows] == vals
-    assert [float(r["glo.lr_generator"]) for r in rows] == [v["glo.lr_generator"] for v in settings("glann", 2, 0)]
+    assert [float(r["glo.lr_generator"]) for r in rows] == [v["glo.lr_generator"] for v in settings("glann", 2, 1)]
     # MLflow: each setting's jobs are runs tagged sweep / sweep.trial, with the drawn values as params
     con = sqlite3.connect(wf / "mlflow.db")
     tagged = dict(con.execute("select run_uuid, value from tags where key='sweep.trial'").fetchall())
@@ -283,7 +283,7 @@ def test_quick_sweep_trains_each_drawn_setting_and_picks_on_validation(quick_run
     run = train["train_glo:glann/hp1:seed0"]
     assert sweep_of[run] == "glann" and tagged[run] == "hp1"
     params = dict(con.execute("select key, value from params where run_uuid=?", (run,)).fetchall())
-    assert float(params["hp.glo.lr_generator"]) == settings("glann", 2, 0)[1]["glo.lr_generator"]
+    assert float(params["hp.glo.lr_generator"]) == settings("glann", 2, 1)[1]["glo.lr_generator"]
     assert "sweep" not in {k for k, in con.execute(
         "select key from tags where run_uuid in (select run_uuid from runs where name='train_glo:glann:seed0')")}
     # K 2 -> 3: only the third setting trains (and the record and the summary are rewritten)

@@ -211,8 +211,12 @@ def test_the_planned_runs_of_a_complete_study_are_its_records():
 def test_missing_runs_are_listed_with_the_cost_of_their_methods_recorded_runs(tmp_path):
     """A run without a record is listed; its estimate is the mean training seconds of the method's
     recorded drawn settings, else of its configured runs, else unknown; the markdown adds them up."""
-    cfg = {"datasets": ["digits"], "methods": ["glann", "vae", "flow", "nsgan"], "seeds": [0, 1],
-           "sweep": {"settings": 2, "methods": ["glann", "vae", "nsgan"]}}
+    from conftest import REPO
+    from glann.pipeline.config import fill_defaults, load_schema
+
+    schema = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+    cfg = fill_defaults({"datasets": ["digits"], "methods": ["glann", "vae", "flow", "nsgan"], "seeds": [0, 1],
+                         "sweep": {"settings": 2, "methods": ["glann", "vae", "nsgan"]}}, schema)
     planned = records.planned_runs(cfg)
     assert len(planned) == 4 * 2 + 3 * 2 * 2 and "digits/flow/seed1" in planned
     assert "digits/vae/hp1/seed0" in planned and not any(r.startswith("digits/flow/hp") for r in planned)
@@ -221,7 +225,7 @@ def test_missing_runs_are_listed_with_the_cost_of_their_methods_recorded_runs(tm
         (tmp_path / run).mkdir(parents=True)
         (tmp_path / run / "metrics.json").write_text(json.dumps({"record": {"train_wall_seconds": wall}}))
 
-    for run in records.planned_runs({**cfg, "methods": ["glann"]}):
+    for run in records.planned_runs({**cfg, "methods": ["glann"], "sweep": {**cfg["sweep"], "methods": ["glann"]}}):
         rec(run, 10)
     rec("digits/vae/seed0", 100)
     rec("digits/vae/hp0/seed0", 300)

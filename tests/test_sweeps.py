@@ -248,7 +248,53 @@ def test_hp_wildcard_and_the_sweep_record(tmp_path):
     assert (record["dataset"], record["method"]) == ("d", "vae")
     assert record["sweep_seed"] == 5 and record["space"] == sweep.SPACES["vae"]
     assert [p.name for p in tmp_path.rglob("*")] == ["vae.json"]  # an end product: no integrity record
-    assert record["settings"] == [{"k": k, "run": f"results/d/vae/hp{k}", "values": v} for k, v in enumerate(drawn)]
+    assert record["settings"] == [{"k": k, "run": f"results/d/vae/hp{k}", "values": v, "configured": False}
+                                  for k, v in enumerate(drawn)]
+    sweep.write_record(tmp_path / "vae.json", "d", "vae", {"seed": 5}, sweep.space_of("vae"), drawn, [True, False, False])
+    record = json.loads((tmp_path / "vae.json").read_text())
+    assert record["settings"][0] == {"k": 0, "run": "results/d/vae", "values": drawn[0], "configured": True}
+
+
+def test_a_setting_equal_to_the_configured_one_reads_the_configured_runs(tmp_path):
+    """v1's sample 0 is v1's default: with the configured setting at v1's default (the population),
+    setting 0 is the same computation as the configured runs (bit for bit: the population's
+    records of LSGAN's hp0 and configured runs agree), so it trains nothing; the sweep's summary
+    reads the configured runs as setting 0, and a dry run plans no hp0 job."""
+    import re
+
+    from conftest import copy_workflow, snakemake
+    from glann.pipeline.config import fill_defaults
+
+    v1_default = {"lr": 0.0002, "betas": [0.5, 0.999], "critic_steps": 1, "d_batchnorm": True}
+    cfg = fill_defaults({"datasets": ["digits"], "methods": ["lsgan", "nsgan"], "seeds": [0],
+                         "lsgan": v1_default, "nsgan": {"lr": 0.001}, "sweep": {"settings": 3, "range": "v1"}}, SCHEMA)
+    assert sweep.is_configured("lsgan", sweep.v1_table()["lsgan"][0], cfg)
+    assert not sweep.is_configured("lsgan", sweep.v1_table()["lsgan"][1], cfg)
+    assert not sweep.is_configured("nsgan", sweep.v1_table()["nsgan"][0], cfg)  # its lr is not v1's default
+    assert sweep.plan(cfg)["trials"] == [("lsgan", 1), ("lsgan", 2), ("nsgan", 0), ("nsgan", 1), ("nsgan", 2)]
+    # the summary: setting 0's rows are the configured runs'
+    (tmp_path / "res/d/sweep").mkdir(parents=True)
+    sweep.write_record(tmp_path / "res/d/sweep/lsgan.json", "d", "lsgan", {"seed": 0}, {}, sweep.v1_table()["lsgan"][:2],
+                       [True, False])
+    files = []
+    for run, fid in (("lsgan/seed0", 25.0), ("lsgan/seed1", 27.0), ("lsgan/hp1/seed0", 700.0), ("nsgan/seed0", 1.0)):
+        p = tmp_path / "res/d" / run / "metrics.json"
+        p.parent.mkdir(parents=True)
+        p.write_text(json.dumps({"val_fid_domain": fid, "fid_domain": fid, "status": "learned", "classes_covered": 10}))
+        files.append(p)
+    rows = summary.collect_trials([files[2]], [tmp_path / "res/d/sweep/lsgan.json"], [files[0], files[1], files[3]])
+    assert sorted((r["method"], r["k"], r["seed"], r["fid_domain"]) for r in rows) == \
+        [("lsgan", 0, 0, 25.0), ("lsgan", 0, 1, 27.0), ("lsgan", 1, 0, 700.0)]
+    text = "\n".join(summary.render_settings(rows, {("d", "lsgan"): sweep.v1_table()["lsgan"][:2]},
+                                             {"d/lsgan": {"best_k": 0}}))
+    assert "| d | lsgan | **hp0** (the configured runs) |" in text and "| d | lsgan | hp1 |" in text
+    # the workflow: no job of lsgan's hp0
+    wf = copy_workflow(tmp_path / "wf")
+    out = snakemake(wf, "-n", "--cores", "1", "--configfile", "config/quick.yaml", "--config", "methods=[lsgan]",
+                    "lsgan={lr: 0.0002, betas: [0.5, 0.999], critic_steps: 1, d_batchnorm: true}",
+                    "sweep={settings: 2, range: v1, methods: [lsgan]}").stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M))
+    assert jobs["train_baseline"] == "2" and "lsgan/hp1/seed0" in out and "lsgan/hp0/" not in out
 
 
 def test_sweeping_glo_gauss_alone_trains_glanns_glo_for_each_setting(tmp_path):
@@ -264,6 +310,12 @@ def test_sweeping_glo_gauss_alone_trains_glanns_glo_for_each_setting(tmp_path):
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M))
     assert (jobs["train_glo"], jobs["fit_gaussian"], jobs["train_imle"], jobs["write_sweep"]) == ("3", "3", "1", "1")
     assert "results/digits/glann/hp1/seed0/glo.pt" in out and "results/digits/glann/hp1/seed0/imle.pt" not in out
+    # with the draw's seed 0, GLANN's setting 1 is the embedded default's GLO (the tuning study's
+    # pick): the configured runs stand for it (search_space.is_configured) and it trains nothing
+    out = snakemake(wf, "-n", "--cores", "1", "--configfile", "config/quick.yaml", "--config",
+                    "sweep={settings: 2, seed: 0, methods: [glo_gauss]}").stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", out.split("Job stats:")[1], re.M))
+    assert (jobs["train_glo"], jobs["fit_gaussian"]) == ("2", "2") and "glann/hp1/" not in out
 
 
 def test_v1_range_rebuilds_compare_gan_v1s_100_draws():

@@ -51,14 +51,13 @@ SEEDS = config["seeds"]
 # Sweeps (glann.methods.search_space): K settings per swept method, drawn here once; setting k of a
 # method trains as results/{dataset}/{method}/hp{k}/seed{S}/ through the same rules ({hp} = hp_suffix(k);
 # "" for the method's configured setting).
+# (a method that shares another's settings, GLO+Gaussian, needs that method's jobs: GLANN's GLO). A
+# setting that leaves the method's sections as configured (v1's sample 0 is v1's default) trains
+# nothing: the sweep's summary reads the configured runs for it (search_space.is_configured).
 SWEEP = config["sweep"]
-SWEPT = [m for m in METHODS if SWEEP["settings"] and search_space.sweepable(m)
-         and (m in SWEEP["methods"] if SWEEP["methods"] else True)]
-# (a method that shares another's settings, GLO+Gaussian, needs that method's jobs: GLANN's GLO)
-SETTINGS = {m: search_space.settings(m, SWEEP["settings"], SWEEP["seed"], SWEEP["space"], SWEEP["range"],
-                                     config if SWEEP["first"] == "configured" else None)
-            for m in {*SWEPT, *(search_space.SHARES[m] for m in SWEPT if m in search_space.SHARES)}}
-TRIALS = [(m, search_space.hp_suffix(k)) for m in SWEPT for k in range(SWEEP["settings"])]
+_PLAN = search_space.plan(config)
+SWEPT, SETTINGS = _PLAN["swept"], _PLAN["settings"]
+TRIALS = [(m, search_space.hp_suffix(k)) for m, k in _PLAN["trials"]]
 
 # Inputs before outputs: Snakemake deletes a job's outputs just before running it, so a corrupt
 # prepared split found by the job itself would already have cost the checkpoints it replaces.
@@ -235,7 +234,7 @@ def gpu(wildcards=None):
 def write_sweep_record(output, log, wildcards, params):
     """Rule write_sweep's body: the method's settings and space (glann.methods.search_space.write_record)."""
     search_space.write_record(output.settings, wildcards.dataset, wildcards.method, SWEEP,
-                              json.loads(params.space), json.loads(params.settings))
+                              json.loads(params.space), json.loads(params.settings), json.loads(params.configured))
     Path(log[0]).write_text(f"{len(SETTINGS[wildcards.method])} settings of {wildcards.method}\n")
 
 

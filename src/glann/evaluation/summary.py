@@ -293,5 +293,6 @@ def summarize(files: RunFiles, out_dir, datasets, methods, budgets: str = "custo
     # a sweep: sweep.md, .csv, .json and its figures (glann.evaluation.sweeps); else sweep.csv's header
     from glann.evaluation.sweeps import summarize_sweeps
 
-    summarize_sweeps(trial_files, sweep_files, out_dir, {key: cell["fid_domain"][0] for key, cell in agg.items()})
+    summarize_sweeps(trial_files, sweep_files, out_dir, {key: cell["fid_domain"][0] for key, cell in agg.items()},
+                     configured_files=metric_files)
     return flat

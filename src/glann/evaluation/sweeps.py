@@ -56,19 +56,33 @@ def _finite(v) -> float:
     return f if math.isfinite(f) else math.inf
 
 
-def collect_trials(metric_files) -> list[dict]:
-    """One row per run of a sweep setting: results/D/M/hpK/seedS/metrics.json."""
+def _run_row(path: Path, dataset: str, method: str, k: int, **extra) -> dict:
+    m = json.loads(path.read_text())
+    return {"dataset": dataset, "method": method, "k": k, "seed": int(path.parent.name.removeprefix("seed")),
+            **{key: m.get(key) for key in RUN_METRICS},
+            **{key: m.get(key) for key in ("fid_domain_ci", "kid_domain_ci")}, **extra}
+
+
+def collect_trials(metric_files, sweep_files=(), configured_files=()) -> list[dict]:
+    """One row per run of a sweep setting: results/D/M/hpK/seedS/metrics.json; and, for a setting
+    the sweep file marks ``configured`` (it leaves the method's sections as configured, so it trains
+    nothing of its own), a row per configured run of that method (D/M/seedS/metrics.json)."""
     rows = []
     for path in metric_files or []:
         path = Path(path)
-        seed_dir, hp_dir = path.parent, path.parent.parent
+        hp_dir = path.parent.parent
         if not re.fullmatch(r"hp\d+", hp_dir.name):
             raise ValueError(f"{path} is not a sweep run's metrics (results/<dataset>/<method>/hp<k>/seed<S>/)")
-        m = json.loads(path.read_text())
-        rows.append({"dataset": hp_dir.parent.parent.name, "method": hp_dir.parent.name,
-                     "k": int(hp_dir.name[2:]), "seed": int(seed_dir.name.removeprefix("seed")),
-                     **{key: m.get(key) for key in RUN_METRICS},
-                     **{key: m.get(key) for key in ("fid_domain_ci", "kid_domain_ci")}})
+        rows.append(_run_row(path, hp_dir.parent.parent.name, hp_dir.parent.name, int(hp_dir.name[2:])))
+    configured = {}
+    for path in map(Path, configured_files or []):
+        configured.setdefault((path.parent.parent.parent.name, path.parent.parent.name), []).append(path)
+    for path in sweep_files or []:
+        s = json.loads(Path(path).read_text())
+        for setting in s["settings"]:
+            if setting.get("configured"):
+                rows += [_run_row(p, s["dataset"], s["method"], setting["k"], configured_run=True)
+                         for p in configured.get((s["dataset"], s["method"]), [])]
     return rows
 
 
@@ -262,6 +276,7 @@ def render_settings(rows: list[dict], drawn: dict, result: dict) -> list[str]:
             runs = st["runs"]
             fid, classes = _mean_std([r["fid_domain"] for r in runs]), _mean_std([r["classes_covered"] for r in runs])
             name = f"**hp{k}**" if k == best else f"hp{k}"
+            name += " (the configured runs)" if any(r.get("configured_run") for r in runs) else ""
             learned = sum(r.get("status") == "learned" for r in runs)
             lines.append(f"| {d} | {m} | {name} | {_values(values[k] if k < len(values) else None)} | "
                          f"{_fmt(_mean_std([r['val_fid_domain'] for r in runs])[0])} | {_fmt(*fid)} | "
@@ -283,13 +298,15 @@ def render_csv(rows: list[dict], drawn: dict) -> str:
     return buf.getvalue()
 
 
-def summarize_sweeps(trial_files, sweep_files, out_dir, base: dict | None = None) -> dict:
+def summarize_sweeps(trial_files, sweep_files, out_dir, base: dict | None = None, configured_files=()) -> dict:
     """Write :data:`OUTPUTS` and :data:`CSV` into ``out_dir``; returns the analysis (sweep.json's
-    content). Without trial files: the CSV's header, and each output saying that nothing was swept."""
+    content). ``configured_files``: the configured runs' metrics, read for the settings the sweep
+    files mark ``configured``. Without trial files: the CSV's header, and each output saying that
+    nothing was swept."""
     from glann.evaluation.figures import sweep_figures
 
     out_dir = Path(out_dir)
-    rows, drawn = collect_trials(trial_files), _settings(sweep_files)
+    rows, drawn = collect_trials(trial_files, sweep_files, configured_files), _settings(sweep_files)
     write_text(out_dir / CSV, render_csv(rows, drawn), record=False)
     if not rows:
         from glann.evaluation.figures import message_figure

@@ -225,6 +225,28 @@ def settings(method: str, count: int, seed: int, overrides: dict | None = None, 
     return drawn
 
 
+def is_configured(method: str, values: dict, cfg: dict) -> bool:
+    """Whether a setting leaves every section the method's jobs read as the config has it (v1's
+    sample 0 is v1's default; ``sweep.first: configured``): its runs are then the method's
+    configured runs, the same computation, and are not trained a second time."""
+    return all(apply(cfg[sec], sec, values) == cfg[sec] for sec in sections(method))
+
+
+def plan(cfg: dict) -> dict:
+    """The sweep a filled config asks for, as the workflow runs it: ``swept`` (the methods swept),
+    ``settings`` ({method: its K settings}, a method that shares another's settings with that
+    one's too) and ``trials`` ([(method, k)] of the settings that train runs of their own; a setting
+    :func:`is_configured` reads the configured runs instead)."""
+    sweep = cfg["sweep"]
+    k = sweep["settings"]
+    swept = [m for m in cfg["methods"] if k and sweepable(m) and (m in sweep["methods"] if sweep["methods"] else True)]
+    settings_of = {m: settings(m, k, sweep["seed"], sweep["space"], sweep["range"],
+                               cfg if sweep["first"] == "configured" else None)
+                   for m in {*swept, *(SHARES[m] for m in swept if m in SHARES)}}
+    trials = [(m, i) for m in swept for i in range(k) if not is_configured(m, settings_of[m][i], cfg)]
+    return {"swept": swept, "settings": settings_of, "trials": trials}
+
+
 def apply(params: dict, section: str, setting: dict) -> dict:
     """``params`` (the config section ``section``) with the setting's values for that section."""
     out = dict(params)
@@ -268,16 +290,20 @@ def space_errors(method: str, space: dict, section_schemas: dict) -> list[str]:
     return msgs
 
 
-def write_record(path, dataset: str, method: str, sweep: dict, space: dict, drawn: list[dict]) -> None:
+def write_record(path, dataset: str, method: str, sweep: dict, space: dict, drawn: list[dict],
+                 configured: list[bool] | None = None) -> None:
     """``results/{dataset}/sweep/{method}.json``: the sweep's seed, range and first setting (the
-    config's ``sweep`` section), the space and each setting with its run folder (rule write_sweep)."""
+    config's ``sweep`` section), the space and each setting with its run folder (rule write_sweep);
+    a setting that :func:`is_configured` (``configured``) names the configured runs' folder instead."""
     from glann.atomic import write_json
 
+    configured = configured or [False] * len(drawn)
     write_json(path, {"dataset": dataset, "method": method, "sweep_seed": sweep["seed"],
                       "range": sweep.get("range", "wide"), "first": sweep.get("first", "drawn"),
                       "space": space,
-                      "settings": [{"k": k, "run": f"results/{dataset}/{method}/hp{k}", "values": v}
-                                   for k, v in enumerate(drawn)]}, record=False)
+                      "settings": [{"k": k, "values": v, "configured": same,
+                                    "run": f"results/{dataset}/{method}" + ("" if same else f"/hp{k}")}
+                                   for k, (v, same) in enumerate(zip(drawn, configured))]}, record=False)
 
 
 def hp_suffix(k: int) -> str:

@@ -161,21 +161,14 @@ def format_check(result: dict) -> str:
 
 def planned_runs(cfg: dict) -> list[str]:
     """The record folders (``dataset/method[/hp<k>]/seed<S>``) a study's config trains, as the
-    Snakefile plans them (workflow/rules/common.smk): each method's configured setting for every
-    seed, and each swept method's ``sweep.settings`` settings for every seed. ``cfg``: the full
-    config (config/config.yaml with the study layered on, defaults filled)."""
+    workflow plans them (:func:`glann.methods.search_space.plan`): each method's configured setting
+    for every seed, and each sweep setting that trains runs of its own for every seed. ``cfg``: the
+    full config (config/config.yaml with the study layered on, defaults filled)."""
     from glann.methods import search_space
 
-    sweep = cfg.get("sweep") or {}
-    k = int(sweep.get("settings") or 0)
-    listed = sweep.get("methods") or cfg["methods"]  # [] = every configured method with a search space
-    swept = [m for m in cfg["methods"] if k and search_space.sweepable(m) and m in listed]
-    runs = []
-    for dataset in cfg["datasets"]:
-        for method in cfg["methods"]:
-            hps = [""] + ([search_space.hp_suffix(i) for i in range(k)] if method in swept else [])
-            runs += [f"{dataset}/{method}{hp}/seed{seed}" for hp in hps for seed in cfg["seeds"]]
-    return runs
+    trials = search_space.plan(cfg)["trials"]
+    return [f"{dataset}/{method}{hp}/seed{seed}" for dataset in cfg["datasets"] for method in cfg["methods"]
+            for hp in ["", *(search_space.hp_suffix(k) for m, k in trials if m == method)] for seed in cfg["seeds"]]
 
 
 def missing_runs(records_dir, cfg: dict) -> list[dict]:
