@@ -243,14 +243,16 @@ def test_summary_files_from_trial_metrics(tmp_path):
 def test_hp_wildcard_and_the_sweep_record(tmp_path):
     assert sweep.hp_suffix(7) == "/hp7" and sweep.hp_index("/hp7") == 7 and sweep.hp_index("") is None
     drawn = sweep.settings("vae", 3, 5)
-    sweep.write_record(tmp_path / "vae.json", "d", "vae", {"seed": 5}, sweep.space_of("vae"), drawn)
+    sweep.write_record(tmp_path / "vae.json", "d", "vae", {"seed": 5}, sweep.space_of("vae"),
+                       [{"values": v} for v in drawn])
     record = json.loads((tmp_path / "vae.json").read_text())
     assert (record["dataset"], record["method"]) == ("d", "vae")
     assert record["sweep_seed"] == 5 and record["space"] == sweep.SPACES["vae"]
     assert [p.name for p in tmp_path.rglob("*")] == ["vae.json"]  # an end product: no integrity record
     assert record["settings"] == [{"k": k, "run": f"results/d/vae/hp{k}", "values": v, "configured": False}
                                   for k, v in enumerate(drawn)]
-    sweep.write_record(tmp_path / "vae.json", "d", "vae", {"seed": 5}, sweep.space_of("vae"), drawn, [True, False, False])
+    sweep.write_record(tmp_path / "vae.json", "d", "vae", {"seed": 5}, sweep.space_of("vae"),
+                       [{"values": v, "configured": k == 0} for k, v in enumerate(drawn)])
     record = json.loads((tmp_path / "vae.json").read_text())
     assert record["settings"][0] == {"k": 0, "run": "results/d/vae", "values": drawn[0], "configured": True}
 
@@ -274,8 +276,8 @@ def test_a_setting_equal_to_the_configured_one_reads_the_configured_runs(tmp_pat
     assert sweep.plan(cfg)["trials"] == [("lsgan", 1), ("lsgan", 2), ("nsgan", 0), ("nsgan", 1), ("nsgan", 2)]
     # the summary: setting 0's rows are the configured runs'
     (tmp_path / "res/d/sweep").mkdir(parents=True)
-    sweep.write_record(tmp_path / "res/d/sweep/lsgan.json", "d", "lsgan", {"seed": 0}, {}, sweep.v1_table()["lsgan"][:2],
-                       [True, False])
+    sweep.write_record(tmp_path / "res/d/sweep/lsgan.json", "d", "lsgan", {"seed": 0}, {},
+                       [{"values": v, "configured": k == 0} for k, v in enumerate(sweep.v1_table()["lsgan"][:2])])
     files = []
     for run, fid in (("lsgan/seed0", 25.0), ("lsgan/seed1", 27.0), ("lsgan/hp1/seed0", 700.0), ("nsgan/seed0", 1.0)):
         p = tmp_path / "res/d" / run / "metrics.json"

@@ -82,7 +82,8 @@ class Bare:
         bn = cfg.get("d_batchnorm", True) and kind != "wgan_gp"  # v1 WGAN-GP: no BN in the critic
         self.D = Discriminator((size, size, 1), batchnorm=bn).to(device)
         adam = dict(lr=cfg["lr"], betas=tuple(cfg["betas"]), capturable=capturable)
-        self.opt_g, self.opt_d = torch.optim.Adam(self.G.parameters(), **adam), torch.optim.Adam(self.D.parameters(), **adam)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), **adam)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), **adam)
         self.data = torch.rand(n, 1, size, size, device=device)
 
     def _z(self):

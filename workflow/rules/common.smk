@@ -234,7 +234,7 @@ def gpu(wildcards=None):
 def write_sweep_record(output, log, wildcards, params):
     """Rule write_sweep's body: the method's settings and space (glann.methods.search_space.write_record)."""
     search_space.write_record(output.settings, wildcards.dataset, wildcards.method, SWEEP,
-                              json.loads(params.space), json.loads(params.settings), json.loads(params.configured))
+                              json.loads(params.space), json.loads(params.settings))
     Path(log[0]).write_text(f"{len(SETTINGS[wildcards.method])} settings of {wildcards.method}\n")
 
 

@@ -10,8 +10,8 @@ rule write_sweep:
     output:
         settings="results/{dataset}/sweep/{method}.json",
     params:
-        settings=lambda w: json.dumps(SETTINGS[w.method], sort_keys=True),
-        configured=lambda w: json.dumps([search_space.is_configured(w.method, v, config) for v in SETTINGS[w.method]]),
+        settings=lambda w: json.dumps([{"values": v, "configured": search_space.is_configured(w.method, v, config)}
+                                       for v in SETTINGS[w.method]], sort_keys=True),
         space=lambda w: json.dumps(search_space.space_of(w.method, SWEEP["space"], SWEEP["range"]), sort_keys=True),
     log:
         "logs/{dataset}/sweep/{method}.log",

@@ -318,8 +318,8 @@ def summarize_sweeps(trial_files, sweep_files, out_dir, base: dict | None = None
                 message_figure(out_dir / name, NO_SWEEP)
         return {}
     result = analyse(rows, drawn)
-    write_text(out_dir / "sweep.md", render_markdown(result, base or {}) + "\n".join(render_settings(rows, drawn, result))
-               + "\n", record=False)
+    text = render_markdown(result, base or {}) + "\n".join(render_settings(rows, drawn, result)) + "\n"
+    write_text(out_dir / "sweep.md", text, record=False)
     write_json(out_dir / "sweep.json", result, record=False)
     sweep_figures(rows, per_setting(rows), result, out_dir)
     return result

@@ -290,20 +290,19 @@ def space_errors(method: str, space: dict, section_schemas: dict) -> list[str]:
     return msgs
 
 
-def write_record(path, dataset: str, method: str, sweep: dict, space: dict, drawn: list[dict],
-                 configured: list[bool] | None = None) -> None:
+def write_record(path, dataset: str, method: str, sweep: dict, space: dict, settings_: list[dict]) -> None:
     """``results/{dataset}/sweep/{method}.json``: the sweep's seed, range and first setting (the
-    config's ``sweep`` section), the space and each setting with its run folder (rule write_sweep);
-    a setting that :func:`is_configured` (``configured``) names the configured runs' folder instead."""
+    config's ``sweep`` section), the space and each setting (``settings_``: ``{"values": ...,
+    "configured": bool}``, :func:`is_configured`) with its run folder (rule write_sweep): a
+    configured one names the configured runs' folder."""
     from glann.atomic import write_json
 
-    configured = configured or [False] * len(drawn)
     write_json(path, {"dataset": dataset, "method": method, "sweep_seed": sweep["seed"],
                       "range": sweep.get("range", "wide"), "first": sweep.get("first", "drawn"),
                       "space": space,
-                      "settings": [{"k": k, "values": v, "configured": same,
-                                    "run": f"results/{dataset}/{method}" + ("" if same else f"/hp{k}")}
-                                   for k, (v, same) in enumerate(zip(drawn, configured))]}, record=False)
+                      "settings": [{"k": k, "values": s["values"], "configured": bool(s.get("configured")),
+                                    "run": f"results/{dataset}/{method}" + ("" if s.get("configured") else f"/hp{k}")}
+                                   for k, s in enumerate(settings_)]}, record=False)
 
 
 def hp_suffix(k: int) -> str:
