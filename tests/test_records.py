@@ -252,10 +252,10 @@ def test_publishing_with_the_plan_lists_the_missing_runs_and_drops_the_list_once
     shutil.copytree(REPO / study["records"]["dir"], dest / "records")
     victim = next((dest / "records").rglob("metrics.json"))
     victim.unlink()
-    publish.write_missing(dest, REPO / "config/study/digits_sweep.yaml", "snakemake x")
+    publish.write_missing(dest, REPO / "config/study/digits_sweep.yaml")
     text = (dest / "missing.md").read_text()
     assert "44 of 45 planned runs recorded; 1 missing." in text
     assert str(victim.parent.relative_to(dest / "records")).split("/", 2)[2] in text
     shutil.copytree(REPO / study["records"]["dir"], dest / "records", dirs_exist_ok=True)
-    publish.write_missing(dest, REPO / "config/study/digits_sweep.yaml", "snakemake x")
+    publish.write_missing(dest, REPO / "config/study/digits_sweep.yaml")
     assert not (dest / "missing.md").exists()
