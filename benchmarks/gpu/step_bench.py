@@ -126,17 +126,22 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def per_step_ms(run_block, n_critic: int, steps: int, device) -> float:
+    """ms per D step of ``run_block`` (one block: ``n_critic`` D steps), timed over ``steps`` D steps."""
+    blocks = max(1, steps // n_critic)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(blocks):
+        run_block()
+    sync(device)
+    return 1000 * (time.perf_counter() - t0) / (blocks * n_critic)
+
+
 def bare(kind: str, cfg: dict, n: int, size: int, steps: int, device) -> float:
     """ms per D step of the bare eager loop (after a warm-up block)."""
     b = Bare(kind, cfg, n, size, device)
     b.block()
-    blocks = max(1, steps // b.n_critic)
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(blocks):
-        b.block()
-    sync(device)
-    return 1000 * (time.perf_counter() - t0) / (blocks * b.n_critic)
+    return per_step_ms(b.block, b.n_critic, steps, device)
 
 
 def bare_graph(kind: str, cfg: dict, n: int, size: int, steps: int, device) -> float:
@@ -152,13 +157,7 @@ def bare_graph(kind: str, cfg: dict, n: int, size: int, steps: int, device) -> f
     with torch.cuda.graph(graph):
         b.block()
     graph.replay()
-    blocks = max(1, steps // b.n_critic)
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(blocks):
-        graph.replay()
-    sync(device)
-    return 1000 * (time.perf_counter() - t0) / (blocks * b.n_critic)
+    return per_step_ms(graph.replay, b.n_critic, steps, device)
 
 
 def measure(kinds, device, images: int, size: int, epochs: int, steps: int) -> list[dict]:
