@@ -191,6 +191,33 @@ def test_budget_curve_matches_exact_enumeration():
     assert curve[-1] == {"n": 5, "mean": 12.0, "p5": 12.0, "p95": 12.0}  # all 5: the validation pick
 
 
+def test_the_budget_table_gives_each_methods_curve_and_bolds_the_lowest_at_each_n():
+    """sweep.md's "Quality against search budget": budget_curve's numbers per method and n, the
+    lowest mean at each n in bold, no entry past a method's own K."""
+    a = {k: {"val": v, "test": t} for k, (v, t) in enumerate(zip([3.0, 1.0, 2.0], [30.0, 12.0, 50.0]))}
+    b = {k: {"val": v, "test": t} for k, (v, t) in enumerate(zip([1.0, 2.0], [20.0, 30.0]))}
+    result = {"d/glann": {"dataset": "d", "method": "glann", "budget": summary.budget_curve(a)},
+              "d/vae": {"dataset": "d", "method": "vae", "budget": summary.budget_curve(b)}}
+    lines = summary.render_budget(result)
+    assert "## Quality against search budget" in lines
+    header = next(line for line in lines if line.startswith("| method |"))
+    assert header == "| method | n = 1 | n = 2 | n = 3 |"
+    glann = next(line for line in lines if line.startswith("| glann |")).split(" | ")
+    vae = next(line for line in lines if line.startswith("| vae |")).split(" | ")
+
+    def cell(curve, n):
+        point = curve[n - 1]
+        return f"{summary._fmt(point['mean'])} [{summary._fmt(point['p5'])}-{summary._fmt(point['p95'])}]"
+
+    # n = 1: the mean over the settings, about 30.7 against 25; n = 2: glann's pairs pick 12, 50 and
+    # 12 (about 24.7 on average) against vae's validation pick, 20; n = 3: glann's pick (12), and vae
+    # has 2 settings only
+    assert vae[1] == "**" + cell(result["d/vae"]["budget"], 1).replace(" [", "** [")
+    assert glann[1] == cell(result["d/glann"]["budget"], 1)
+    assert glann[2] == cell(result["d/glann"]["budget"], 2) and vae[2] == "**20** [20-20]"
+    assert glann[3] == "**12** [12-12] |" and vae[3] == " |"  # the last cell keeps the row's closing bar
+
+
 def test_summary_files_from_trial_metrics(tmp_path):
     runs = {}
     for method, ks in (("glann", (0, 1)), ("nsgan", (0, 1))):
@@ -231,6 +258,8 @@ def test_summary_files_from_trial_metrics(tmp_path):
     assert "d: 2000 samples against 360 test images; real-vs-real floor fid_domain 3.5-3.51, KID -10.6" in table
     assert "| 31 (subsets ± 4) |" in table  # the best setting's KID with its own std over subsets
     # every setting, its values and results, the best (by validation) in bold; status counted
+    budget = table.split("## Quality against search budget", 1)[1].split("## Every setting", 1)[0]
+    assert "| glann | **20.5** [20-21] | **21** [21-21] |" in budget  # the same runs: both bold
     every = table.split("## Every setting", 1)[1]
     assert f"| d | glann | **hp1** | {summary._values(sweep.settings('glann', 2, 0)[1])} | 9 | 21 | 10 | 1 of 1 |" in every
     assert "| d | nsgan | hp0 | " in every and "| 0 of 1 |" in every and every.count("| d | ") == 4

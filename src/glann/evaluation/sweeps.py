@@ -15,7 +15,8 @@ summary folder (:data:`OUTPUTS`):
   as Lucic et al. 2018);
 - ``sweep_budget.png``: the expected test fid_domain of the setting picked by validation among
   n settings drawn at random from the K, against n (Lucic et al.'s quality against search
-  budget), with a 5-95% band;
+  budget), with a 5-95% band; sweep.md's "Quality against search budget" gives the same
+  numbers, the lowest mean at each n in bold;
 - ``sweep_pr.png``: precision against recall of every run, GLANN's as stars (GLANN's Figure 2).
 
 A config without a sweep writes every one of them too, each saying so (sweep.md a sentence,
@@ -259,6 +260,43 @@ def render_markdown(result: dict, base: dict) -> str:
     return "\n".join(lines + sweep_differences(result)) + "\n"
 
 
+def render_budget(result: dict) -> list[str]:
+    """"Quality against search budget": per dataset, each method's expected test fid_domain of the
+    setting picked on validation among n of its K settings drawn at random (sweep_budget.png's
+    curves, :func:`budget_curve`), n = 1..K, with the 5th-95th percentile over the draws; the
+    lowest mean at each n in bold (several where they round alike). A method with fewer settings
+    than the column's n has no entry there."""
+    lines = ["", "## Quality against search budget", "",
+             "Test fid_domain of the setting picked on validation among n settings drawn at random from the "
+             f"method's K ({BOOTSTRAP} draws): mean [5th-95th percentile]. Lower is better; the lowest mean at "
+             "each n is in bold. At n = 1 it is the mean over the settings; at n = K, the best setting's test "
+             "fid_domain (mean over seeds). sweep_budget.png plots it."]
+    for d in sorted({r["dataset"] for r in result.values()}):
+        rows = sorted((r for r in result.values() if r["dataset"] == d), key=lambda r: r["method"])
+        curves = {r["method"]: {c["n"]: c for c in r["budget"]} for r in rows}
+        ns = sorted({n for c in curves.values() for n in c})
+        if not ns:
+            continue
+        lowest = {}
+        for n in ns:
+            means = [c[n]["mean"] for c in curves.values() if n in c and c[n]["mean"] is not None]
+            lowest[n] = _fmt(min(means)) if means else None
+        lines += ["", f"{d}:", "", "| method | " + " | ".join(f"n = {n}" for n in ns) + " |",
+                  "|---|" + "---|" * len(ns)]
+        for m, c in curves.items():
+            cells = []
+            for n in ns:
+                point = c.get(n)
+                if point is None or point["mean"] is None:
+                    cells.append("")
+                    continue
+                mean = _fmt(point["mean"])
+                cells.append(f"{f'**{mean}**' if mean == lowest[n] else mean} "
+                             f"[{_fmt(point['p5'])}-{_fmt(point['p95'])}]")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render_settings(rows: list[dict], drawn: dict, result: dict) -> list[str]:
     """"Every setting": per method, each setting's values and its validation and test fid_domain
     (mean ± std over seeds), classes covered and how many of its runs learned (``status``): how a
@@ -318,7 +356,8 @@ def summarize_sweeps(trial_files, sweep_files, out_dir, base: dict | None = None
                 message_figure(out_dir / name, NO_SWEEP)
         return {}
     result = analyse(rows, drawn)
-    text = render_markdown(result, base or {}) + "\n".join(render_settings(rows, drawn, result)) + "\n"
+    text = (render_markdown(result, base or {})
+            + "\n".join(render_budget(result) + render_settings(rows, drawn, result)) + "\n")
     write_text(out_dir / "sweep.md", text, record=False)
     write_json(out_dir / "sweep.json", result, record=False)
     sweep_figures(rows, per_setting(rows), result, out_dir)
