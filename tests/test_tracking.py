@@ -349,6 +349,12 @@ def test_two_invocations_at_once_each_import_only_their_own_journals(tmp_path):
 
     import psutil
 
+    def cmdline(proc):
+        try:
+            return " ".join(proc.cmdline())
+        except psutil.Error:  # a process that ended between the listing and the question
+            return ""
+
     wf = copy_workflow(tmp_path / "wf")
     (wf / "two.yaml").write_text("methods: [vae, nsgan]\nvae: {epochs: 30}\nnsgan: {epochs: 1}\n"
                                  "snapshots: {count: 0}\ntracking: {live: false}\n")
@@ -361,17 +367,19 @@ def test_two_invocations_at_once_each_import_only_their_own_journals(tmp_path):
     with open(wf / "a.log", "w") as fh:
         a = subprocess.Popen([exe, "results/digits/vae/seed0/metrics.json", "--cores", "1", *args], cwd=wf,
                              stdout=fh, stderr=subprocess.STDOUT, env=env)
-    job = None
+    jobs = []
     try:
         deadline = time.time() + 300
-        while job is None and time.time() < deadline:
+        while not jobs and time.time() < deadline:
             assert a.poll() is None, (wf / "a.log").read_text()[-3000:]
             if list((wf / "results/digits/vae/seed0").glob("*.resume")):  # its first epoch is done
-                job = next((p for p in psutil.Process(a.pid).children(recursive=True)
-                            if "train-baseline" in " ".join(p.cmdline())), None)
+                # every process whose command line names the job: Snakemake's shell around it and the
+                # process that trains, where they are two (stopping the shell alone leaves it training)
+                jobs = [p for p in psutil.Process(a.pid).children(recursive=True) if "train-baseline" in cmdline(p)]
             time.sleep(0.2)
-        assert job is not None, "the VAE's training job was not seen running"
-        job.send_signal(signal.SIGSTOP)
+        assert jobs, "the VAE's training job was not seen running"
+        for job in jobs:
+            job.send_signal(signal.SIGSTOP)
         try:
             b = snakemake(wf, "results/digits/nsgan/seed0/metrics.json", "--cores", "1", *args,
                           env={"GLANN_TRACKING": "1"})
@@ -381,7 +389,8 @@ def test_two_invocations_at_once_each_import_only_their_own_journals(tmp_path):
             assert names.get("evaluate:nsgan:seed0") == "FINISHED", (names, b.stdout[-2000:])
             assert "train_vae:vae:seed0" not in names, names  # still journalling: left to its own invocation
         finally:
-            job.send_signal(signal.SIGCONT)
+            for job in jobs:
+                job.send_signal(signal.SIGCONT)
         assert a.wait(timeout=600) == 0, (wf / "a.log").read_text()[-3000:]
     finally:
         if a.poll() is None:
