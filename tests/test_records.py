@@ -183,6 +183,27 @@ def test_publishing_a_converged_study_writes_its_table_figures_and_budgets(tmp_p
     assert "| digits | vae | - | 0 | 60 | epoch 30 | 31 (30.5) | 15 |" in (dest / "budgets.md").read_text()
 
 
+def test_a_study_published_for_some_methods_counts_only_their_records(tmp_path):
+    """publish_study's header counts the runs of the methods the summary reports: a method still
+    being recorded (in records/, not in the summary) adds no runs, commits or seconds."""
+    publish = _publish_module()
+    summary, dest = tmp_path / "summary", tmp_path / "study"
+    summary.mkdir()
+    (summary / "sweep.md").write_text("# Sweeps\n\n| dataset | method |\n")
+    (summary / "sweep.json").write_text(json.dumps({"digits/glann": {"method": "glann"}}))
+    (summary / "summary.json").write_text(json.dumps({"digits/glann/fid_domain": {}}))
+    for run, commit, wall in (("digits/glann/seed0", "aaaaaaa1", 3600), ("digits/glann/hp1/seed0", "aaaaaaa1", 3600),
+                              ("digits/wgan_gp/hp1/seed0", "bbbbbbb2", 36000)):
+        (dest / "records" / run).mkdir(parents=True)
+        (dest / "records" / run / "metrics.json").write_text(json.dumps(
+            {"record": {"code_commit": commit, "train_wall_seconds": wall, "train_cpu_seconds": wall}}))
+    assert publish.main([str(summary), str(dest), "--command", "snakemake x"]) == 0
+    head = (dest / "sweep.md").read_text().splitlines()[1]
+    assert "; 2 runs, recorded under `records/` at code commit(s) aaaaaaa;" in head, head
+    assert "took 2.00 hours wall and 2.00 CPU-hours" in head, head
+    assert publish.published_methods(tmp_path / "nothing") is None  # no summary files: every record counts
+
+
 def _publish_module():
     import importlib.util
 
